@@ -1,0 +1,1 @@
+"""Bus drivers: Modbus RTU/TCP and the call-panel serial line."""

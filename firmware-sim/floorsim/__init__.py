@@ -1,0 +1,1 @@
+"""floorsim: the reference floor hardware, simulated."""

@@ -1,0 +1,3 @@
+"""Floorgate: the per-floor hotel gateway daemon."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,65 @@
+"""The floorgate exception tree, split by what the caller does next.
+
+FloorgateError
+├── ConfigError            refuse to start: the floor file or a profile is invalid (exit 78)
+├── StoreError             the local database
+│   ├── StoreCorruptError  refuse to start: integrity_check failed
+│   └── StoreClosedError   programming/shutdown order error: the store is closed
+└── BusError               a bus transaction failed (drivers; retry with backoff)
+    ├── BusTimeoutError    no answer in time (device silent or absent)
+    ├── ModbusExceptionError  the device answered with a Modbus exception code
+    ├── FrameError         CRC/framing error on the line
+    └── BusGoneError       the port or connection is gone; reopen with backoff
+
+Nothing here is ever turned into ``None``: callers catch what they can act on.
+"""
+
+from __future__ import annotations
+
+
+class FloorgateError(Exception):
+    """Base of every error floorgate raises on purpose."""
+
+
+class ConfigError(FloorgateError):
+    """The configuration is invalid; ``problems`` holds every located problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class StoreError(FloorgateError):
+    """The local SQLite store failed."""
+
+
+class StoreCorruptError(StoreError):
+    """``PRAGMA integrity_check`` did not answer ``ok``."""
+
+
+class StoreClosedError(StoreError):
+    """The store was used after close()."""
+
+
+class BusError(FloorgateError):
+    """A bus transaction failed."""
+
+
+class BusTimeoutError(BusError):
+    """The device did not answer within the timeout."""
+
+
+class ModbusExceptionError(BusError):
+    """The device answered with a Modbus exception code."""
+
+    def __init__(self, code: int, message: str = "") -> None:
+        self.code = code
+        super().__init__(message or f"modbus exception {code}")
+
+
+class FrameError(BusError):
+    """A corrupted frame (bad CRC, bad length) was received."""
+
+
+class BusGoneError(BusError):
+    """The serial port or TCP connection is gone."""
