@@ -1,0 +1,223 @@
+"""Pydantic models of the floor file's sections (operations.md, "The floor file").
+
+Every model forbids unknown keys. Cross-section rules (references, uniqueness, call
+points) live in gateway.config.load, which validates each section separately so that
+one bad room does not hide the problems of the next.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from gateway.config.profile import STANDARD_BAUDS, PollClass, Profile
+from gateway.core.roles import DeviceRole
+
+GATEWAY_ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+BUS_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$"
+# Room ids appear in MQTT topics: no '/', '+', '#', no spaces.
+ROOM_ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$"
+UnitId = Annotated[int, Field(ge=1, le=247)]
+TcpPort = Annotated[int, Field(ge=1, le=65535)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GatewaySection(_Section):
+    """[gateway]: identity, where state and the control socket live."""
+
+    id: Annotated[str, Field(pattern=GATEWAY_ID_RE)]
+    state_dir: Path
+    socket: Path = Path("/run/floorgate/floorctl.sock")
+    profile_dirs: list[Path] = Field(default_factory=list)
+    control_group: str = "floorgate"
+    admin_group: str = "floorgate-admin"
+
+
+class MqttSection(_Section):
+    """[mqtt]: the hotel broker and the command key."""
+
+    host: str
+    port: TcpPort = 1883
+    root: str
+    command_key_file: Path
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    username: str | None = None
+    password_file: Path | None = None
+    keepalive_s: Annotated[int, Field(ge=5, le=600)] = 30
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        problems = []
+        levels = self.root.split("/")
+        if any(c in self.root for c in "+#\0") or any(not lv for lv in levels):
+            problems.append(
+                f"root {self.root!r} must be '/'-separated non-empty levels without '+' or '#'"
+            )
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            problems.append("tls_cert_file and tls_key_file go together")
+        if self.password_file is not None and self.username is None:
+            problems.append("password_file needs a username")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class PolicySection(_Section):
+    """[policy]: room behaviour the hotel chooses."""
+
+    vacant_setpoint_c: Annotated[float, Field(ge=5, le=35)] = 26.0
+    door_held_open_s: Annotated[int, Field(ge=1, le=86400)] = 120
+
+
+class EscalationLevel(_Section):
+    """One [[escalation]] level: after how long, who is notified."""
+
+    after_s: Annotated[int, Field(ge=0)]
+    notify: Annotated[str, Field(min_length=1)]
+
+
+class _Bus(_Section):
+    name: Annotated[str, Field(pattern=BUS_NAME_RE)]
+    timeout_ms: Annotated[int, Field(ge=10, le=10000)] = 150
+
+
+class _SerialBus(_Bus):
+    port: Path
+    parity: Literal["N", "E", "O"] = "N"
+
+    @model_validator(mode="after")
+    def _standard_baud(self) -> Self:
+        baud: int = getattr(self, "baud")  # noqa: B009 (declared on subclasses with their default)
+        if baud not in STANDARD_BAUDS:
+            rates = ", ".join(str(b) for b in STANDARD_BAUDS)
+            raise ValueError(f"baud {baud} is not a standard rate ({rates})")
+        return self
+
+    @property
+    def bits_per_char(self) -> int:
+        """Bits on the wire per character: start + 8 data + parity + stop."""
+        return 10 if self.parity == "N" else 11
+
+
+class RtuBus(_SerialBus):
+    """A Modbus RTU line (RS-485)."""
+
+    kind: Literal["modbus-rtu"]
+    baud: int = 19200
+
+
+class TcpBus(_Bus):
+    """A Modbus TCP endpoint serving several unit ids."""
+
+    kind: Literal["modbus-tcp"]
+    host: Annotated[str, Field(min_length=1)]
+    port: TcpPort = 502
+    max_in_flight: Annotated[int, Field(ge=1, le=16)] = 4
+
+
+class CallPanelBus(_SerialBus):
+    """A serial call panel line (FG-CALLPANEL-1 push protocol)."""
+
+    kind: Literal["callpanel"]
+    baud: int = 9600
+
+
+Bus = RtuBus | TcpBus | CallPanelBus
+BUS_KINDS: dict[str, type[RtuBus] | type[TcpBus] | type[CallPanelBus]] = {
+    "modbus-rtu": RtuBus,
+    "modbus-tcp": TcpBus,
+    "callpanel": CallPanelBus,
+}
+
+
+class FloorPanelSection(_Section):
+    """[floorpanel]: the service-station annunciator."""
+
+    bus: str
+    unit: UnitId
+    profile: str = "fg-floorpanel-1"
+
+
+class RoomDevice(_Section):
+    """A device of a room."""
+
+    role: Literal["tstat", "lock", "rio"]
+    profile: str
+    bus: str
+    unit: UnitId
+
+    @property
+    def device_role(self) -> DeviceRole:
+        """The role as an enum."""
+        return DeviceRole(self.role)
+
+
+class Room(_Section):
+    """One [[room]]."""
+
+    id: Annotated[str, Field(pattern=ROOM_ID_RE)]
+    devices: list[RoomDevice] = Field(default_factory=list)
+    callpanel: str | None = None
+
+
+class PollSection(_Section):
+    """[poll]: per-floor override of the profiles' target intervals, in milliseconds."""
+
+    intervals_ms: dict[PollClass, Annotated[int, Field(ge=20)]] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class FloorConfig:
+    """A validated floor: its sections, buses, rooms and the profiles they use."""
+
+    path: Path
+    gateway: GatewaySection
+    mqtt: MqttSection
+    policy: PolicySection
+    escalation: tuple[EscalationLevel, ...]
+    buses: tuple[Bus, ...]
+    rooms: tuple[Room, ...]
+    floorpanel: FloorPanelSection | None
+    poll: PollSection
+    profiles: dict[str, Profile] = field(default_factory=dict)
+
+    def bus(self, name: str) -> Bus:
+        """The bus with this name (KeyError if none)."""
+        for b in self.buses:
+            if b.name == name:
+                return b
+        raise KeyError(name)
+
+    def room(self, room_id: str) -> Room:
+        """The room with this id (KeyError if none)."""
+        for r in self.rooms:
+            if r.id == room_id:
+                return r
+        raise KeyError(room_id)
+
+    @property
+    def database_path(self) -> Path:
+        """Where the SQLite database lives."""
+        return self.gateway.state_dir / "floorgate.db"
+
+    def summary(self) -> str:
+        """One line describing the floor, printed by --check."""
+        kinds: dict[str, int] = {}
+        for b in self.buses:
+            kinds[b.kind] = kinds.get(b.kind, 0) + 1
+        bus_text = ", ".join(f"{n} {k}" for k, n in kinds.items())
+        devices = sum(len(r.devices) for r in self.rooms) + (1 if self.floorpanel else 0)
+        panel = "a floor panel" if self.floorpanel else "no floor panel"
+        return (
+            f"floor {self.gateway.id}: {len(self.rooms)} rooms, {devices} devices on "
+            f"{len(self.buses)} buses ({bus_text}), {panel}, "
+            f"{len(self.escalation)} escalation levels, {len(self.profiles)} profiles"
+        )

@@ -1,0 +1,43 @@
+"""Shared fixtures: floor files written into a temporary run directory."""
+
+from __future__ import annotations
+
+import copy
+import secrets
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomli_w
+
+REPO = Path(__file__).resolve().parent.parent
+FLOORS = REPO / "config" / "floors"
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A run directory with a command key, exported as FLOORGATE_RUN_DIR."""
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "command.key").write_text(secrets.token_hex(32) + "\n")
+    monkeypatch.setenv("FLOORGATE_RUN_DIR", str(d))
+    return d
+
+
+def demo_floor_dict() -> dict[str, Any]:
+    """The shipped demo floor, parsed (environment references left as written)."""
+    return tomllib.loads((FLOORS / "demo.toml").read_text())
+
+
+@pytest.fixture
+def write_floor(run_dir: Path) -> Callable[..., Path]:
+    """Write a floor (default: the demo floor, optionally edited) and return its path."""
+
+    def write(data: dict[str, Any] | None = None, name: str = "floor.toml") -> Path:
+        path = run_dir / name
+        path.write_text(tomli_w.dumps(copy.deepcopy(data or demo_floor_dict())))
+        return path
+
+    return write
