@@ -1,0 +1,320 @@
+"""The store's schema: numbered migrations, and the domain helpers that run inside it.
+
+Every function here is synchronous and takes the caller's ``sqlite3.Connection``; they
+are meant to run inside ``Store.write`` / ``Store.read`` on the store's threads, so an
+event is appended in the same transaction as the state change that caused it.
+
+Conventions: times are RFC 3339 UTC text with milliseconds and ``Z`` (``format_ts``),
+fixed width, so text order is time order; JSON columns hold compact JSON; the schema
+version is ``PRAGMA user_version``. Migrations are append-only: never edit a released one,
+add the next number.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from gateway.errors import StoreError
+
+MIGRATIONS: list[tuple[int, str]] = [
+    (
+        1,
+        """
+        CREATE TABLE meta (
+            key   TEXT NOT NULL PRIMARY KEY,
+            value TEXT NOT NULL
+        );
+        CREATE TABLE counters (
+            name  TEXT NOT NULL PRIMARY KEY,
+            value INTEGER NOT NULL
+        );
+        INSERT INTO counters (name, value) VALUES ('event_seq', 0);
+        CREATE TABLE point_values (
+            device     TEXT NOT NULL,
+            point      TEXT NOT NULL,
+            value      TEXT,  -- JSON
+            updated_at REAL,
+            PRIMARY KEY (device, point)
+        );
+        CREATE TABLE stays (
+            room            TEXT NOT NULL,
+            stay_id         TEXT NOT NULL,
+            valid_from      TEXT,
+            valid_until     TEXT,
+            checked_out_at  TEXT NULL,
+            checkout_reason TEXT NULL,
+            generation      INTEGER NOT NULL,
+            preferences     TEXT,  -- JSON
+            PRIMARY KEY (room, stay_id)
+        );
+        CREATE TABLE tokens (
+            room    TEXT NOT NULL,
+            stay_id TEXT NOT NULL,
+            token   TEXT NOT NULL,
+            PRIMARY KEY (room, stay_id, token),
+            FOREIGN KEY (room, stay_id) REFERENCES stays (room, stay_id) ON DELETE CASCADE
+        );
+        CREATE TABLE alarms (
+            alarm_id        TEXT NOT NULL PRIMARY KEY,
+            room            TEXT NULL,
+            kind            TEXT,
+            point           TEXT,
+            state           TEXT,
+            level           INTEGER,
+            raised_at       TEXT,
+            acknowledged_at TEXT NULL,
+            acknowledged_by TEXT NULL,
+            resolved_at     TEXT NULL,
+            resolved_by     TEXT NULL,
+            level_due_at    TEXT NULL,
+            data            TEXT  -- JSON
+        );
+        CREATE INDEX alarms_unresolved ON alarms (raised_at) WHERE resolved_at IS NULL;
+        CREATE TABLE events (
+            seq          INTEGER PRIMARY KEY,
+            id           TEXT UNIQUE NOT NULL,
+            ts           TEXT NOT NULL,
+            type         TEXT NOT NULL,
+            room         TEXT NULL,
+            data         TEXT NOT NULL,  -- JSON
+            delivered_at TEXT NULL
+        );
+        CREATE INDEX events_delivered_at ON events (delivered_at);
+        CREATE TABLE commands (
+            id          TEXT NOT NULL PRIMARY KEY,
+            executed_at TEXT NOT NULL,
+            reply       TEXT NOT NULL  -- JSON
+        );
+        CREATE INDEX commands_executed_at ON commands (executed_at);
+        """,
+    ),
+    (
+        2,
+        """
+        CREATE TABLE audit (
+            id     INTEGER PRIMARY KEY,
+            ts     TEXT NOT NULL,
+            actor  TEXT NOT NULL,
+            action TEXT NOT NULL,
+            room   TEXT NULL,
+            detail TEXT NOT NULL  -- JSON
+        );
+        CREATE INDEX audit_ts ON audit (ts);
+        -- low-value events (door.opened/closed…) are purged sooner once delivered
+        ALTER TABLE events ADD COLUMN low_value INTEGER NOT NULL DEFAULT 0;
+        CREATE INDEX events_low_value ON events (low_value, delivered_at);
+        """,
+    ),
+]
+"""(version, SQL script) pairs, versions 1, 2, … in order; each runs in one transaction."""
+
+LATEST_VERSION: int = MIGRATIONS[-1][0]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One row of the event outbox, as delivered upstream."""
+
+    seq: int
+    id: str
+    ts: str
+    type: str
+    room: str | None
+    data: dict[str, object]
+
+
+def apply_migrations(
+    conn: sqlite3.Connection, migrations: Sequence[tuple[int, str]] = MIGRATIONS
+) -> tuple[int, int]:
+    """Apply migrations newer than ``user_version``, one transaction each; return (before, after).
+
+    ``conn`` must be in autocommit mode (``isolation_level=None``) and outside a transaction.
+    Raises StoreError if the database is newer than the newest migration given.
+    """
+    versions = [version for version, _ in migrations]
+    if versions != sorted(set(versions)) or (versions and versions[0] < 1):
+        raise ValueError(f"migration versions must be increasing and >= 1: {versions}")
+    if conn.in_transaction:
+        raise StoreError("apply_migrations must run outside a transaction")
+    before = user_version(conn)
+    latest = versions[-1] if versions else 0
+    if before > latest:
+        raise StoreError(f"database schema version {before} is newer than supported ({latest})")
+    current = before
+    for version, sql in migrations:
+        if version <= current:
+            continue
+        try:
+            # executescript commits a pending transaction first, so BEGIN lives in the script.
+            conn.executescript(
+                f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {int(version)};\nCOMMIT;"
+            )
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        current = version
+    return before, current
+
+
+def user_version(conn: sqlite3.Connection) -> int:
+    """Return the schema version recorded in ``PRAGMA user_version``."""
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def format_ts(dt: datetime) -> str:
+    """Format an aware datetime as RFC 3339 UTC with ms and ``Z``; a naive one raises ValueError."""
+    if dt.tzinfo is None or dt.utcoffset() is None:
+        raise ValueError(f"naive datetime {dt!r}: a timezone is required")
+    u = dt.astimezone(UTC)
+    return (
+        f"{u.year:04d}-{u.month:02d}-{u.day:02d}T"
+        f"{u.hour:02d}:{u.minute:02d}:{u.second:02d}.{u.microsecond // 1000:03d}Z"
+    )
+
+
+def append_event(
+    conn: sqlite3.Connection,
+    type: str,
+    *,
+    room: str | None,
+    data: Mapping[str, object],
+    ts: datetime,
+    low_value: bool = False,
+) -> StoredEvent:
+    """Append an event with the next gapless ``seq``; must run inside the caller's transaction."""
+    if not conn.in_transaction:
+        raise StoreError("append_event must run inside a transaction")
+    stamp = format_ts(ts)
+    text = _dumps(dict(data))
+    rows = conn.execute(
+        "UPDATE counters SET value = value + 1 WHERE name = 'event_seq' RETURNING value"
+    ).fetchall()
+    if not rows:
+        raise StoreError("counter event_seq is missing")
+    seq = int(rows[0][0])
+    event_id = uuid.uuid4().hex
+    conn.execute(
+        "INSERT INTO events (seq, id, ts, type, room, data, low_value)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (seq, event_id, stamp, type, room, text, int(low_value)),
+    )
+    return StoredEvent(seq, event_id, stamp, type, room, _loads_object(text))
+
+
+def current_seq(conn: sqlite3.Connection) -> int:
+    """Return the last ``seq`` handed out (0 before the first event)."""
+    row = conn.execute("SELECT value FROM counters WHERE name = 'event_seq'").fetchone()
+    if row is None:
+        raise StoreError("counter event_seq is missing")
+    return int(row[0])
+
+
+def audit(
+    conn: sqlite3.Connection,
+    *,
+    actor: str,
+    action: str,
+    room: str | None,
+    detail: Mapping[str, object],
+    ts: datetime,
+) -> None:
+    """Record who did what (remote unlock, acknowledgement…) in the audit log."""
+    conn.execute(
+        "INSERT INTO audit (ts, actor, action, room, detail) VALUES (?, ?, ?, ?, ?)",
+        (format_ts(ts), actor, action, room, _dumps(dict(detail))),
+    )
+
+
+def set_point_value(
+    conn: sqlite3.Connection, device: str, point: str, value: object, ts: float
+) -> None:
+    """Upsert the last value (JSON-serialisable) of one device point."""
+    conn.execute(
+        "INSERT INTO point_values (device, point, value, updated_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (device, point)"
+        " DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        (device, point, _dumps(value), ts),
+    )
+
+
+def load_point_values(conn: sqlite3.Connection) -> dict[tuple[str, str], object]:
+    """Return every stored point value keyed by (device, point)."""
+    rows = conn.execute("SELECT device, point, value FROM point_values")
+    return {(device, point): json.loads(value) for device, point, value in rows}
+
+
+def events_since(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[StoredEvent]:
+    """Return up to ``limit`` stored events with ``seq > after_seq``, in seq order."""
+    rows = conn.execute(
+        f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",  # noqa: S608
+        (after_seq, limit),
+    )
+    return [_event_from_row(row) for row in rows]
+
+
+def first_undelivered(conn: sqlite3.Connection, limit: int) -> list[StoredEvent]:
+    """Return up to ``limit`` undelivered events, oldest seq first."""
+    rows = conn.execute(
+        f"SELECT {_EVENT_COLUMNS} FROM events"  # noqa: S608
+        " WHERE delivered_at IS NULL ORDER BY seq LIMIT ?",
+        (limit,),
+    )
+    return [_event_from_row(row) for row in rows]
+
+
+def mark_delivered(conn: sqlite3.Connection, seqs: Sequence[int], ts: datetime) -> None:
+    """Mark events delivered at ``ts``; an event already marked keeps its first time."""
+    stamp = format_ts(ts)
+    conn.executemany(
+        "UPDATE events SET delivered_at = ? WHERE seq = ? AND delivered_at IS NULL",
+        [(stamp, seq) for seq in seqs],
+    )
+
+
+def purge_delivered(
+    conn: sqlite3.Connection,
+    older_than: datetime,
+    *,
+    low_value_older_than: datetime | None = None,
+) -> int:
+    """Delete events delivered before ``older_than`` (low-value: before the 2nd cutoff); count them.
+
+    Undelivered events are never purged, and ``seq`` is never reused (it lives in counters).
+    """
+    deleted = conn.execute(
+        "DELETE FROM events WHERE delivered_at IS NOT NULL AND delivered_at < ?",
+        (format_ts(older_than),),
+    ).rowcount
+    if low_value_older_than is not None:
+        deleted += conn.execute(
+            "DELETE FROM events"
+            " WHERE low_value = 1 AND delivered_at IS NOT NULL AND delivered_at < ?",
+            (format_ts(low_value_older_than),),
+        ).rowcount
+    return deleted
+
+
+_EVENT_COLUMNS = "seq, id, ts, type, room, data"
+
+
+def _event_from_row(row: tuple[int, str, str, str, str | None, str]) -> StoredEvent:
+    seq, event_id, ts, type_, room, data = row
+    return StoredEvent(int(seq), event_id, ts, type_, room, _loads_object(data))
+
+
+def _dumps(value: object) -> str:
+    # Compact, and strict: NaN/Infinity are not JSON and would break consumers upstream.
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _loads_object(text: str) -> dict[str, object]:
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise StoreError("stored event data is not a JSON object")
+    return value
