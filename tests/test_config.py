@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 from collections.abc import Callable
@@ -299,8 +300,6 @@ GOOD_TSTAT = {
 
 
 def _profile(**changes: Any) -> dict[str, Any]:
-    import copy
-
     prof = copy.deepcopy(GOOD_TSTAT)
     for key, value in changes.items():
         i, field = key.split("__")
@@ -371,14 +370,18 @@ def test_profile_missing_required_role(write_floor: Callable[..., Path], run_dir
     _write_profile(run_dir / "profiles", "acme-t1", prof)
     with pytest.raises(ConfigError) as info:
         load_floor(_floor_using(write_floor, run_dir, "acme-t1"))
-    assert any("a tstat profile needs a point with role 'room_temp'" in p for p in info.value.problems)
+    assert any(
+        "a tstat profile needs a point with role 'room_temp'" in p for p in info.value.problems
+    )
 
 
 def test_profile_name_differs_from_file(write_floor: Callable[..., Path], run_dir: Path) -> None:
     _write_profile(run_dir / "profiles", "acme-t2", _profile())
     with pytest.raises(ConfigError) as info:
         load_floor(_floor_using(write_floor, run_dir, "acme-t2"))
-    assert any("profile.name: 'acme-t1' differs from the file name" in p for p in info.value.problems)
+    assert any(
+        "profile.name: 'acme-t1' differs from the file name" in p for p in info.value.problems
+    )
 
 
 def test_profile_defined_twice(write_floor: Callable[..., Path], run_dir: Path) -> None:

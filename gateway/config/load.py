@@ -95,9 +95,7 @@ def read_command_key(path: Path) -> bytes:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"cannot read {path}: {exc}"]) from exc
     if len(text) < KEY_MIN_HEX_DIGITS or len(text) % 2 or not re.fullmatch(r"[0-9a-fA-F]+", text):
-        raise ConfigError(
-            [f"{path} must hold the key as an even number of at least 32 hex digits"]
-        )
+        raise ConfigError([f"{path} must hold the key as an even number of at least 32 hex digits"])
     return bytes.fromhex(text)
 
 
@@ -404,9 +402,7 @@ class _FloorChecker:
             if b is None and bus not in self.broken_buses:
                 self.problem(f"{where}.bus", f"no bus named {bus!r} (buses: {bus_list})")
             elif isinstance(b, CallPanelBus):
-                self.problem(
-                    f"{where}.bus", f"bus {bus!r} is a call panel line, not a Modbus bus"
-                )
+                self.problem(f"{where}.bus", f"bus {bus!r} is a call panel line, not a Modbus bus")
                 return None
             return b
 

@@ -14,7 +14,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway.core.roles import ROLES, DeviceRole, RoleSpec, ValueKind
+from gateway.core.roles import REQUIRED_ROLES, ROLES, DeviceRole, RoleSpec, ValueKind
 
 NAME_RE = r"^[a-z][a-z0-9_]*$"
 PROFILE_NAME_RE = r"^[a-z0-9][a-z0-9._-]*$"
@@ -254,8 +254,6 @@ class Profile(_Model):
 
 def profile_problems(prof: Profile) -> list[tuple[str, str]]:
     """Cross-point problems of a structurally valid profile, as (location, message)."""
-    from gateway.core.roles import REQUIRED_ROLES
-
     out: list[tuple[str, str]] = []
     vocabulary = ROLES[prof.device]
     names: dict[str, int] = {}
