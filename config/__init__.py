@@ -1,1 +1,1 @@
-"""Data shipped with floorgate: device profiles and example floor files (the top-level config/ directory)."""
+"""Data shipped with floorgate: device profiles and example floors (top-level config/)."""
