@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,10 +43,10 @@ def run(*args: str) -> str:
     return out
 
 
-def wait_until(cond: object, what: str, timeout: float = 20.0) -> None:
+def wait_until(cond: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if cond():  # type: ignore[operator]
+        if cond():
             return
         time.sleep(0.05)
     raise SystemExit(f"demo: timed out waiting for {what}")
@@ -73,7 +74,7 @@ def main() -> int:
         )  # fmt: skip
         procs.append(sim)
         ctl = [str(BIN / "floorsim"), "ctl", "--config", str(FLOOR)]
-        wait_until(lambda: (run_dir / "floorsim.sock").exists(), "floorsim")
+        wait_until((run_dir / "floorsim.sock").exists, "floorsim")
         status = json.loads(subprocess.check_output([*ctl, "status"], text=True, timeout=30))
         for name, bus in status["buses"].items():
             where = bus.get("port") or bus.get("address")
