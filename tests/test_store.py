@@ -488,25 +488,26 @@ async def test_ping_and_last_progress(store: Store) -> None:
     assert store.last_progress <= time.monotonic()
 
 
-async def test_loop_is_not_blocked(store: Store) -> None:
-    worst = 0.0
-    done = asyncio.Event()
+async def test_sqlite_never_runs_on_the_event_loop_thread(store: Store) -> None:
+    """Every write and read runs on the store's own threads, so SQLite never blocks the loop.
 
-    async def ticker() -> None:
-        nonlocal worst
-        last = time.monotonic()
-        while not done.is_set():
-            await asyncio.sleep(0.001)
-            now = time.monotonic()
-            worst = max(worst, now - last)
-            last = now
+    (Loop lag is a benchmark figure, not a test assertion: this checks the cause instead.)
+    """
+    loop_thread = threading.get_ident()
+    seen: set[int] = set()
 
-    tick = asyncio.ensure_future(ticker())
-    await asyncio.gather(*(store.write(event()) for _ in range(2000)))
-    done.set()
-    await tick
-    assert await store.read(schema.current_seq) == 2000
-    assert worst < 0.1
+    def write(conn: sqlite3.Connection) -> None:
+        seen.add(threading.get_ident())
+        event()(conn)
+
+    def read(conn: sqlite3.Connection) -> int:
+        seen.add(threading.get_ident())
+        return schema.current_seq(conn)
+
+    await asyncio.gather(*(store.write(write) for _ in range(200)))
+    assert await store.read(read) == 200
+    assert seen
+    assert loop_thread not in seen
 
 
 def _raise(exc: BaseException) -> None:
