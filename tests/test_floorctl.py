@@ -75,3 +75,12 @@ def test_request_and_error_reply(
         {"v": 1, "cmd": "alarms", "args": {"action": "ack", "alarm_id": "A1", "by": "ana"}}
     ]
     assert "not in floorgate-admin" in capsys.readouterr().err
+
+
+def test_socket_found_without_reading_the_key(
+    write_floor: Callable[..., Path], run_dir: Path
+) -> None:
+    """A technician who may not read the command key still finds the socket, expanded."""
+    path = write_floor()
+    (run_dir / "command.key").unlink()
+    assert socket_path(None, path) == run_dir / "floorctl.sock"

@@ -24,7 +24,7 @@ from typing import Any
 import structlog
 
 from floorsim.sim import FloorSim
-from gateway.config.floor import FloorConfig
+from gateway.config.floor import GatewaySection
 
 __all__ = [
     "COMMANDS",
@@ -88,9 +88,9 @@ class CtlUnreachableError(Exception):
     """No simulator answers on the control socket."""
 
 
-def default_socket(config: FloorConfig) -> Path:
+def default_socket(gateway: GatewaySection) -> Path:
     """``floorsim.sock`` in the directory of the floor's gateway.socket."""
-    return config.gateway.socket.parent / SOCKET_NAME
+    return gateway.socket.parent / SOCKET_NAME
 
 
 def socket_is_live(path: Path) -> bool:

@@ -38,7 +38,7 @@ from floorsim.control import (
 )
 from floorsim.sim import FloorSim
 from floorsim.wire import PortInUseError
-from gateway.config.load import format_report, load_floor
+from gateway.config.load import format_report, load_floor, load_gateway_section
 from gateway.errors import ConfigError
 from gateway.logging import configure_logging
 
@@ -93,7 +93,7 @@ def serve_main(argv: Sequence[str]) -> int:
     if not 0 < args.time_scale <= 1_000_000:
         p.error("--time-scale must be in (0, 1e6]")
     sim = FloorSim(config, time_scale=args.time_scale, check_line_speed=not args.no_speed_check)
-    ctl_path = args.ctl_socket or default_socket(config)
+    ctl_path = args.ctl_socket or default_socket(config.gateway)
     try:
         asyncio.run(_serve(sim, ctl_path))
     except (PortInUseError, RuntimeError, OSError) as exc:
@@ -157,8 +157,7 @@ def _socket_path(args: argparse.Namespace) -> Path:
     if args.socket is not None:
         return Path(args.socket)
     if args.config is not None:
-        config, _ = load_floor(args.config)
-        return default_socket(config)
+        return default_socket(load_gateway_section(args.config))
     if os.environ.get("FLOORSIM_SOCKET"):
         return Path(os.environ["FLOORSIM_SOCKET"])
     if os.environ.get("FLOORGATE_RUN_DIR"):

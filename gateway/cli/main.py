@@ -12,12 +12,11 @@ import argparse
 import json
 import socket
 import sys
-import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gateway.config.load import load_floor
+from gateway.config.load import load_gateway_section
 from gateway.errors import ConfigError
 
 EX_OK = 0
@@ -68,11 +67,7 @@ def socket_path(explicit: Path | None, config: Path | None) -> Path:
     if explicit is not None:
         return explicit
     if config is not None:
-        try:
-            floor, _ = load_floor(config)
-        except ConfigError:
-            return _socket_from_raw(config)
-        return floor.gateway.socket
+        return load_gateway_section(config).socket
     return DEFAULT_SOCKET
 
 
@@ -92,16 +87,6 @@ def call(path: Path, request: dict[str, Any]) -> dict[str, Any]:
         raise Unreachable("the daemon closed the connection without answering")
     reply: dict[str, Any] = json.loads(data)
     return reply
-
-
-def _socket_from_raw(config: Path) -> Path:
-    """Fall back to the raw gateway.socket value when the floor file does not validate."""
-    try:
-        raw = tomllib.loads(config.read_text(encoding="utf-8"))
-        value = raw["gateway"]["socket"]
-    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
-        raise ConfigError([f"{config}: no usable gateway.socket ({exc})"]) from exc
-    return Path(value)
 
 
 def _request_args(args: argparse.Namespace) -> dict[str, Any]:

@@ -57,6 +57,20 @@ def load_floor(
     return checker.run()
 
 
+def load_gateway_section(path: Path, *, environ: Mapping[str, str] | None = None) -> GatewaySection:
+    """Only the [gateway] table, expanded and resolved: enough for clients to find sockets.
+
+    Unlike load_floor it reads no profile and no key file, so an unprivileged client can use
+    it; ConfigError if the table itself is unusable.
+    """
+    checker = _FloorChecker(Path(path), os.environ if environ is None else environ)
+    raw = checker.read()
+    section = checker._section(raw, "gateway", GatewaySection, required=True)
+    if section is None or checker.problems:
+        raise ConfigError(checker.problems)
+    return checker._resolve_gateway(section)
+
+
 def shipped_profiles_dir() -> Path:
     """The directory of the profiles that ship with floorgate."""
     return Path(str(resources.files("floorgate_config") / "profiles"))
@@ -160,14 +174,19 @@ class _FloorChecker:
     def problem(self, where: str, msg: str) -> None:
         self.problems.append(f"{where}: {msg}")
 
-    def run(self) -> tuple[FloorConfig, list[str]]:
+    def read(self) -> dict[str, Any]:
+        """The file's TOML with environment references expanded."""
         try:
             raw = tomllib.loads(self.path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigError([f"{self.path}: cannot read: {exc.strerror or exc}"]) from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError([f"{self.path}: TOML syntax error: {exc}"]) from exc
-        raw = self._expand(raw, "")
+        expanded: dict[str, Any] = self._expand(raw, "")
+        return expanded
+
+    def run(self) -> tuple[FloorConfig, list[str]]:
+        raw = self.read()
         for key in raw:
             if key not in SECTIONS:
                 self.problem(key, f"unknown section (known: {', '.join(SECTIONS)})")
