@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import tty
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,17 +38,10 @@ from gateway.core.callpanel import (
     RejectReason,
     parse_frame,
 )
+from tests.waiting import until
 
 BUS = "panel-a"
 OFFLINE_S = 0.2
-
-
-async def until(cond: Callable[[], Any], timeout: float = 2.0) -> Any:
-    """Wait (bounded) until ``cond()`` is truthy; return its value."""
-    async with asyncio.timeout(timeout):
-        while not (value := cond()):
-            await asyncio.sleep(0.001)
-    return value
 
 
 class PanelEnd:

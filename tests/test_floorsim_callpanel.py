@@ -13,7 +13,8 @@ import pytest
 
 from floorsim.callpanel import checksum, encode_frame, garbage_line, parse_frame
 from floorsim.sim import FloorSim
-from tests.test_floorsim_support import LineReader, load, running, until
+from tests.test_floorsim_support import LineReader, load, running
+from tests.waiting import until
 
 SCALE = 20.0
 

@@ -17,7 +17,8 @@ from floorsim.control import ControlServer, CtlError, CtlUnreachableError, call
 from floorsim.sim import FloorSim
 from floorsim.wire import PortInUseError
 from tests.conftest import FLOORS
-from tests.test_floorsim_support import free_port, load, rtu_client, running, until
+from tests.test_floorsim_support import free_port, load, rtu_client, running
+from tests.waiting import until
 
 FLOORSIM = [sys.executable, "-m", "floorsim.main"]
 BENCH_BUSES = ("tty-rs485-a", "tty-rs485-b", "tty-rs485-c", "tty-rs485-d", "tty-callpanel")

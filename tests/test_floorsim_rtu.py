@@ -20,7 +20,8 @@ from pymodbus.exceptions import ModbusIOException
 from floorsim.modbus import rtu_frame
 from floorsim.sim import FloorSim
 from tests.conftest import demo_floor_dict
-from tests.test_floorsim_support import load, rtu_client, running, until
+from tests.test_floorsim_support import load, rtu_client, running
+from tests.waiting import until
 
 TSTAT, LOCK, RIO, FLOORPANEL = 1, 2, 3, 40
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +20,6 @@ from floorsim.journal import Journal, SimClock
 from floorsim.sim import FloorSim
 from gateway.config.floor import FloorConfig
 from gateway.config.load import load_floor
-
-
-async def until(cond: Callable[[], Any], timeout: float = 5.0, interval: float = 0.005) -> Any:
-    """Wait (bounded) until ``cond()`` is truthy; return its value."""
-    async with asyncio.timeout(timeout):
-        while not (value := cond()):
-            await asyncio.sleep(interval)
-    return value
 
 
 def free_port() -> int:

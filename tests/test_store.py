@@ -20,6 +20,7 @@ from gateway.adapters import schema
 from gateway.adapters import store as store_mod
 from gateway.adapters.store import Store
 from gateway.errors import StoreClosedError, StoreCorruptError, StoreError
+from tests.waiting import until
 
 T0 = datetime(2026, 11, 23, 6, 3, 22, 123456, tzinfo=UTC)
 
@@ -45,12 +46,6 @@ async def store(tmp_path: pathlib.Path) -> AsyncIterator[Store]:
     s = await Store.open(tmp_path / "floor.db")
     yield s
     await s.close()
-
-
-async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.001)
 
 
 def put_meta(key: str, value: str = "v") -> Callable[[sqlite3.Connection], None]:

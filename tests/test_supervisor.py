@@ -19,6 +19,7 @@ from structlog.typing import EventDict
 
 from gateway.sdnotify import Notifier
 from gateway.supervisor import Supervisor
+from tests.waiting import until
 
 WATCHDOG_USEC = 40_000  # a ping every 20 ms
 
@@ -97,12 +98,6 @@ def notifier_for(listener: Listener, *, watchdog: bool = False) -> Notifier:
     if watchdog:
         env["WATCHDOG_USEC"] = str(WATCHDOG_USEC)
     return Notifier.from_env(env)
-
-
-async def until(condition: Callable[[], bool], timeout: float = 2.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 async def forever() -> None:
