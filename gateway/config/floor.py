@@ -52,6 +52,11 @@ class MqttSection(_Section):
     username: str | None = None
     password_file: Path | None = None
     keepalive_s: Annotated[int, Field(ge=5, le=600)] = 30
+    # The outbox (issue 5): publishes awaiting PUBACK at once; how long delivered events
+    # stay for `floorctl events`; the disk cap beyond which low-value events are shed.
+    max_in_flight: Annotated[int, Field(ge=1, le=1000)] = 32
+    events_keep_days: Annotated[float, Field(gt=0, le=3650)] = 7.0
+    outbox_max_mib: Annotated[int, Field(ge=1, le=65536)] = 256
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -75,6 +80,12 @@ class PolicySection(_Section):
 
     vacant_setpoint_c: Annotated[float, Field(ge=5, le=35)] = 26.0
     door_held_open_s: Annotated[int, Field(ge=1, le=86400)] = 120
+    # Alarms (issue 7): re-notify after the last escalation level every repeat_s; an
+    # acknowledged alarm not resolved within ack_timeout_s becomes active again.
+    alarm_repeat_s: Annotated[int, Field(ge=5, le=86400)] = 60
+    alarm_ack_timeout_s: Annotated[int, Field(ge=10, le=86400)] = 300
+    # Locks (issue 6): read every slot of every lock this often, and repair drift.
+    slot_verify_s: Annotated[int, Field(ge=5, le=86400)] = 60
 
 
 class EscalationLevel(_Section):
@@ -172,6 +183,26 @@ class PollSection(_Section):
     """[poll]: per-floor override of the profiles' target intervals, in milliseconds."""
 
     intervals_ms: dict[PollClass, Annotated[int, Field(ge=20)]] = Field(default_factory=dict)
+    # Device health: consecutive failed transactions before a device is offline; the
+    # cap of the jittered exponential backoff between probes of an offline device.
+    offline_after: Annotated[int, Field(ge=1, le=100)] = 3
+    probe_max_s: Annotated[float, Field(ge=1, le=3600)] = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSpec:
+    """One Modbus device of the floor, flattened: what a bus scheduler polls."""
+
+    room: str | None  # None for the floor panel
+    role: DeviceRole
+    bus: str
+    unit: int
+    profile: Profile
+
+    @property
+    def name(self) -> str:
+        """The device's name in events and the CLI (mqtt.md): ``1203/lock`` or ``floorpanel``."""
+        return f"{self.room}/{self.role}" if self.room is not None else str(self.role)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +233,20 @@ class FloorConfig:
             if r.id == room_id:
                 return r
         raise KeyError(room_id)
+
+    def devices(self, bus: str | None = None) -> list[DeviceSpec]:
+        """Every Modbus device (rooms in file order, then the floor panel), or one bus's."""
+        out = [
+            DeviceSpec(r.id, d.device_role, d.bus, d.unit, self.profiles[d.profile])
+            for r in self.rooms
+            for d in r.devices
+        ]
+        if self.floorpanel is not None:
+            fp = self.floorpanel
+            out.append(
+                DeviceSpec(None, DeviceRole.FLOORPANEL, fp.bus, fp.unit, self.profiles[fp.profile])
+            )
+        return [d for d in out if bus is None or d.bus == bus]
 
     @property
     def database_path(self) -> Path:

@@ -1,0 +1,76 @@
+"""What leaves the drivers: typed observations by role, never raw registers (issue 4).
+
+A bus scheduler turns answers into these values and hands them to the floor engine; the
+core decides from them. ``at`` is the gateway's monotonic clock in seconds when the answer
+arrived (latency figures and sampling periods use it); the engine stamps wall time itself.
+
+Point observations are sent on change only: the first value a point shows after start-up
+or after its device comes back online, then every change. A counter that advanced while
+the gateway was down is therefore seen on the first read, and the engine compares it with
+the last value it stored (devices.md: a press is never lost to a restart).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.core.roles import DeviceRole
+
+__all__ = [
+    "DeviceFault",
+    "DeviceOffline",
+    "DeviceOnline",
+    "DriverObservation",
+    "PointObserved",
+]
+
+# Same shapes as drivers.codec.Value (the core does not import drivers).
+PointValue = bool | int | float | str | dict[str, bool] | None
+
+
+@dataclass(frozen=True, slots=True)
+class PointObserved:
+    """A point of a device shows a new value (``index`` is the array element, else 0)."""
+
+    device: str  # "1203/lock", "floorpanel"
+    room: str | None
+    role: DeviceRole
+    point: str  # the role name in gateway.core.roles, e.g. "bath_count", "slot"
+    index: int
+    value: PointValue
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceOnline:
+    """A device answered again (or for the first time since start)."""
+
+    device: str
+    room: str | None
+    role: DeviceRole
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceOffline:
+    """A device failed ``offline_after`` consecutive transactions (reason: the last error)."""
+
+    device: str
+    room: str | None
+    role: DeviceRole
+    reason: str  # "timeout", "crc", "exception 04", "bus gone"
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceFault:
+    """A device answers but reports a failure of its own (Modbus exception 04, a fault bit)."""
+
+    device: str
+    room: str | None
+    role: DeviceRole
+    code: str
+    at: float
+
+
+DriverObservation = PointObserved | DeviceOnline | DeviceOffline | DeviceFault
