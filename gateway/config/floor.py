@@ -79,6 +79,8 @@ class PolicySection(_Section):
     """[policy]: room behaviour the hotel chooses."""
 
     vacant_setpoint_c: Annotated[float, Field(ge=5, le=35)] = 26.0
+    # Setpoint when a stay begins and the guest gave no preference (issue 6 "Room modes").
+    occupied_setpoint_c: Annotated[float, Field(ge=5, le=35)] = 22.0
     door_held_open_s: Annotated[int, Field(ge=1, le=86400)] = 120
     # Alarms (issue 7): re-notify after the last escalation level every repeat_s; an
     # acknowledged alarm not resolved within ack_timeout_s becomes active again.
