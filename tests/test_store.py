@@ -94,8 +94,9 @@ async def test_open_creates_wal_full_latest(tmp_path: pathlib.Path) -> None:
             names = ("journal_mode", "synchronous", "foreign_keys", "busy_timeout", "user_version")
             return tuple(conn.execute(f"PRAGMA {n}").fetchone()[0] for n in names)
 
-        assert await s.write(pragmas) == ("wal", 2, 1, store_mod.BUSY_TIMEOUT_MS, 2)
-        assert await s.read(pragmas) == ("wal", 2, 1, store_mod.BUSY_TIMEOUT_MS, 2)
+        latest = schema.LATEST_VERSION
+        assert await s.write(pragmas) == ("wal", 2, 1, store_mod.BUSY_TIMEOUT_MS, latest)
+        assert await s.read(pragmas) == ("wal", 2, 1, store_mod.BUSY_TIMEOUT_MS, latest)
         assert await s.read(lambda c: c.execute("PRAGMA query_only").fetchone()[0]) == 1
 
 

@@ -110,6 +110,20 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX events_low_value ON events (low_value, delivered_at);
         """,
     ),
+    (
+        3,
+        """
+        -- issue 6: the room became occupied for this stay (exactly once, across restarts)
+        ALTER TABLE stays ADD COLUMN occupied_at TEXT NULL;
+        CREATE INDEX stays_checked_out_at ON stays (checked_out_at)
+            WHERE checked_out_at IS NOT NULL;
+        -- the newest access-log seq handled per lock
+        CREATE TABLE lock_log_heads (
+            device TEXT NOT NULL PRIMARY KEY,
+            head   INTEGER NOT NULL
+        );
+        """,
+    ),
 ]
 """(version, SQL script) pairs, versions 1, 2, … in order; each runs in one transaction."""
 
@@ -298,6 +312,98 @@ def purge_delivered(
             (format_ts(low_value_older_than),),
         ).rowcount
     return deleted
+
+
+# -- outbox upkeep and the command replay cache (issue 5: gateway.adapters.mqtt, gateway.commands)
+
+
+def undelivered_after(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[StoredEvent]:
+    """Return up to ``limit`` undelivered events with ``seq > after_seq``, in seq order."""
+    rows = conn.execute(
+        f"SELECT {_EVENT_COLUMNS} FROM events"  # noqa: S608
+        " WHERE delivered_at IS NULL AND seq > ? ORDER BY seq LIMIT ?",
+        (after_seq, limit),
+    )
+    return [_event_from_row(row) for row in rows]
+
+
+def outbox_backlog(conn: sqlite3.Connection) -> tuple[int, str | None]:
+    """Return (number of undelivered events, ``ts`` of the oldest undelivered or None)."""
+    count, oldest_seq = conn.execute(
+        "SELECT COUNT(*), MIN(seq) FROM events WHERE delivered_at IS NULL"
+    ).fetchone()
+    if oldest_seq is None:
+        return 0, None
+    row = conn.execute("SELECT ts FROM events WHERE seq = ?", (oldest_seq,)).fetchone()
+    return int(count), str(row[0])
+
+
+def used_bytes(conn: sqlite3.Connection) -> int:
+    """Bytes of the database's pages in use (free pages are reused, so not counted)."""
+    pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
+    free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+    return (pages - free) * int(conn.execute("PRAGMA page_size").fetchone()[0])
+
+
+def shed_low_value(conn: sqlite3.Connection, max_bytes: int, step: int = 500) -> tuple[int, int]:
+    """Delete low-value events, oldest first, until ``used_bytes <= max_bytes``.
+
+    Delivered low-value events go first; then undelivered ones, which are counted in the
+    persisted ``events_shed`` counter. No other event is ever deleted. Returns (delivered
+    deleted, undelivered shed); must run inside the caller's transaction.
+    """
+    if not conn.in_transaction:
+        raise StoreError("shed_low_value must run inside a transaction")
+    dropped = [0, 0]
+    for index, delivered in enumerate(("IS NOT NULL", "IS NULL")):
+        while used_bytes(conn) > max_bytes:
+            deleted = conn.execute(
+                "DELETE FROM events WHERE seq IN (SELECT seq FROM events"  # noqa: S608
+                f" WHERE low_value = 1 AND delivered_at {delivered} ORDER BY seq LIMIT ?)",
+                (step,),
+            ).rowcount
+            if deleted == 0:
+                break
+            dropped[index] += deleted
+    if dropped[1]:
+        conn.execute(
+            "INSERT INTO counters (name, value) VALUES ('events_shed', ?)"
+            " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+            (dropped[1],),
+        )
+    return dropped[0], dropped[1]
+
+
+def events_shed(conn: sqlite3.Connection) -> int:
+    """How many undelivered low-value events were shed at the disk cap, ever."""
+    row = conn.execute("SELECT value FROM counters WHERE name = 'events_shed'").fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def find_command(conn: sqlite3.Connection, command_id: str, since: datetime) -> str | None:
+    """Return the reply (JSON text) of ``command_id`` if executed at or after ``since``."""
+    row = conn.execute(
+        "SELECT reply FROM commands WHERE id = ? AND executed_at >= ?",
+        (command_id, format_ts(since)),
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def record_command(
+    conn: sqlite3.Connection, command_id: str, executed_at: datetime, reply: str
+) -> None:
+    """Record an executed command and its reply (replacing an expired record of the id)."""
+    conn.execute(
+        "INSERT OR REPLACE INTO commands (id, executed_at, reply) VALUES (?, ?, ?)",
+        (command_id, format_ts(executed_at), reply),
+    )
+
+
+def purge_commands(conn: sqlite3.Connection, older_than: datetime) -> int:
+    """Delete replay-cache records executed before ``older_than``; return how many."""
+    return conn.execute(
+        "DELETE FROM commands WHERE executed_at < ?", (format_ts(older_than),)
+    ).rowcount
 
 
 _EVENT_COLUMNS = "seq, id, ts, type, room, data"

@@ -1,0 +1,273 @@
+"""Locks kept equal to what is authorised: tokens, the slot plan, the access-log follower.
+
+devices.md, FG-LOCK-1: 32 credential slots of one u64 token each (0 = empty), written with
+one FC16 write per slot; an access-log ring of the 16 newest entries ``[seq, result,
+token]`` where "entry with seq s sits at k = s mod 16", and ``log_head`` is the newest seq
+("0 = none yet; wraps 65535 -> 1"). mqtt.md: events carry ``token_hash``, "the first 8 hex
+digits of the SHA-256 of the token written as 16 lowercase hex digits, never the token".
+
+Pure: the engine reads and writes the lock and feeds the values in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from gateway.core.effects import Emit, WritePoint
+
+__all__ = [
+    "LOG_SEQ_MAX",
+    "RING_SIZE",
+    "LogEntry",
+    "LogFollower",
+    "LogRead",
+    "SlotPlan",
+    "access_event",
+    "int_to_token",
+    "normalize_token",
+    "plan_slots",
+    "slot_writes",
+    "token_hash",
+    "token_to_int",
+]
+
+LOG_SEQ_MAX = 0xFFFF  # devices.md: log_head "wraps 65535 -> 1"
+RING_SIZE = 16  # devices.md: "ring of the 16 newest entries"
+TOKEN_MAX = 2**64 - 1
+_HEX = frozenset("0123456789abcdef")
+# A head that moved "forward" by more than half the cycle went back: the lock's log was
+# reset (a replaced or factory-reset lock), not 32 768 presentations since the last read.
+_RESET_DISTANCE = LOG_SEQ_MAX // 2
+
+_ACCESS_EVENTS: dict[str, tuple[str, str | None]] = {
+    "granted": ("access.granted", None),
+    "denied": ("access.denied", "not_authorised"),
+    "denied_deadbolt": ("access.denied", "deadbolt"),
+    "remote_unlock": ("access.remote_unlock", None),
+}
+
+
+def normalize_token(token: str) -> str:
+    """Return the token as 16 lowercase hex digits; ValueError if malformed or all zeros."""
+    t = token.strip().lower() if isinstance(token, str) else ""
+    if len(t) != 16 or not set(t) <= _HEX:
+        raise ValueError("a token is 16 hex digits")
+    if int(t, 16) == 0:
+        raise ValueError("a token of all zeros is not a key")
+    return t
+
+
+def token_to_int(token: str) -> int:
+    """The slot value (u64) of a token."""
+    return int(normalize_token(token), 16)
+
+
+def int_to_token(v: int) -> str:
+    """The token (16 lowercase hex digits) of a non-zero slot or log value."""
+    if not 0 < v <= TOKEN_MAX:
+        raise ValueError(f"slot value {v} is not a token (1..2**64-1)")
+    return f"{v:016x}"
+
+
+def token_hash(token: str) -> str:
+    """mqtt.md ``token_hash``: first 8 hex digits of SHA-256 of the lowercase token."""
+    return hashlib.sha256(normalize_token(token).encode("ascii")).hexdigest()[:8]
+
+
+# -- slots ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SlotPlan:
+    """Slot writes that make a lock hold exactly the desired tokens (revocations first)."""
+
+    writes: tuple[tuple[int, int], ...]  # (slot index, value); value 0 clears the slot
+    added: int  # desired tokens written
+    removed: int  # unwanted tokens overwritten or cleared (unknown slots not counted)
+    unplaced: int = 0  # desired tokens that found no slot (the lock has too few)
+
+
+def plan_slots(desired: frozenset[str], slots: Sequence[int | None]) -> SlotPlan:
+    """Plan the fewest writes from ``slots`` (None = not read yet) to exactly ``desired``.
+
+    A slot already holding a desired token is kept (a duplicate of it is unwanted); a
+    missing token goes first into a slot that must be rewritten anyway (an unwanted token,
+    an unknown slot), then into an empty one; what is left unwanted or unknown is cleared.
+    Writes that take a token out of the lock come before writes into empty slots.
+    """
+    want = {token_to_int(t) for t in desired}
+    kept: set[int] = set()
+    dirty: list[int] = []  # slots holding an unwanted token: must be written
+    unknown: list[int] = []  # slots not read: must be written
+    empty: list[int] = []
+    for i, v in enumerate(slots):
+        if v is None:
+            unknown.append(i)
+        elif v in want and v not in kept:
+            kept.add(v)
+        elif v == 0:
+            empty.append(i)
+        else:
+            dirty.append(i)
+    missing = sorted(want - kept)
+    targets = dirty + unknown + empty
+    placed = dict(zip(targets, missing, strict=False))
+    writes = [(i, placed.get(i, 0)) for i in dirty + unknown]
+    writes += [(i, placed[i]) for i in empty if i in placed]
+    return SlotPlan(
+        writes=tuple(writes),
+        added=len(placed),
+        removed=len(dirty),
+        unplaced=len(missing) - len(placed),
+    )
+
+
+def slot_writes(device: str, plan: SlotPlan) -> list[WritePoint]:
+    """The plan as verified ``slot`` writes of ``device`` (e.g. ``1203/lock``)."""
+    return [WritePoint(device, "slot", value, index=i) for i, value in plan.writes]
+
+
+# -- access log -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One access-log entry (result: the profile's enum name; token 0 for a remote unlock)."""
+
+    seq: int
+    result: str
+    token: int = field(repr=False)  # never in logs
+
+
+@dataclass(frozen=True, slots=True)
+class LogRead:
+    """Which ring entries to read after ``log_head`` moved to ``head``, oldest first."""
+
+    head: int
+    seqs: tuple[int, ...]  # the seq expected at each index
+    indices: tuple[int, ...]  # ring index k of each (k = seq mod ring size)
+    gap: int  # entries that arrived since the last read but are no longer in the ring
+    reset: bool = False  # the head went back: the lock's log restarted, counted from 0
+
+
+class LogFollower:
+    """Follows one lock's access log from ``log_head``: each entry is reported once.
+
+    ``last_seen`` is the newest seq already reported (persist it). With no stored value
+    (first contact with this lock) the current head is taken as the baseline and no history
+    is reported: entries from before the gateway knew the lock are not news. With a stored
+    value, the entries newer than it are read, as many as the ring still holds.
+
+    ``on_head`` plans a read and leaves ``last_seen`` alone, so a failed read is planned
+    again by the next ``on_head`` (``pending`` is the read still owed); ``on_entries`` takes
+    what was read and advances to the planned head. An expected seq missing from what was
+    read (overwritten in between) is lost: ``len(read.seqs) - len(entries)``.
+    """
+
+    def __init__(self, last_seen: int | None, *, ring_size: int = RING_SIZE) -> None:
+        """Follow from ``last_seen`` (None: first contact)."""
+        if last_seen is not None:
+            _check_seq(last_seen)
+        if ring_size < 1:
+            raise ValueError(f"ring_size must be >= 1, got {ring_size}")
+        self._last_seen = last_seen
+        self._ring = ring_size
+        self._pending: LogRead | None = None
+
+    @property
+    def last_seen(self) -> int | None:
+        """The newest seq already handled (None before first contact)."""
+        return self._last_seen
+
+    @property
+    def pending(self) -> LogRead | None:
+        """The read planned by the last ``on_head`` and not yet answered."""
+        return self._pending
+
+    def on_head(self, head: int) -> LogRead | None:
+        """``log_head`` shows ``head``: the entries to read, or None if nothing is new.
+
+        A returned read with no indices (a log reset to 0) needs no read: it is already
+        applied, and is returned so the caller can audit it.
+        """
+        _check_seq(head)
+        base = self._last_seen
+        if base is None or head == base:
+            self._last_seen = head
+            self._pending = None
+            return None
+        reset = head == 0 or (base != 0 and _distance(base, head) > _RESET_DISTANCE)
+        if reset:
+            base = 0
+        count = head if base == 0 else _distance(base, head)
+        seqs: list[int] = []
+        taken: set[int] = set()
+        s = head
+        # Newest first; each ring index holds the newest seq that maps to it. Across the
+        # wrap two seqs can share an index (65535 sits at 15, then 1 at 1, so 65521 and 1
+        # collide): the older one was overwritten. At most one wrap lies in the window, so
+        # 2 * ring steps visit every index.
+        for _ in range(min(count, 2 * self._ring)):
+            k = s % self._ring
+            if k not in taken:
+                taken.add(k)
+                seqs.append(s)
+                if len(seqs) == self._ring:
+                    break
+            s = LOG_SEQ_MAX if s == 1 else s - 1
+        seqs.reverse()
+        read = LogRead(
+            head=head,
+            seqs=tuple(seqs),
+            indices=tuple(x % self._ring for x in seqs),
+            gap=count - len(seqs),
+            reset=reset,
+        )
+        if seqs:
+            self._pending = read
+        else:
+            self._last_seen = head
+            self._pending = None
+        return read
+
+    def on_entries(self, entries: Iterable[tuple[int, str, int]]) -> list[LogEntry]:
+        """What was read for the pending read, as ``(seq, result, token)``: the new entries.
+
+        Entries are matched to the seqs expected (a ring slot whose seq is not the expected
+        one is stale or already overwritten, and skipped); the result is in seq order and
+        ``last_seen`` moves to the planned head.
+        """
+        read = self._pending
+        if read is None:
+            return []
+        by_seq = {seq: (result, token) for seq, result, token in entries}
+        out = [LogEntry(s, *by_seq[s]) for s in read.seqs if s in by_seq]
+        self._last_seen = read.head
+        self._pending = None
+        return out
+
+
+def access_event(entry: LogEntry, room: str, stay_id: str | None) -> Emit:
+    """The mqtt.md ``access.*`` event of a log entry: ``token_hash``, never the token."""
+    try:
+        type_, reason = _ACCESS_EVENTS[entry.result]
+    except KeyError:
+        raise ValueError(f"unknown access-log result {entry.result!r}") from None
+    data: dict[str, object] = {"stay_id": stay_id, "log_seq": entry.seq}
+    if reason is not None:
+        data["reason"] = reason
+    if entry.token:
+        data["token_hash"] = token_hash(int_to_token(entry.token))
+    return Emit(type_, room, data)
+
+
+def _distance(a: int, b: int) -> int:
+    """How many seqs after ``a`` (1..65535) ``b`` is, on the 65535-long cycle."""
+    return (b - a) % LOG_SEQ_MAX
+
+
+def _check_seq(seq: int) -> None:
+    if not 0 <= seq <= LOG_SEQ_MAX:
+        raise ValueError(f"log seq {seq} outside 0..{LOG_SEQ_MAX}")
