@@ -5,11 +5,17 @@ FloorgateError
 ├── StoreError             the local database
 │   ├── StoreCorruptError  refuse to start: integrity_check failed
 │   └── StoreClosedError   programming/shutdown order error: the store is closed
-└── BusError               a bus transaction failed (drivers; retry with backoff)
-    ├── BusTimeoutError    no answer in time (device silent or absent)
-    ├── ModbusExceptionError  the device answered with a Modbus exception code
-    ├── FrameError         CRC/framing error on the line
-    └── BusGoneError       the port or connection is gone; reopen with backoff
+├── BusError               a bus transaction failed (drivers; retry with backoff)
+│   ├── BusTimeoutError    no answer in time (device silent or absent)
+│   ├── ModbusExceptionError  the device answered with a Modbus exception code
+│   ├── FrameError         CRC/framing error on the line
+│   ├── BusGoneError       the port or connection is gone; reopen with backoff
+│   ├── DeviceUnavailableError  the device is offline: not tried (retry when online)
+│   └── WriteFailedError   a write was not confirmed after its bounded attempts
+└── ControlError           the control socket (floorctl ⇄ floorgated)
+    ├── ControlSocketError refuse to start: the socket path is in use or unusable
+    ├── ViewRefused        a request refused with a code: an error reply, floorctl exit 1
+    └── DaemonUnreachableError  floorctl: no daemon answers on the socket (exit 69)
 
 Nothing here is ever turned into ``None``: callers catch what they can act on.
 """
@@ -63,3 +69,32 @@ class FrameError(BusError):
 
 class BusGoneError(BusError):
     """The serial port or TCP connection is gone."""
+
+
+class DeviceUnavailableError(BusError):
+    """The device is offline: the request was refused without using the bus."""
+
+
+class WriteFailedError(BusError):
+    """A write failed or did not read back as written, after its bounded attempts."""
+
+
+class ControlError(FloorgateError):
+    """The control socket between floorctl and the daemon."""
+
+
+class ControlSocketError(ControlError):
+    """The control socket cannot be created: a daemon listens there, or the path is unusable."""
+
+
+class ViewRefused(ControlError):
+    """A control request refused, with a machine-readable ``code`` and a message for people."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(f"{code}: {message}")
+
+
+class DaemonUnreachableError(ControlError):
+    """floorctl: no daemon answers on the control socket."""
