@@ -242,6 +242,7 @@ def test_install_into_a_root_then_uninstall(tmp_path: Path) -> None:
     result = run(INSTALL, "--root", root, "--no-venv")
     assert result.returncode == 0, result.stdout + result.stderr
     docs = {f"opt/floorgate/docs/{p.name}" for p in (REPO / "docs").glob("*.md")}
+    docs.add("opt/floorgate/docs/asyncapi.json")
     assert relative_files(root) == {
         "etc/systemd/system/floorgate.service",
         "etc/sysusers.d/floorgate.conf",
