@@ -29,6 +29,7 @@ import serial
 import structlog
 
 from gateway.config.floor import CallPanelBus
+from gateway.core.backoff import Backoff
 from gateway.core.callpanel import (
     DEDUP_WINDOW_S,
     OFFLINE_AFTER_S,
@@ -93,9 +94,14 @@ class CallPanelDriver:
         self._beat = beat
         self._offline_after_s = offline_after_s
         self._dedup_window_s = dedup_window_s
-        self._reopen = (reopen_min_s, reopen_max_s)
+        # Equal jitter from twice the minimum: never sooner than reopen_min_s (below the cap).
+        self._reopen = Backoff(
+            initial_s=min(2 * reopen_min_s, reopen_max_s),
+            cap_s=reopen_max_s,
+            jitter="equal",
+            rng=rng or random.Random(),
+        )
         self._beat_every_s = beat_every_s
-        self._rng = rng or random.Random()
         self._log: structlog.typing.FilteringBoundLogger = structlog.get_logger(bus=bus.name)
         self._session: PanelSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -104,7 +110,6 @@ class CallPanelDriver:
         self._fd: int | None = None
         self._failure: BaseException | None = None
         self._failing = False  # the port failed and has not reopened since
-        self._attempt = 0
         self._events: deque[DriverEvent] = deque()
         self._out: deque[tuple[Ack | Lamp, bytes]] = deque()
         self._lamps: dict[str, Lamp] = {}
@@ -218,7 +223,7 @@ class CallPanelDriver:
         self._port, self._fd, self._failure = port, fd, None
         self._warned_reject = False
         if self._failing:
-            self._log.info("port_reopened", port=str(self.bus.port), attempts=self._attempt)
+            self._log.info("port_reopened", port=str(self.bus.port), attempts=self._reopen.failures)
             self._failing = False
         else:
             self._log.info("port_opened", port=str(self.bus.port), baud=self.bus.baud)
@@ -266,7 +271,7 @@ class CallPanelDriver:
         if not data:
             self._fail(BusGoneError("end of file on the port"))
             return
-        self._attempt = 0  # the port works: the next failure backs off from the minimum
+        self._reopen.reset()  # the port works: the next failure backs off from the minimum
         before = sum(self._session.counters().rejected.values())
         self._apply(self._session.feed(data, self._loop.time()))
         counters = self._session.counters()
@@ -339,9 +344,7 @@ class CallPanelDriver:
 
     def _backoff(self) -> float:
         """Capped exponential backoff, jittered so thirty floors do not reopen in lockstep."""
-        low, cap = self._reopen
-        self._attempt += 1
-        return self._rng.uniform(low, min(cap, low * 2 ** (self._attempt - 1)))
+        return self._reopen.next_delay()
 
     def _problem(self, event: str, exc: BaseException) -> None:
         """First failure at warning, repeats at debug until the port works again."""
