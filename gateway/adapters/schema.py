@@ -345,7 +345,7 @@ def used_bytes(conn: sqlite3.Connection) -> int:
     return (pages - free) * int(conn.execute("PRAGMA page_size").fetchone()[0])
 
 
-def shed_low_value(conn: sqlite3.Connection, max_bytes: int, step: int = 500) -> tuple[int, int]:
+def shed_low_value(conn: sqlite3.Connection, max_bytes: int, step: int = 100) -> tuple[int, int]:
     """Delete low-value events, oldest first, until ``used_bytes <= max_bytes``.
 
     Delivered low-value events go first; then undelivered ones, which are counted in the

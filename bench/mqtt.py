@@ -1,0 +1,338 @@
+"""MQTT uplink figures against a local Mosquitto (figures, not a timed test).
+
+1. Outage: N events are produced while the broker is down (the uplink is running and
+   reconnecting), then the broker returns. Reported: time from the broker's restart to
+   the current state (status, every room, every open alarm) at a subscriber, time to the
+   first backlog event, the drain rate, lost/out-of-order events (must be 0), and the
+   worst event-loop lag while draining (a 10 ms ticker standing in for call sampling).
+2. Steady 200 events/s: event-to-subscriber latency p50/p99.
+3. Command-to-reply: signed ``set_lights`` commands with an in-memory handler, p50/p99.
+
+The subscriber runs in its own process (clocks: CLOCK_MONOTONIC, shared across
+processes). Usage: ``python bench/mqtt.py [--events 100000] [--rooms 40] [--window 32]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiomqtt
+import structlog
+
+from gateway.adapters import schema
+from gateway.adapters.mqtt import Uplink
+from gateway.adapters.store import Store
+from gateway.commands import CommandProcessor, Decision
+from gateway.config.floor import (
+    FloorConfig,
+    GatewaySection,
+    MqttSection,
+    PolicySection,
+    PollSection,
+)
+from gateway.core import commands as checks
+from gateway.core.backoff import Backoff
+from gateway.messages import SetLightsBody
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.mosquitto
+from tests.mosquitto import HOST, Mosquitto, make_certs
+
+ROOT = "bench/mqtt/12"
+SUBSCRIBER = r"""
+import asyncio, json, sys, time
+import aiomqtt
+
+async def main(port: int, root: str) -> None:
+    seen: list[tuple[float, str, int | None]] = []
+    mark = {"restart": None}
+    stop = asyncio.Event()
+
+    async def control() -> None:
+        reader = asyncio.StreamReader()
+        await asyncio.get_running_loop().connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        async for line in reader:
+            cmd = line.decode().strip()
+            if cmd == "dump":
+                stop.set()
+                return
+
+    async def collect() -> None:
+        while True:
+            try:
+                async with aiomqtt.Client("127.0.0.1", port, identifier="bench-sub",
+                                          clean_session=False, timeout=5) as c:
+                    await c.subscribe(root + "/#", qos=1)
+                    print("ready", flush=True)
+                    async for m in c.messages:
+                        now = time.monotonic()
+                        if m.retain:
+                            continue
+                        topic = m.topic.value[len(root) + 1:]
+                        if topic == "events":
+                            e = json.loads(m.payload)
+                            sent = e["data"].get("t")
+                            seen.append((now, "events", e["seq"], sent))
+                        else:
+                            seen.append((now, topic, None, None))
+            except aiomqtt.MqttError:
+                await asyncio.sleep(0.005)
+
+    task = asyncio.create_task(collect())
+    ctl = asyncio.create_task(control())
+    await stop.wait()
+    task.cancel()
+    print(json.dumps(seen), flush=True)
+
+asyncio.run(main(int(sys.argv[1]), sys.argv[2]))
+"""
+
+
+class Floor:
+    """Current state of a floor of ``rooms`` rooms with one open alarm."""
+
+    def __init__(self, rooms: int) -> None:
+        self.rooms = [str(1201 + i) for i in range(rooms)]
+
+    def current_state(self) -> Sequence[tuple[str, dict[str, object] | None]]:
+        alarm = {"schema": 1, "alarm_id": "a-1", "room": self.rooms[0], "state": "active"}
+        items: list[tuple[str, dict[str, object] | None]] = [("alarms/a-1", alarm)]
+        items += [(f"rooms/{r}/state", {"schema": 1, "room": r}) for r in self.rooms]
+        return items
+
+
+def floor_config(directory: Path, port: int, window: int) -> FloorConfig:
+    key = directory / "command.key"
+    key.write_text(secrets.token_hex(32))
+    return FloorConfig(
+        path=directory / "floor.toml",
+        gateway=GatewaySection(id="bench-12", state_dir=directory),
+        mqtt=MqttSection(
+            host=HOST, port=port, root=ROOT, command_key_file=key, max_in_flight=window
+        ),
+        policy=PolicySection(),
+        escalation=(),
+        buses=(),
+        rooms=(),
+        floorpanel=None,
+        poll=PollSection(),
+    )
+
+
+async def append(store: Store, n: int, stamp: bool = False) -> None:
+    now = datetime.now(UTC)
+    data = {"t": time.monotonic()} if stamp else {}
+
+    def op(conn: sqlite3.Connection) -> None:
+        for _ in range(n):
+            schema.append_event(conn, "door.opened", room="1201", data=data, ts=now)
+
+    await store.write(op)
+
+
+async def wait_for(cond: Callable[[], bool]) -> None:
+    """Poll ``cond`` (the caller bounds the wait)."""
+    while not cond():  # noqa: ASYNC110 (a bench polling a property)
+        await asyncio.sleep(0.005)
+
+
+async def run(events: int, rooms: int, window: int) -> None:
+    work = Path(tempfile.mkdtemp(prefix="bench-mqtt-"))
+    broker = Mosquitto(work / "mosquitto", make_certs(work / "certs"))
+    broker.start()
+    store = await Store.open(work / "floor.db")
+    floor = Floor(rooms)
+    config = floor_config(work, broker.port, window)
+    key = bytes.fromhex(config.mqtt.command_key_file.read_text())
+    processor = CommandProcessor(store, key, "bench-12")
+    processor.register(
+        "set_lights", SetLightsBody, lambda b, n: Decision(ok=True, result={"pending": []})
+    )
+    uplink = Uplink(
+        config,
+        store,
+        version="bench",
+        started_at=datetime.now(UTC),
+        current_state=floor.current_state,
+        on_command=processor.handle,
+        backoff=Backoff(initial_s=0.05, cap_s=0.5),
+    )
+    sub = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        SUBSCRIBER,
+        str(broker.port),
+        ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        limit=1 << 30,
+    )
+    assert sub.stdout is not None
+    assert sub.stdin is not None
+    try:
+        assert (await sub.stdout.readline()).strip() == b"ready"
+        task = asyncio.create_task(uplink.run())
+        async with asyncio.timeout(10):
+            await wait_for(lambda: uplink.connected)
+
+        # 1. outage and backlog
+        broker.stop()
+        async with asyncio.timeout(10):
+            await wait_for(lambda: not uplink.connected)
+        for _ in range(events // 5000):
+            await append(store, 5000)
+        await append(store, events % 5000)
+        uplink.events_appended()
+        lags: list[float] = []
+        t_restart = time.monotonic()
+        broker.start()
+        ticker = asyncio.create_task(_ticker(lags))
+        t0 = time.monotonic()
+        async with asyncio.timeout(30):
+            await wait_for(lambda: uplink.connected)
+        t_connected = time.monotonic() - t_restart
+        async with asyncio.timeout(600):
+            await _until_drained(store)
+        t_drained = time.monotonic() - t0
+        ticker.cancel()
+
+        # 2. steady 200 events/s for 5 s
+        t_steady = time.monotonic()
+        for _ in range(1000):
+            await append(store, 1, stamp=True)
+            uplink.events_appended()
+            await asyncio.sleep(0.005)
+        async with asyncio.timeout(60):
+            await _until_drained(store)
+
+        # 3. command-to-reply
+        rtts = await _commands(broker, key, 200)
+
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        sub.stdin.write(b"dump\n")
+        await sub.stdin.drain()
+        line = b"ready"
+        while line.strip() == b"ready":  # it says so again at every reconnect
+            line = await sub.stdout.readline()
+        seen = json.loads(line)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            sub.kill()
+        await sub.wait()
+        await store.close()
+        broker.kill()
+
+    after = [s for s in seen if s[0] >= t_restart]
+    state_topics = {t for t, _ in floor.current_state()} | {"status"}
+    state_times = [s[0] for s in after if s[1] in state_topics and s[0] < t_steady]
+    backlog = [s for s in after if s[1] == "events" and s[0] < t_steady]
+    firsts = list(dict.fromkeys(s[2] for s in backlog))
+    state_out = max(state_times[: len(state_topics)]) - t_restart
+    first_event = backlog[0][0] - t_restart
+    drain_s = backlog[-1][0] - backlog[0][0]
+    steady = [(s[0] - s[3]) * 1000 for s in seen if s[1] == "events" and s[3] is not None]
+    print(
+        f"backlog: {events} events produced while the broker was down; {rooms} rooms, "
+        f"1 open alarm; window {window}"
+    )
+    print(f"  broker restart -> uplink connected:       {t_connected * 1000:8.1f} ms")
+    print(
+        f"  broker restart -> current state at sub:   {state_out * 1000:8.1f} ms "
+        f"({len(state_topics)} messages)"
+    )
+    print(f"  broker restart -> first backlog event:    {first_event * 1000:8.1f} ms")
+    print(
+        f"  drain: {len(backlog)} received ({len(firsts)} distinct) in {drain_s:.2f} s = "
+        f"{len(firsts) / drain_s:,.0f} events/s (gateway marked all delivered after "
+        f"{t_drained:.2f} s)"
+    )
+    lost = events - len(set(firsts))
+    in_order = firsts == sorted(firsts)
+    print(f"  lost: {lost}, first occurrences in seq order: {in_order}")
+    print(
+        f"  event-loop lag while draining (10 ms ticker): max {max(lags):.1f} ms, "
+        f"p99 {_pct(lags, 99):.1f} ms"
+    )
+    print(
+        f"steady 200 events/s: latency p50 {_pct(steady, 50):.1f} ms, "
+        f"p99 {_pct(steady, 99):.1f} ms ({len(steady)} events)"
+    )
+    print(
+        f"set_lights command -> reply: p50 {_pct(rtts, 50):.1f} ms, "
+        f"p99 {_pct(rtts, 99):.1f} ms ({len(rtts)} commands; handler without bus I/O)"
+    )
+
+
+async def _ticker(lags: list[float]) -> None:
+    while True:
+        start = time.monotonic()
+        await asyncio.sleep(0.01)
+        lags.append((time.monotonic() - start - 0.01) * 1000)
+
+
+async def _until_drained(store: Store) -> None:
+    while (await store.read(schema.outbox_backlog))[0]:  # noqa: ASYNC110 (polls the database)
+        await asyncio.sleep(0.01)
+
+
+async def _commands(broker: Mosquitto, key: bytes, n: int) -> list[float]:
+    rtts: list[float] = []
+    nodelay = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+    async with aiomqtt.Client(HOST, broker.port, socket_options=nodelay) as central:
+        await central.subscribe(f"{ROOT}/reply", qos=1)
+        for i in range(n):
+            env = {
+                "schema": 1,
+                "id": f"bench-{i}",
+                "type": "set_lights",
+                "issued_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "body": {"room": "1201", "circuits": {"main": i % 2 == 0}},
+            }
+            env["sig"] = checks.sign(env, key)
+            start = time.monotonic()
+            await central.publish(f"{ROOT}/cmd", json.dumps(env), qos=1)
+            async for message in central.messages:
+                if json.loads(message.payload)["id"] == env["id"]:  # type: ignore[arg-type]
+                    break
+            rtts.append((time.monotonic() - start) * 1000)
+    return rtts
+
+
+def _pct(values: list[float], p: int) -> float:
+    if len(values) < 2:
+        return values[0] if values else float("nan")
+    return statistics.quantiles(values, n=100)[p - 1] if p < 100 else max(values)
+
+
+def main() -> None:
+    """Parse arguments, run, print figures."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--events", type=int, default=100_000)
+    p.add_argument("--rooms", type=int, default=40)
+    p.add_argument("--window", type=int, default=32, help="[mqtt] max_in_flight")
+    args = p.parse_args()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    asyncio.run(run(args.events, args.rooms, args.window))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""Signed commands, pure: canonical JSON, HMAC-SHA256, and the checks of mqtt.md in order.
+
+mqtt.md, "Checks run in this order": size and JSON; envelope (``id``, ``type``,
+``issued_at`` present and typed: else ``invalid``); signature (``unauthenticated``);
+duplicate; freshness (``stale``); body (``invalid``, ``unknown_room``); the room's state
+(``conflict``). ``authenticate`` runs the checks up to the signature, the caller looks up
+duplicates in its replay cache, then ``admit`` runs freshness and the body. The room's
+state is the handler's business. No clock is read here: ``now`` is an argument.
+
+A refusal says whether it is ``recorded``: a command that passed the signature and the
+freshness checks counts as executed whatever its result, so its reply goes into the replay
+cache; one refused before that may be re-signed and sent again with the same ``id``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from gateway.messages import CommandEnvelope, ErrorCode, parse_ts
+
+__all__ = [
+    "MAX_AGE_S",
+    "MAX_AHEAD_S",
+    "MAX_PAYLOAD_BYTES",
+    "REPLAY_WINDOW",
+    "Admitted",
+    "Authenticated",
+    "Refused",
+    "Unreadable",
+    "admit",
+    "authenticate",
+    "canonical_json",
+    "sign",
+    "signature_ok",
+]
+
+MAX_PAYLOAD_BYTES = 64 * 1024  # the issue's payload cap: larger ones are not parsed
+MAX_AGE_S = 300  # mqtt.md: issued_at more than 300 s old is stale
+MAX_AHEAD_S = 30  # mqtt.md: or more than 30 s in the future
+REPLAY_WINDOW = timedelta(hours=24)  # an id executed in the last 24 h is not executed again
+MAX_ID_CHARS = 128
+# Where a payload cannot be parsed, an id is still read from its head if it has one.
+_SNIFF_BYTES = 4096
+_ID_RE = re.compile(rb'"id"\s*:\s*"([^"\\\x00-\x1f]{1,128})"')
+_MAX_ERRORS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """No id can be read from the payload: nothing is replied."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """The command is refused with ``code``; ``recorded``: it counts as executed."""
+
+    id: str
+    code: ErrorCode
+    message: str
+    recorded: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    """The envelope is well typed and its signature is right (not yet fresh or valid)."""
+
+    id: str
+    type: str
+    issued_at: datetime
+    envelope: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """Fresh, and the body is valid for its type: ready for the handler."""
+
+    id: str
+    type: str
+    issued_at: datetime
+    body: BaseModel
+
+
+def canonical_json(obj: Mapping[str, object]) -> bytes:
+    """mqtt.md's canonical JSON: sorted keys, ``,``/``:`` separators, UTF-8, no escaping."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return text.encode()
+
+
+def sign(envelope: Mapping[str, object], key: bytes) -> str:
+    """Lowercase hex HMAC-SHA256 of the canonical envelope without ``sig``."""
+    unsigned = {k: v for k, v in envelope.items() if k != "sig"}
+    return hmac.new(key, canonical_json(unsigned), hashlib.sha256).hexdigest()
+
+
+def signature_ok(envelope: Mapping[str, object], key: bytes) -> bool:
+    """True if ``sig`` is a string equal to the expected signature (constant-time compare)."""
+    sig = envelope.get("sig")
+    if not isinstance(sig, str):
+        return False
+    return hmac.compare_digest(sign(envelope, key).encode(), sig.encode())
+
+
+def authenticate(payload: bytes, key: bytes) -> Authenticated | Refused | Unreadable:
+    """Run the checks up to the signature: size, JSON, envelope fields, signature."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        why = f"payload is {len(payload)} bytes; the limit is {MAX_PAYLOAD_BYTES}"
+        return _unparsed(payload, why)
+    try:
+        obj = json.loads(payload.decode("utf-8"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        return _unparsed(payload, f"not JSON: {_first_line(exc)}")
+    if not isinstance(obj, dict):
+        return Unreadable("the payload is not a JSON object")
+    command_id = obj.get("id")
+    if not isinstance(command_id, str) or not 0 < len(command_id) <= MAX_ID_CHARS:
+        return Unreadable(f"id is not a string of 1 to {MAX_ID_CHARS} characters")
+    problem = _envelope_problem(obj)
+    if problem is not None:
+        return Refused(command_id, "invalid", problem, recorded=False)
+    try:
+        authentic = signature_ok(obj, key)
+    except (ValueError, RecursionError):  # numbers or nesting json.dumps refuses
+        return Refused(command_id, "invalid", "the envelope cannot be canonicalised", False)
+    if not authentic:
+        why = "sig is missing" if "sig" not in obj else "sig is not a valid signature"
+        return Refused(command_id, "unauthenticated", why, recorded=False)
+    return Authenticated(command_id, obj["type"], parse_ts(obj["issued_at"]), obj)
+
+
+def admit(
+    command: Authenticated,
+    now: datetime,
+    bodies: Mapping[str, type[BaseModel]],
+    rooms: Collection[str] | None = None,
+) -> Admitted | Refused:
+    """Run the checks after the duplicate lookup: freshness, envelope and body schema, room.
+
+    ``rooms``: the floor's room ids; a body whose ``room`` is not among them is
+    ``unknown_room`` (None: leave that check to the handler).
+    """
+    age = (now - command.issued_at).total_seconds()
+    if age > MAX_AGE_S:
+        return Refused(command.id, "stale", f"issued_at is {age:.0f} s old", recorded=False)
+    if -age > MAX_AHEAD_S:
+        why = f"issued_at is {-age:.0f} s in the future"
+        return Refused(command.id, "stale", why, recorded=False)
+    try:
+        CommandEnvelope.model_validate(command.envelope)
+    except ValidationError as exc:
+        return Refused(command.id, "invalid", _describe(exc), recorded=True)
+    model = bodies.get(command.type)
+    if model is None:
+        why = f"unknown command type {command.type!r}"
+        return Refused(command.id, "invalid", why, recorded=True)
+    try:
+        body = model.model_validate(command.envelope["body"])
+    except ValidationError as exc:
+        return Refused(command.id, "invalid", _describe(exc, "body"), recorded=True)
+    room = getattr(body, "room", None)
+    if rooms is not None and isinstance(room, str) and room not in rooms:
+        why = f"room {room!r} is not on this floor"
+        return Refused(command.id, "unknown_room", why, recorded=True)
+    return Admitted(command.id, command.type, command.issued_at, body)
+
+
+def _envelope_problem(obj: Mapping[str, Any]) -> str | None:
+    """Why ``type`` or ``issued_at`` is missing or mistyped, or None."""
+    if not isinstance(obj.get("type"), str):
+        return "type is missing or not a string"
+    try:
+        parse_ts(obj.get("issued_at"))
+    except ValueError as exc:
+        return f"issued_at {exc}"
+    return None
+
+
+def _unparsed(payload: bytes, why: str) -> Refused | Unreadable:
+    """An unparseable payload gets a reply only if an id can be read from its head."""
+    match = _ID_RE.search(payload[:_SNIFF_BYTES])
+    if match is None:
+        return Unreadable(why)
+    try:
+        command_id = match.group(1).decode("utf-8")
+    except UnicodeDecodeError:
+        return Unreadable(why)
+    return Refused(command_id, "invalid", why, recorded=False)
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _describe(exc: ValidationError, prefix: str = "") -> str:
+    """Located, short problems: ``body.tokens[0]: String should match pattern …``."""
+    parts = []
+    for err in exc.errors(include_url=False)[:_MAX_ERRORS]:
+        where = prefix
+        for item in err["loc"]:
+            where += f"[{item}]" if isinstance(item, int) else f".{item}"
+        where = where.lstrip(".") or "envelope"
+        parts.append(f"{where}: {str(err['msg']).removeprefix('Value error, ')}")
+    more = exc.error_count() - _MAX_ERRORS
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")

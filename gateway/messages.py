@@ -1,0 +1,427 @@
+"""Pydantic models of every MQTT payload (mqtt.md): the wire contract, one class per payload.
+
+Outgoing payloads (status, event envelope, room state, alarm snapshot, reply) and incoming
+ones (command envelope and each command body) forbid unknown keys and validate strictly
+(no string-to-number coercion, a bool is not a number). Times are RFC 3339 UTC with a ``Z``
+and are written with milliseconds. The descriptions are written for the AsyncAPI document
+generated from these models. ``COMMAND_BODIES`` maps each command ``type`` to its body.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, Literal, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
+
+SCHEMA_VERSION = 1
+TS_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z")
+TOKEN_RE = re.compile(r"[0-9a-fA-F]{16}")
+MAX_TOKENS = 8
+
+
+def parse_ts(value: object) -> datetime:
+    """Parse RFC 3339 UTC text with ``Z`` (or pass an aware datetime); ValueError otherwise."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("a timezone is required")
+        return value.astimezone(UTC)
+    if not isinstance(value, str) or not TS_RE.fullmatch(value):
+        raise ValueError("must be an RFC 3339 UTC time ending in Z, e.g. 2026-11-23T06:00:00Z")
+    head, _, frac = value[:-1].partition(".")
+    try:
+        parsed = datetime.fromisoformat(head).replace(tzinfo=UTC)
+    except ValueError as exc:
+        raise ValueError(f"not a valid time: {exc}") from None
+    return parsed.replace(microsecond=int((frac + "000000")[:6])) if frac else parsed
+
+
+def format_ts(dt: datetime) -> str:
+    """Format an aware datetime as RFC 3339 UTC with milliseconds and ``Z``."""
+    u = parse_ts(dt)
+    return u.strftime("%Y-%m-%dT%H:%M:%S.") + f"{u.microsecond // 1000:03d}Z"
+
+
+def _token(value: str) -> str:
+    if int(value, 16) == 0:
+        raise ValueError("a token of all zeros is invalid")
+    return value.lower()
+
+
+def _exactly_one(value: object) -> object:
+    # Literal[1] alone would take true and 1.0 (they compare equal to 1).
+    if type(value) is not int:
+        raise ValueError("must be the integer 1")
+    return value
+
+
+SchemaVersion = Annotated[
+    Literal[1], BeforeValidator(_exactly_one), Field(description="Payload schema version")
+]
+
+
+def _unique(tokens: list[str]) -> list[str]:
+    # The same key given twice (perhaps in another case) is one key.
+    return list(dict.fromkeys(tokens))
+
+
+Timestamp = Annotated[
+    datetime,
+    BeforeValidator(parse_ts),
+    PlainSerializer(format_ts, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": TS_RE.pattern + "$"}),
+]
+"""An RFC 3339 UTC time with ``Z``."""
+
+Token = Annotated[
+    str,
+    StringConstraints(pattern=r"^[0-9a-fA-F]{16}$"),
+    AfterValidator(_token),
+    Field(description="A credential: 16 hex digits, either case (written lowercase), not all 0"),
+]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+RoomId = Annotated[str, Field(min_length=1, max_length=32, description="A room on this floor")]
+Setpoint = Annotated[
+    float, Field(ge=5.0, le=35.0, description="°C; the room's profile may narrow the range")
+]
+Mode = Literal["auto", "cool", "heat", "fan_only"]  # gateway.core.roles.MODES
+Fan = Literal["auto", "low", "medium", "high"]  # gateway.core.roles.FANS
+Circuit = Literal["entry", "main", "bedside", "bath"]
+ErrorCode = Literal["unauthenticated", "stale", "invalid", "unknown_room", "conflict", "internal"]
+EventType = Literal[
+    "gateway.started",
+    "gateway.stopping",
+    "room.checked_in",
+    "room.checked_out",
+    "room.stay_extended",
+    "access.granted",
+    "access.denied",
+    "access.remote_unlock",
+    "door.opened",
+    "door.closed",
+    "door.held_open",
+    "lock.drift_repaired",
+    "alarm.raised",
+    "alarm.escalated",
+    "alarm.acknowledged",
+    "alarm.resolved",
+    "device.offline",
+    "device.online",
+    "device.fault",
+    "callpanel.offline",
+    "callpanel.online",
+    "lock.tamper",
+    "room.dnd",
+    "room.mur",
+    "room.keycard",
+    "room.window",
+    "command.rejected",
+]
+
+
+class Message(BaseModel):
+    """Base of every payload: unknown keys are refused, values are not coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+    omit_when_none: ClassVar[frozenset[str]] = frozenset()
+    """Optional keys that are absent from the wire when ``None`` (others are written null)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The payload as a JSON-ready dict, by alias, optional absent keys left out."""
+        data = self.model_dump(mode="json", by_alias=True)
+        return {k: v for k, v in data.items() if v is not None or k not in self.omit_when_none}
+
+    def to_json(self) -> bytes:
+        """The payload as compact UTF-8 JSON."""
+        return dumps(self.to_dict())
+
+
+def dumps(value: object) -> bytes:
+    """Compact UTF-8 JSON, as every payload is written (NaN and Infinity refused)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+# -- gateway → central -----------------------------------------------------------------
+
+
+class Status(Message):
+    """``{root}/status`` (retained): the gateway is online; the will says the same, offline."""
+
+    schema_: SchemaVersion = Field(default=1, alias="schema")
+    gateway: str = Field(description="The gateway id (also its MQTT client id)")
+    online: bool
+    version: str = Field(description="The gateway software version")
+    started_at: Timestamp = Field(description="When this gateway process started")
+
+
+class EventEnvelope(Message):
+    """``{root}/events``: one outbox event, delivered at least once and in ``seq`` order."""
+
+    schema_: SchemaVersion = Field(default=1, alias="schema")
+    gateway: str
+    seq: int = Field(ge=1, description="Gapless from 1, never reused; a gap means loss")
+    id: str = Field(description="Unique event id: the central system drops duplicates by id")
+    ts: Timestamp
+    type: EventType
+    room: str | None = Field(default=None, description="Absent for floor-level events")
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    omit_when_none: ClassVar[frozenset[str]] = frozenset({"room"})
+
+
+class RoomClimate(Message):
+    """The thermostat's values; ``null`` where unknown."""
+
+    temp_c: float | None
+    setpoint_c: float | None
+    mode: Mode | None
+    fan: Fan | None
+    power: bool | None
+
+
+class RoomLights(Message):
+    """Light circuits, on or off; ``null`` where unknown."""
+
+    entry: bool | None
+    main: bool | None
+    bedside: bool | None
+    bath: bool | None
+
+
+class RoomState(Message):
+    """``{root}/rooms/{room}/state`` (retained): a room snapshot, republished on change."""
+
+    schema_: SchemaVersion = Field(default=1, alias="schema")
+    room: RoomId
+    ts: Timestamp
+    occupancy: Literal["vacant", "occupied"]
+    stay_id: str | None
+    door: Literal["open", "closed"] | None
+    deadbolt: bool | None
+    lock_battery: Annotated[int, Field(ge=0, le=100)] | None
+    climate: RoomClimate | None = Field(description="null when the room has no thermostat")
+    lights: RoomLights | None = Field(description="null when the room has no room I/O")
+    keycard: bool | None
+    dnd: bool | None
+    mur: bool | None
+    window_open: bool | None
+    call: Literal["idle", "active", "acknowledged"]
+    devices: dict[Literal["tstat", "lock", "rio"], Literal["online", "offline"]] = Field(
+        description="Each of the room's device roles, online or offline"
+    )
+
+
+AlarmPoint = Literal[
+    "bath",
+    "bed",
+    "other",
+    "callpanel_offline",
+    "call_point_unreachable",
+    "call_point_fault",
+    "lock_tamper",
+]
+
+
+class AlarmSnapshot(Message):
+    """``{root}/alarms/{alarm_id}`` (retained while open) and the ``data`` of ``alarm.*``."""
+
+    schema_: SchemaVersion = Field(default=1, alias="schema")
+    alarm_id: str
+    room: str | None = Field(description="null for a call panel's own alarm")
+    kind: Literal["call", "technical"]
+    point: AlarmPoint = Field(description="Call point (bath, bed, other) or technical cause")
+    state: Literal["active", "acknowledged", "resolved"]
+    level: int = Field(ge=0, description="Escalation level reached; 0 goes with alarm.raised")
+    raised_at: Timestamp
+    acknowledged_at: Timestamp | None
+    acknowledged_by: str | None
+    resolved_at: Timestamp | None
+    resolved_by: str | None
+
+
+class ReplyError(Message):
+    """Why a command was refused or failed."""
+
+    code: ErrorCode = Field(
+        description="The spec's refusal codes; 'internal': the gateway failed to execute the"
+        " command, nothing changed and it was not recorded, so it may be sent again"
+    )
+    message: str
+
+
+class Reply(Message):
+    """``{root}/reply``: the answer to a command with a readable ``id``."""
+
+    schema_: SchemaVersion = Field(default=1, alias="schema")
+    id: str
+    ok: bool
+    result: dict[str, Any] | None = Field(
+        default=None, description="Present when ok, e.g. the devices still pending"
+    )
+    error: ReplyError | None = Field(default=None, description="Present when not ok")
+    duplicate: Literal[True] | None = Field(
+        default=None,
+        description="Present when this is the original reply of an id already executed",
+    )
+
+    omit_when_none: ClassVar[frozenset[str]] = frozenset({"result", "error", "duplicate"})
+
+    @model_validator(mode="after")
+    def _one_outcome(self) -> Self:
+        if self.ok != (self.result is not None) or self.ok == (self.error is not None):
+            raise ValueError("ok replies carry result, refusals carry error")
+        return self
+
+
+# -- central → gateway -----------------------------------------------------------------
+
+
+class CommandEnvelope(Message):
+    """``{root}/cmd``: a signed command (``sig`` is HMAC-SHA256 of the canonical envelope)."""
+
+    schema_: SchemaVersion = Field(default=1, alias="schema")
+    id: Annotated[str, StringConstraints(min_length=1, max_length=128)] = Field(
+        description="Unique command id; executed at most once within 24 h"
+    )
+    type: Annotated[str, StringConstraints(max_length=64)] = Field(
+        description="One of the command types; an unknown type is invalid"
+    )
+    issued_at: Timestamp = Field(description="Refused as stale if > 300 s old or > 30 s ahead")
+    body: dict[str, Any]
+    sig: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] = Field(
+        description="Lowercase hex HMAC-SHA256 of the canonical JSON of the envelope without sig"
+    )
+
+
+class Preferences(Message):
+    """A guest's stored preferences, applied at check-in."""
+
+    setpoint_c: Setpoint | None = None
+    scene: Text | None = None
+
+
+class CheckinBody(Message):
+    """``checkin``: authorise the tokens from ``valid_from`` until ``valid_until``."""
+
+    room: RoomId
+    stay_id: Text
+    valid_from: Timestamp
+    valid_until: Timestamp
+    tokens: Annotated[list[Token], AfterValidator(_unique)] = Field(
+        min_length=1, max_length=MAX_TOKENS, description="1 to 8 tokens (duplicates merged)"
+    )
+    preferences: Preferences | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.valid_until <= self.valid_from:
+            raise ValueError("valid_until must be after valid_from")
+        return self
+
+
+class CheckoutBody(Message):
+    """``checkout``: revoke every token of the stay now; the room becomes vacant."""
+
+    room: RoomId
+    stay_id: Text
+
+
+class ExtendBody(Message):
+    """``extend``: move the end of the stay."""
+
+    room: RoomId
+    stay_id: Text
+    valid_until: Timestamp
+
+
+class AddTokenBody(Message):
+    """``add_token``: issue one more key for the stay."""
+
+    room: RoomId
+    stay_id: Text
+    token: Token
+
+
+class RevokeTokenBody(Message):
+    """``revoke_token``: revoke one key of the stay (e.g. a lost card)."""
+
+    room: RoomId
+    stay_id: Text
+    token: Token
+
+
+class SetClimateBody(Message):
+    """``set_climate``: change the thermostat; at least one of the settings."""
+
+    room: RoomId
+    setpoint_c: Setpoint | None = None
+    mode: Mode | None = None
+    fan: Fan | None = None
+    power: bool | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> Self:
+        if all(v is None for v in (self.setpoint_c, self.mode, self.fan, self.power)):
+            raise ValueError("give at least one of setpoint_c, mode, fan, power")
+        return self
+
+
+class SetLightsBody(Message):
+    """``set_lights``: switch light circuits."""
+
+    room: RoomId
+    circuits: dict[Circuit, bool] = Field(min_length=1, description="circuit → on")
+
+
+class UnlockBody(Message):
+    """``unlock``: remote momentary unlock, audited."""
+
+    room: RoomId
+    by: Text
+    reason: Annotated[str, StringConstraints(max_length=256)]
+
+
+class AckAlarmBody(Message):
+    """``ack_alarm``: acknowledge an alarm; stops escalation."""
+
+    alarm_id: Text
+    by: Text
+
+
+class ResolveAlarmBody(Message):
+    """``resolve_alarm``: resolve a technical alarm or a bedside call."""
+
+    alarm_id: Text
+    by: Text
+
+
+class ResyncBody(Message):
+    """``resync``: republish status, every room state and every open alarm."""
+
+
+COMMAND_BODIES: dict[str, type[Message]] = {
+    "checkin": CheckinBody,
+    "checkout": CheckoutBody,
+    "extend": ExtendBody,
+    "add_token": AddTokenBody,
+    "revoke_token": RevokeTokenBody,
+    "set_climate": SetClimateBody,
+    "set_lights": SetLightsBody,
+    "unlock": UnlockBody,
+    "ack_alarm": AckAlarmBody,
+    "resolve_alarm": ResolveAlarmBody,
+    "resync": ResyncBody,
+}
+"""Each command ``type`` of mqtt.md and the model of its ``body``."""
