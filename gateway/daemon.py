@@ -19,9 +19,10 @@ import structlog
 from gateway import __version__
 from gateway.adapters import schema
 from gateway.adapters.store import Store
+from gateway.app import build
 from gateway.config.floor import FloorConfig
 from gateway.config.load import format_report, load_floor
-from gateway.errors import ConfigError, StoreError
+from gateway.errors import ConfigError, FloorgateError, StoreError
 from gateway.logging import configure_logging
 from gateway.sdnotify import Notifier
 from gateway.supervisor import Supervisor
@@ -114,6 +115,16 @@ async def _serve(config: FloorConfig, supervisor: Supervisor, store: Store) -> i
             await asyncio.sleep(STORE_PING_S)
 
     supervisor.spawn("store-liveness", store_liveness)
+    try:
+        await build(config, store, supervisor)
+    except (FloorgateError, OSError) as exc:
+        failure = str(exc)
+    else:
+        failure = ""
+    if failure:
+        log.error("start_failed", error=failure)
+        await store.close()
+        return EX_FAILURE
     code = await supervisor.run(startup)
     if supervisor.abandoned:
         # A task ignored cancellation past the shutdown bound; asyncio.run() would wait

@@ -108,10 +108,9 @@ def test_start_ready_watchdog_and_clean_stop(
     assert proc.returncode == 0, out
     lines = out.splitlines()
     assert any('"event": "gateway_started"' in ln for ln in lines), out
-    assert _events(run_dir / "state" / "floorgate.db") == [
-        (1, "gateway.started"),
-        (2, "gateway.stopping"),
-    ]
+    # No device answers here (no floorsim): only their device.offline events come between.
+    events = _lifecycle(_events(run_dir / "state" / "floorgate.db"))
+    assert events == [(1, "gateway.started"), (events[-1][0], "gateway.stopping")]
 
 
 def test_sigkill_then_restart_on_same_database(
@@ -127,10 +126,12 @@ def test_sigkill_then_restart_on_same_database(
     out, _ = second.communicate(timeout=10)
     assert second.returncode == 0, out
     # seq continues gapless across the kill: the killed run never wrote gateway.stopping.
-    assert _events(run_dir / "state" / "floorgate.db") == [
-        (1, "gateway.started"),
-        (2, "gateway.started"),
-        (3, "gateway.stopping"),
+    events = _events(run_dir / "state" / "floorgate.db")
+    assert [seq for seq, _ in events] == list(range(1, len(events) + 1))
+    assert [t for _, t in _lifecycle(events)] == [
+        "gateway.started",
+        "gateway.started",
+        "gateway.stopping",
     ]
 
 
@@ -152,3 +153,7 @@ def test_stopped_process_stops_watchdog_pings(
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=10)
     assert proc.returncode == 0
+
+
+def _lifecycle(events: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    return [(seq, t) for seq, t in events if t.startswith("gateway.")]

@@ -103,3 +103,11 @@ def test_array_elements_are_kept_apart() -> None:
     rooms.observe(_obs("1201/lock", "slot", 77, index=1), T0)
     assert rooms.last_known("1201/lock", "slot", 0) == 0
     assert rooms.last_known("1201/lock", "slot", 1) == 77
+
+
+def test_rooms_without_a_thermostat_or_room_io_have_null_sections() -> None:
+    rooms = _rooms()
+    snap = rooms.snapshot("1205", occupancy="vacant", stay_id=None, call="idle", ts="t")
+    assert snap["lights"] is None
+    assert snap["climate"] is not None
+    assert snap["devices"] == {"tstat": "offline", "lock": "offline"}

@@ -87,7 +87,7 @@ class PolicySection(_Section):
     alarm_repeat_s: Annotated[int, Field(ge=5, le=86400)] = 60
     alarm_ack_timeout_s: Annotated[int, Field(ge=10, le=86400)] = 300
     # Locks (issue 6): read every slot of every lock this often, and repair drift.
-    slot_verify_s: Annotated[int, Field(ge=5, le=86400)] = 60
+    slot_verify_s: Annotated[float, Field(ge=1, le=86400)] = 60
 
 
 class EscalationLevel(_Section):

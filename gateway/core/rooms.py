@@ -155,7 +155,11 @@ class Rooms:
     def snapshot(
         self, room: str, *, occupancy: str, stay_id: str | None, call: str, ts: str
     ) -> dict[str, object]:
-        """The retained room state of mqtt.md; unknown values are None (JSON null)."""
+        """The retained room state of mqtt.md; unknown values are None (JSON null).
+
+        ``climate`` is None for a room without a thermostat and ``lights`` for a room
+        without room I/O (call-panel rooms): there is nothing to know.
+        """
         layout = self._layout[room]
         lock, tstat, rio = f"{room}/lock", f"{room}/tstat", f"{room}/rio"
         door = self.value(lock, "door_open")
@@ -170,14 +174,18 @@ class Rooms:
             "door": None if door is None else ("open" if door else "closed"),
             "deadbolt": _bool(self.value(lock, "deadbolt")),
             "lock_battery": self.value(lock, "battery"),
-            "climate": {
+            "climate": None
+            if DeviceRole.TSTAT not in layout.roles
+            else {
                 "temp_c": self.value(tstat, "room_temp"),
                 "setpoint_c": self.value(tstat, "setpoint"),
                 "mode": self.value(tstat, "mode"),
                 "fan": self.value(tstat, "fan_speed"),
                 "power": None if power is None else bool(power),
             },
-            "lights": {name: _bool(self.value(rio, f"light_{name}")) for name in _LIGHTS},
+            "lights": None
+            if DeviceRole.RIO not in layout.roles
+            else {name: _bool(self.value(rio, f"light_{name}")) for name in _LIGHTS},
             "keycard": _bool(self.value(rio, "keycard")),
             "dnd": _bool(self.value(rio, "dnd")),
             "mur": _bool(self.value(rio, "mur")),

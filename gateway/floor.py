@@ -1,0 +1,728 @@
+"""The floor engine: routes observations to the pure core and carries out its effects.
+
+Data flows one way (STYLE.md): a bus task observes a device → the core decides (rooms,
+authorisation, alarms) → effects. Every decision is made synchronously on the event loop,
+so the in-memory core state is always the result of every input in order; its effects
+are then handed to one committer task that writes the persisting ones (events, audit,
+alarms, stays, counters) in one SQLite transaction per decision and only then acts:
+device writes, call-panel lamps, retained MQTT state, waking the outbox. A failed commit
+is fatal (StoreError ends the supervisor; systemd restarts from what is on disk).
+
+Device writes go through one actuator task per bus. A write that cannot be made because
+the device is offline is kept as pending and made again as soon as the device answers
+(mqtt.md: "a device that is offline is brought in line as soon as it answers again").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from gateway.adapters import alarms_store, schema, stays
+from gateway.adapters.store import Store
+from gateway.config.floor import FloorConfig
+from gateway.config.profile import PollClass
+from gateway.core import locksync
+from gateway.core.alarms import Alarms, FloorLayout, Retain, SaveAlarm
+from gateway.core.alarms import Refusal as AlarmRefusal
+from gateway.core.authz import Authz, LocksChanged, RoomOccupied, RoomVacant, SaveStay
+from gateway.core.callpanel import CallCancelled, CallPlaced, LineFault, PanelOffline, PanelOnline
+from gateway.core.clock import ClockWatch
+from gateway.core.effects import Audit, Emit, SetPanelLamp, WritePoint
+from gateway.core.observations import (
+    DeviceFault,
+    DeviceOffline,
+    DeviceOnline,
+    DriverObservation,
+    PointObserved,
+)
+from gateway.core.roles import DeviceRole
+from gateway.core.rooms import Rooms, layouts, point_key
+from gateway.errors import BusError, DeviceUnavailableError
+
+log = structlog.get_logger("gateway.floor")
+
+# Point values are cached on disk for the next start; counters are written with the
+# decision they caused, everything else at most this often (writes throttled).
+CACHE_FLUSH_S = 2.0
+COUNTERS = ("bath_count", "bed_count", "staff_count")
+LOCK_SLOTS = 32
+CLOCK_CHECK_S = 1.0  # how often the wall clock is compared with the monotonic one
+
+
+@dataclass(frozen=True, slots=True)
+class SaveCounter:
+    """Persist the last value seen of a call counter, with the decision it caused."""
+
+    device: str
+    point: str
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
+class MarkWelcomed:
+    """The welcome scene ran for this stay (first door opening): never again for it."""
+
+    room: str
+    stay_id: str
+
+
+Effect = Any  # the union of every core module's effect values; dispatched by type below
+
+
+@dataclass(slots=True)
+class _Batch:
+    effects: list[Effect]
+    done: asyncio.Future[None] | None = None
+
+
+@dataclass(slots=True)
+class _Actuator:
+    queue: asyncio.Queue[WritePoint] = field(default_factory=asyncio.Queue)
+
+
+class Floor:
+    """One floor: core state, the committer, actuators and timers; the daemon owns its tasks."""
+
+    def __init__(
+        self,
+        config: FloorConfig,
+        store: Store,
+        *,
+        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+        mono: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.wall = wall
+        self.mono = mono
+        self.device_bus = {d.name: d.bus for d in config.devices()}
+        self._roles = {d.name: d.profile.roles() for d in config.devices()}
+        self._points = {d.name: d.profile.by_role() for d in config.devices()}
+        self.writers: dict[str, Callable[..., Any]] = {}  # bus -> scheduler.write
+        self.readers: dict[str, Callable[..., Any]] = {}  # bus -> scheduler.read
+        self.lamp_senders: dict[str, Callable[[str, Any], None]] = {}  # panel bus -> send_lamp
+        self.on_events: Callable[[], None] = lambda: None  # uplink.events_appended
+        self.set_retained: Callable[[str, dict[str, object] | None], None] = lambda s, p: None
+        self.link_up: Callable[[], bool] = lambda: False
+        self.rooms = Rooms([], door_held_open_s=config.policy.door_held_open_s)
+        self.authz = Authz.from_stays([])
+        self.alarms: Alarms | None = None
+        self._commits: asyncio.Queue[_Batch] = asyncio.Queue()
+        self._actuators: dict[str, _Actuator] = {}
+        self._pending: dict[tuple[str, str, int], WritePoint] = {}
+        self._welcomed: dict[str, str] = {}
+        self._followers: dict[str, locksync.LogFollower] = {}
+        self._log_reads: asyncio.Queue[str] = asyncio.Queue()
+        self._reconcile_wanted: dict[str, str] = {}  # room -> "change" | "verify"
+        self._reconcile_event = asyncio.Event()
+        self._unsynced: set[str] = set()  # rooms whose lock has authorisation changes to apply
+        self._timers_changed = asyncio.Event()
+        self._cache_dirty: dict[tuple[str, str], object] = {}
+        self._clock = ClockWatch()
+        self._link_was_up = False
+
+    # -- start-up -----------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Restore the floor from disk: point values, stays, log heads, open alarms."""
+        cfg = self.config
+        values, stay_rows, heads, open_alarms, welcomed = await self.store.read(_load_all)
+        self.rooms = Rooms(
+            layouts((r.id, [d.role for d in r.devices], r.callpanel) for r in cfg.rooms),
+            door_held_open_s=cfg.policy.door_held_open_s,
+            stored=values,
+        )
+        self.authz = Authz.from_stays(stay_rows)
+        self._welcomed = welcomed
+        for device in self.device_bus:
+            if device.endswith("/lock"):
+                self._followers[device] = locksync.LogFollower(heads.get(device))
+        layout = FloorLayout.from_floor(cfg)
+        now = self.wall()
+        self.alarms, effects = Alarms.restore(
+            layout, open_alarms, now, link_up=False, new_id=_new_id
+        )
+        self.submit(effects)
+        authz, boundary_effects = self.authz.tick(now)
+        self.authz = authz
+        self.submit(boundary_effects)
+        for room in self.rooms.rooms():
+            self._reconcile_wanted[room] = "read"
+
+    # -- inputs -------------------------------------------------------------------------
+
+    def observe(self, obs: DriverObservation) -> None:
+        """A bus scheduler's observation (sync; called on the loop)."""
+        now = self.wall()
+        effects: list[Effect] = []
+        if isinstance(obs, PointObserved):
+            effects += self._point(obs, now)
+        elif isinstance(obs, (DeviceOnline, DeviceOffline, DeviceFault)):
+            effects += self._health(obs, now)
+        self.submit(effects)
+        if obs.room is not None:
+            self.room_changed(obs.room)
+
+    def panel_event(self, event: object) -> None:
+        """A call panel driver's event (CallPlaced, CallCancelled, LineFault, panel on/offline)."""
+        assert self.alarms is not None
+        now = self.wall()
+        effects: list[Effect] = []
+        alarms = self.alarms
+        if isinstance(event, CallPlaced):
+            alarms, effects = alarms.panel_call(event.bus, event.room, event.point, now)
+        elif isinstance(event, CallCancelled):
+            alarms, effects = alarms.panel_cancel(event.bus, event.room, event.point, now)
+        elif isinstance(event, LineFault):
+            alarms, effects = alarms.panel_fault(
+                event.bus, event.room, event.point, event.code, now
+            )
+        elif isinstance(event, PanelOffline):
+            alarms, effects = alarms.panel_offline(event.bus, now)
+            effects = [Emit("callpanel.offline", None, {"bus": event.bus}), *effects]
+        elif isinstance(event, PanelOnline):
+            alarms, effects = alarms.panel_online(event.bus, now)
+            effects = [Emit("callpanel.online", None, {"bus": event.bus}), *effects]
+        self.alarms = alarms
+        self._after_alarms(effects)
+        self.submit(effects)
+
+    def link_changed(self, up: bool) -> None:
+        """The MQTT link went up or down (the floor sounder rule depends on it)."""
+        if up == self._link_was_up or self.alarms is None:
+            return
+        self._link_was_up = up
+        self.alarms, effects = self.alarms.link_changed(up, self.wall())
+        self.submit(effects)
+
+    # -- decisions ----------------------------------------------------------------------
+
+    def _point(self, obs: PointObserved, now: datetime) -> list[Effect]:
+        assert self.alarms is not None
+        out: list[Effect] = []
+        room = obs.room
+        if room is not None and obs.role is DeviceRole.RIO and obs.point in COUNTERS:
+            old = self.rooms.last_known(obs.device, obs.point)
+            if isinstance(obs.value, int):
+                old_int = old if isinstance(old, int) else None
+                self.alarms, alarm_effects = self.alarms.counter(
+                    room, obs.point, old_int, obs.value, now
+                )
+                self._after_alarms(alarm_effects)
+                out += alarm_effects
+                out.append(SaveCounter(obs.device, obs.point, obs.value))
+        out += self.rooms.observe(obs, now)
+        if obs.room is None:
+            self._cache(obs)
+            return out
+        if obs.role is DeviceRole.LOCK:
+            out += self._lock_point(obs, now)
+        if obs.point not in COUNTERS:
+            self._cache(obs)
+        return out
+
+    def _lock_point(self, obs: PointObserved, now: datetime) -> list[Effect]:
+        assert self.alarms is not None
+        assert obs.room is not None
+        room = obs.room
+        out: list[Effect] = []
+        if obs.point == "log_head" and isinstance(obs.value, int):
+            self._log_reads.put_nowait(obs.device)
+        elif obs.point == "slot":
+            self._want_reconcile(room, "verify")
+        elif obs.point == "tamper" and isinstance(obs.value, bool):
+            self.alarms, effects = self.alarms.tamper(room, obs.value, now)
+            out += effects
+        elif obs.point == "door_open" and obs.value is True:
+            occupancy, stay_id = self.authz.occupancy(room, now)
+            if occupancy == "occupied" and stay_id and self._welcomed.get(room) != stay_id:
+                self._welcomed[room] = stay_id
+                out.append(MarkWelcomed(room, stay_id))
+                out += self._welcome_scene(room)
+        return out
+
+    def _health(
+        self, obs: DeviceOnline | DeviceOffline | DeviceFault, now: datetime
+    ) -> list[Effect]:
+        assert self.alarms is not None
+        out: list[Effect] = list(self.rooms.health(obs))
+        if obs.room is not None and obs.role is DeviceRole.RIO:
+            if isinstance(obs, DeviceOffline):
+                self.alarms, effects = self.alarms.device_offline(obs.room, str(obs.role), now)
+                out += effects
+            elif isinstance(obs, DeviceOnline):
+                self.alarms, effects = self.alarms.device_online(obs.room, str(obs.role), now)
+                out += effects
+        if isinstance(obs, DeviceOnline):
+            self._device_back(obs.device)
+        return out
+
+    def _device_back(self, device: str) -> None:
+        """Bring a device that answers again in line: lamps, pending writes, lock slots."""
+        assert self.alarms is not None
+        for effect in self.alarms.outputs():
+            # a room I/O's lamps are re-sent by alarms.device_online already
+            if (
+                isinstance(effect, WritePoint)
+                and effect.device == device
+                and not device.endswith("/rio")
+            ):
+                self._enqueue_write(effect)
+        for key, write in list(self._pending.items()):
+            if key[0] == device:
+                self._enqueue_write(write)
+        if device.endswith("/lock"):
+            room = device.rsplit("/", 1)[0]
+            self._want_reconcile(room, "verify", read_slots=True)
+
+    def _after_alarms(self, effects: Sequence[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, SaveAlarm) and effect.alarm.room is not None:
+                self.room_changed(effect.alarm.room)
+        self._timers_changed.set()
+
+    def _welcome_scene(self, room: str) -> list[Effect]:
+        if f"{room}/rio" not in self.device_bus:
+            return []
+        return [
+            WritePoint(f"{room}/rio", "light_entry", True, priority=PollClass.ROOM),
+            WritePoint(f"{room}/rio", "light_main", True, priority=PollClass.ROOM),
+        ]
+
+    def room_mode(self, effect: RoomOccupied | RoomVacant) -> list[WritePoint]:
+        """The device writes of a room becoming occupied or vacant (issue 6 "Room modes")."""
+        room = effect.room
+        tstat, rio = f"{room}/tstat", f"{room}/rio"
+        out: list[WritePoint] = []
+        if isinstance(effect, RoomOccupied):
+            if tstat in self.device_bus:
+                setpoint = effect.setpoint_c
+                if setpoint is None:
+                    setpoint = self.config.policy.occupied_setpoint_c
+                out += [
+                    WritePoint(tstat, "setpoint", float(setpoint), priority=PollClass.ROOM),
+                    WritePoint(tstat, "keypad_lock", 0, priority=PollClass.ROOM),
+                    WritePoint(tstat, "power", 1, priority=PollClass.ROOM),
+                ]
+            return [w for w in out if self.has_point(w.device, w.point)]
+        if tstat in self.device_bus:
+            out += [
+                WritePoint(
+                    tstat, "setpoint", self.config.policy.vacant_setpoint_c, priority=PollClass.ROOM
+                ),
+                WritePoint(tstat, "keypad_lock", 1, priority=PollClass.ROOM),
+            ]
+        if rio in self.device_bus:
+            out += [
+                WritePoint(rio, f"light_{c}", False, priority=PollClass.ROOM)
+                for c in ("entry", "main", "bedside", "bath")
+            ]
+        return [w for w in out if self.has_point(w.device, w.point)]
+
+    def has_point(self, device: str, point: str) -> bool:
+        """True when the device's profile has a point playing this role."""
+        return point in self._roles.get(device, set())
+
+    def point_range(self, device: str, point: str) -> tuple[float, float]:
+        """The profile's accepted range of a numeric point (devices.md: else exception 03)."""
+        spec = self._points.get(device, {}).get(point)
+        low = spec.min if spec is not None and spec.min is not None else float("-inf")
+        high = spec.max if spec is not None and spec.max is not None else float("inf")
+        return low, high
+
+    # -- effects pipeline ---------------------------------------------------------------
+
+    def submit(
+        self, effects: Sequence[Effect], *, done: asyncio.Future[None] | None = None
+    ) -> None:
+        """Queue a decision's effects: persisted in one transaction, then carried out.
+
+        ``done`` (optional) resolves once they are committed and acted on.
+        """
+        if effects or done is not None:
+            self._commits.put_nowait(_Batch(list(effects), done))
+
+    def persist(self, conn: sqlite3.Connection, effects: Iterable[Effect]) -> None:
+        """Write the persisting effects of one decision (inside the caller's transaction)."""
+        now = self.wall()
+        for e in effects:
+            if isinstance(e, Emit):
+                schema.append_event(
+                    conn, e.type, room=e.room, data=e.data, ts=now, low_value=e.low_value
+                )
+            elif isinstance(e, Audit):
+                schema.audit(
+                    conn, actor=e.actor, action=e.action, room=e.room, detail=e.detail, ts=now
+                )
+            elif isinstance(e, SaveAlarm):
+                alarms_store.save_alarm(conn, e.alarm)
+            elif isinstance(e, SaveStay):
+                stays.save_stay(conn, e.stay)
+            elif isinstance(e, SaveCounter):
+                schema.set_point_value(conn, e.device, e.point, e.value, time.time())
+            elif isinstance(e, MarkWelcomed):
+                schema.set_point_value(conn, f"{e.room}/stay", "welcomed", e.stay_id, time.time())
+
+    def act(self, effects: Iterable[Effect]) -> None:
+        """Carry out the non-persisting effects of a committed decision, in order."""
+        emitted = False
+        for e in effects:
+            if isinstance(e, Emit):
+                emitted = True
+            elif isinstance(e, Retain):
+                self.set_retained(e.subtopic, e.payload)
+            elif isinstance(e, WritePoint):
+                self._enqueue_write(e)
+            elif isinstance(e, SetPanelLamp):
+                sender = self.lamp_senders.get(e.bus)
+                if sender is not None:
+                    sender(e.room, e.state)
+            elif isinstance(e, (RoomOccupied, RoomVacant)):
+                for write in self.room_mode(e):
+                    self._enqueue_write(write)
+                self.room_changed(e.room)
+            elif isinstance(e, LocksChanged):
+                for room in e.rooms:
+                    self._want_reconcile(room, "change")
+            elif isinstance(e, SaveStay):
+                self.room_changed(e.stay.room)
+        if emitted:
+            self.on_events()
+
+    async def committer(self) -> None:
+        """The one task that commits decisions in order, then acts on them."""
+        while True:
+            batches = [await self._commits.get()]
+            while not self._commits.empty():
+                batches.append(self._commits.get_nowait())
+            writes = [self.store.write(_persist_fn(self, b.effects)) for b in batches]
+            await asyncio.gather(*writes)
+            for batch in batches:
+                self.act(batch.effects)
+                if batch.done is not None and not batch.done.done():
+                    batch.done.set_result(None)
+
+    # -- actuators ----------------------------------------------------------------------
+
+    def _enqueue_write(self, write: WritePoint) -> None:
+        bus = self.device_bus.get(write.device)
+        if bus is None:
+            return
+        key = (write.device, write.point, write.index)
+        self._pending[key] = write
+        self._actuators.setdefault(bus, _Actuator()).queue.put_nowait(write)
+
+    async def actuator(self, bus: str) -> None:
+        """Make the queued writes of one bus, verified; keep the failed ones pending."""
+        act = self._actuators.setdefault(bus, _Actuator())
+        while True:
+            write = await act.queue.get()
+            key = (write.device, write.point, write.index)
+            if self._pending.get(key) is not write:
+                continue  # superseded by a newer write of the same point
+            try:
+                await self.writers[bus](
+                    write.device,
+                    write.point,
+                    write.value,
+                    index=write.index,
+                    priority=write.priority,
+                    verify=write.verify,
+                )
+            except DeviceUnavailableError:
+                log.debug("write_pending", device=write.device, point=write.point)
+                continue
+            except (BusError, ValueError) as exc:
+                log.warning("write_failed", device=write.device, point=write.point, error=str(exc))
+                continue
+            if self._pending.get(key) is write:
+                del self._pending[key]
+            if write.device.endswith("/rio") or write.device.endswith("/tstat"):
+                self.room_changed(write.device.rsplit("/", 1)[0])
+
+    def pending_devices(self, devices: Iterable[str]) -> list[str]:
+        """Which of these devices are offline (a command's ``result.pending``)."""
+        return sorted({d for d in devices if d in self.device_bus and not self.rooms.online(d)})
+
+    # -- locks --------------------------------------------------------------------------
+
+    def _want_reconcile(self, room: str, cause: str, *, read_slots: bool = False) -> None:
+        if f"{room}/lock" not in self.device_bus:
+            return
+        if self._reconcile_wanted.get(room) != "change":
+            self._reconcile_wanted[room] = "read" if read_slots else cause
+        if cause == "change":
+            self._reconcile_wanted[room] = "change"
+            self._unsynced.add(room)  # what we find different next is our own pending work
+        self._reconcile_event.set()
+
+    async def reconciler(self) -> None:
+        """Keep every lock's slots equal to what is authorised for its room right now."""
+        while True:
+            await self._reconcile_event.wait()
+            self._reconcile_event.clear()
+            wanted, self._reconcile_wanted = self._reconcile_wanted, {}
+            for room, cause in wanted.items():
+                await self._reconcile(room, cause)
+
+    async def _reconcile(self, room: str, cause: str) -> None:
+        device = f"{room}/lock"
+        bus = self.device_bus[device]
+        if not self.rooms.online(device):
+            return  # done when it answers again (DeviceOnline → _device_back)
+        if cause == "read" or any(
+            self.rooms.last_known(device, "slot", i) is None for i in range(LOCK_SLOTS)
+        ):
+            try:
+                await self.readers[bus](
+                    device, [("slot", i) for i in range(LOCK_SLOTS)], priority=PollClass.LOCK
+                )
+            except BusError as exc:
+                log.info("slot_read_failed", device=device, error=str(exc))
+                return
+        now = self.wall()
+        desired = self.authz.desired_tokens(room, now)
+        slots = [_int_or_none(self.rooms.last_known(device, "slot", i)) for i in range(LOCK_SLOTS)]
+        plan = locksync.plan_slots(desired, slots)
+        if not plan.writes:
+            self._unsynced.discard(room)
+            return
+        for index, value in plan.writes:
+            try:
+                await self.writers[bus](device, "slot", value, index=index, priority=PollClass.LOCK)
+            except BusError as exc:
+                log.info("slot_write_failed", device=device, slot=index, error=str(exc))
+                self._want_reconcile(room, cause)
+                return
+        drift = room not in self._unsynced
+        self._unsynced.discard(room)
+        if drift:
+            data = {"added": plan.added, "removed": plan.removed, "device": device}
+            self.submit(
+                [
+                    Emit("lock.drift_repaired", room, data),
+                    Audit("gateway", "lock.drift_repaired", room, data),
+                ]
+            )
+        log.info("lock_reconciled", device=device, added=plan.added, removed=plan.removed)
+
+    async def slot_verifier(self) -> None:
+        """Read every lock's slots every ``policy.slot_verify_s`` and repair any drift."""
+        while True:
+            await asyncio.sleep(self.config.policy.slot_verify_s)
+            for room in self.rooms.rooms():
+                self._want_reconcile(room, "verify", read_slots=True)
+
+    async def log_reader(self) -> None:
+        """Follow each lock's access log: read new ring entries, emit access events."""
+        while True:
+            device = await self._log_reads.get()
+            await self._read_log(device)
+
+    async def _read_log(self, device: str) -> None:
+        head = self.rooms.last_known(device, "log_head")
+        follower = self._followers.get(device)
+        if follower is None or not isinstance(head, int):
+            return
+        read = follower.on_head(head)
+        if read is None:
+            return
+        room = device.rsplit("/", 1)[0]
+        wants = [(p, k) for k in read.indices for p in ("log_seq", "log_result", "log_token")]
+        try:
+            values = await self.readers[self.device_bus[device]](
+                device, wants, priority=PollClass.LOCK
+            )
+        except BusError as exc:
+            log.info("access_log_read_failed", device=device, error=str(exc))
+            return
+        entries = []
+        for k in read.indices:
+            seq, result, token = (
+                values.get(("log_seq", k)),
+                values.get(("log_result", k)),
+                values.get(("log_token", k)),
+            )
+            if isinstance(seq, int) and isinstance(result, str) and isinstance(token, int):
+                entries.append((seq, result, token))
+        effects: list[Effect] = []
+        if read.gap:
+            effects.append(
+                Audit("gateway", "access_log.gap", room, {"device": device, "lost": read.gap})
+            )
+        for entry in follower.on_entries(entries):
+            stay_id = (
+                self.authz.stay_of_token(room, locksync.int_to_token(entry.token))
+                if entry.token
+                else None
+            )
+            effects.append(locksync.access_event(entry, room, stay_id))
+        effects.append(_SaveLogHead(device, follower.last_seen))
+        self.submit(effects)
+
+    # -- timers -------------------------------------------------------------------------
+
+    async def timers(self) -> None:
+        """Wake at the next stay boundary, escalation or door deadline; watch the clock."""
+        while True:
+            now = self.wall()
+            jump = self._clock.observe(self.mono(), now)
+            if jump is not None:
+                log.warning("clock_jump", seconds=jump.seconds)
+                for room in self.rooms.rooms():
+                    self._want_reconcile(room, "change")
+            self.tick(now)
+            deadline = self._next_deadline(now)
+            wait = CLOCK_CHECK_S
+            if deadline is not None:
+                wait = min(wait, max(0.0, (deadline - now).total_seconds()))
+            self._timers_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._timers_changed.wait(), timeout=wait)
+
+    def tick(self, now: datetime) -> None:
+        """Apply every boundary, escalation and door deadline that is due at ``now``."""
+        assert self.alarms is not None
+        authz, effects = self.authz.tick(now)
+        self.authz = authz
+        self.alarms, alarm_effects = self.alarms.tick(now)
+        self._after_alarms(alarm_effects) if alarm_effects else None
+        self.submit([*effects, *alarm_effects, *self.rooms.tick(now)])
+        link = self.link_up()
+        if link != self._link_was_up:
+            self.link_changed(link)
+
+    def _next_deadline(self, now: datetime) -> datetime | None:
+        assert self.alarms is not None
+        candidates = [
+            self.authz.next_boundary(now),
+            self.alarms.next_deadline(),
+            self.rooms.next_deadline(),
+        ]
+        return min((c for c in candidates if c is not None), default=None)
+
+    def timers_changed(self) -> None:
+        """Something moved a deadline (a check-in, an acknowledgement): recompute now."""
+        self._timers_changed.set()
+
+    # -- cache and room state -----------------------------------------------------------
+
+    def _cache(self, obs: PointObserved) -> None:
+        self._cache_dirty[(obs.device, point_key(obs.point, obs.index))] = obs.value
+
+    async def cache_flusher(self) -> None:
+        """Write changed point values to disk, at most every CACHE_FLUSH_S (throttled)."""
+        while True:
+            await asyncio.sleep(CACHE_FLUSH_S)
+            if self._cache_dirty:
+                dirty, self._cache_dirty = self._cache_dirty, {}
+                await self.store.write(functools.partial(_write_cache, dirty, time.time()))
+
+    def room_changed(self, room: str) -> None:
+        """Republish a room's retained state (the uplink coalesces changes)."""
+        if room in self.rooms.rooms():
+            self.set_retained(f"rooms/{room}/state", self.room_snapshot(room))
+
+    def room_snapshot(self, room: str) -> dict[str, object]:
+        """mqtt.md room state of one room, now."""
+        assert self.alarms is not None
+        now = self.wall()
+        occupancy, stay_id = self.authz.occupancy(room, now)
+        return self.rooms.snapshot(
+            room,
+            occupancy=occupancy,
+            stay_id=stay_id,
+            call=self.alarms.call_state(room),
+            ts=schema.format_ts(now),
+        )
+
+    def current_state(self) -> list[tuple[str, dict[str, object] | None]]:
+        """Every open alarm, then every room state: what goes out first on (re)connect."""
+        assert self.alarms is not None
+        out: list[tuple[str, dict[str, object] | None]] = [
+            (f"alarms/{a.alarm_id}", a.snapshot()) for a in self.alarms.open_alarms()
+        ]
+        out += [(f"rooms/{room}/state", self.room_snapshot(room)) for room in self.rooms.rooms()]
+        return out
+
+    # -- commands on alarms (used by MQTT handlers and the control socket) --------------
+
+    def ack_alarm(self, alarm_id: str, by: str) -> list[Effect] | AlarmRefusal:
+        """Acknowledge an alarm now; the effects to persist, or why not."""
+        assert self.alarms is not None
+        result = self.alarms.ack(alarm_id, by, self.wall())
+        if isinstance(result, AlarmRefusal):
+            return result
+        self.alarms, effects = result
+        self._after_alarms(effects)
+        return effects
+
+    def resolve_alarm(self, alarm_id: str, by: str) -> list[Effect] | AlarmRefusal:
+        """Resolve an alarm now; the effects to persist, or why not."""
+        assert self.alarms is not None
+        result = self.alarms.resolve(alarm_id, by, self.wall())
+        if isinstance(result, AlarmRefusal):
+            return result
+        self.alarms, effects = result
+        self._after_alarms(effects)
+        return effects
+
+
+@dataclass(frozen=True, slots=True)
+class _SaveLogHead:
+    device: str
+    head: int | None
+
+
+def _persist_fn(floor: Floor, effects: list[Effect]) -> Callable[[sqlite3.Connection], None]:
+    def run(conn: sqlite3.Connection) -> None:
+        floor.persist(conn, effects)
+        for e in effects:
+            if isinstance(e, _SaveLogHead) and e.head is not None:
+                stays.save_log_head(conn, e.device, e.head)
+
+    return run
+
+
+def _load_all(
+    conn: sqlite3.Connection,
+) -> tuple[dict[tuple[str, str], object], list[Any], dict[str, int], list[Any], dict[str, str]]:
+    values = schema.load_point_values(conn)
+    welcomed = {
+        device.split("/", 1)[0]: str(value)
+        for (device, point), value in values.items()
+        if device.endswith("/stay") and point == "welcomed"
+    }
+    return (
+        values,
+        stays.load_stays(conn),
+        stays.load_log_heads(conn),
+        alarms_store.load_open_alarms(conn),
+        welcomed,
+    )
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _write_cache(
+    dirty: dict[tuple[str, str], object], stamp: float, conn: sqlite3.Connection
+) -> None:
+    for (device, point), value in dirty.items():
+        schema.set_point_value(conn, device, point, value, stamp)

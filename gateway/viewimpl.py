@@ -1,0 +1,275 @@
+"""The control socket's FloorView, implemented on the live floor, schedulers and uplink."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from drivers.callpanel import CallPanelDriver
+from drivers.scheduler import BusScheduler
+from gateway import __version__
+from gateway.adapters import schema
+from gateway.adapters.mqtt import Uplink
+from gateway.core.alarms import Refusal, SaveAlarm
+from gateway.core.effects import Audit
+from gateway.errors import ViewRefused
+from gateway.floor import Floor
+from gateway.views import (
+    AlarmRow,
+    BusHealth,
+    DeviceRow,
+    EventRow,
+    MqttLink,
+    OutboxInfo,
+    RoomDetail,
+    RoomRow,
+    ScanHit,
+    ScanProgress,
+    Status,
+)
+
+RECENT_EVENTS = 20  # events shown by `floorctl room`
+
+
+class LiveFloorView:
+    """FloorView over the running gateway (read-only queries are synchronous snapshots)."""
+
+    def __init__(
+        self,
+        floor: Floor,
+        schedulers: Mapping[str, BusScheduler],
+        panels: Mapping[str, CallPanelDriver],
+        uplink: Uplink,
+        *,
+        started_at: datetime,
+    ) -> None:
+        self.floor = floor
+        self.schedulers = schedulers
+        self.panels = panels
+        self.uplink = uplink
+        self.started_at = started_at
+        self._event_waiters: list[asyncio.Future[None]] = []
+        previous = floor.on_events
+
+        def events_appended() -> None:
+            previous()
+            waiters, self._event_waiters = self._event_waiters, []
+            for w in waiters:
+                if not w.done():
+                    w.set_result(None)
+
+        floor.on_events = events_appended
+
+    async def audit(self, actor: str, action: str, detail: dict[str, object]) -> None:
+        """Persist a changing control request in the audit log."""
+        room = detail.get("room")
+        effect = Audit(actor, f"floorctl.{action}", room if isinstance(room, str) else None, detail)
+        await self.floor.store.write(lambda c: self.floor.persist(c, [effect]))
+
+    def status(self) -> Status:
+        """The gateway at a glance."""
+        now = datetime.now(UTC)
+        up = self.uplink.stats()
+        buses = [self._bus_health(name, s) for name, s in self.schedulers.items()]
+        for name, panel in self.panels.items():
+            online = panel.state.name == "ONLINE"
+            buses.append(
+                BusHealth(name, "callpanel", 0.0, 0.0, () if online else (f"panel {name}",))
+            )
+        assert self.floor.alarms is not None
+        return Status(
+            gateway=self.floor.config.gateway.id,
+            version=__version__,
+            started_at=schema.format_ts(self.started_at),
+            uptime_s=round((now - self.started_at).total_seconds(), 1),
+            mqtt=MqttLink(
+                connected=up.connected,
+                since=schema.format_ts(up.since),
+                reconnects=up.reconnects,
+                outbox_depth=up.outbox_depth,
+                oldest_undelivered_ts=up.oldest_undelivered,
+                in_flight=up.in_flight,
+                shed=up.shed,
+            ),
+            buses=tuple(buses),
+            open_alarms=len(self.floor.alarms.open_alarms()),
+        )
+
+    def floor_map(self) -> list[RoomRow]:
+        """Every room for the map."""
+        return self.rooms()
+
+    def rooms(self) -> list[RoomRow]:
+        """Every room, in floor-file order."""
+        return [
+            RoomRow.from_snapshot(self.floor.room_snapshot(r)) for r in self.floor.rooms.rooms()
+        ]
+
+    async def room(self, room: str) -> RoomDetail:
+        """Everything about one room."""
+        if room not in self.floor.rooms.rooms():
+            raise KeyError(room)
+        assert self.floor.alarms is not None
+        events = await self.floor.store.read(lambda c: _room_events(c, room, RECENT_EVENTS))
+        return RoomDetail(
+            room=room,
+            snapshot=self.floor.room_snapshot(room),
+            devices=tuple(d for d in self.devices() if d.room == room),
+            alarms=tuple(
+                AlarmRow.from_snapshot(a.snapshot())
+                for a in self.floor.alarms.open_alarms()
+                if a.room == room
+            ),
+            events=tuple(EventRow.from_stored(e) for e in events),
+        )
+
+    def devices(self) -> list[DeviceRow]:
+        """Every Modbus device's health, in floor-file order."""
+        stats = {d.name: d for s in self.schedulers.values() for d in s.stats().devices}
+        out = []
+        for spec in self.floor.config.devices():
+            st = stats.get(spec.name)
+            out.append(
+                DeviceRow(
+                    name=spec.name,
+                    room=spec.room,
+                    role=str(spec.role),
+                    bus=spec.bus,
+                    unit=spec.unit,
+                    profile=spec.profile.name,
+                    online=bool(st and st.online),
+                    success_rate=st.success_rate if st else None,
+                    latency_ms=st.latency_ms_p50 if st else None,
+                    last_seen_s=st.last_seen_s if st else None,
+                    consecutive_failures=st.consecutive_failures if st else 0,
+                    reason=st.reason if st and not st.online else None,
+                )
+            )
+        return out
+
+    def alarms(self) -> list[AlarmRow]:
+        """The open alarms, oldest first."""
+        assert self.floor.alarms is not None
+        return [AlarmRow.from_snapshot(a.snapshot()) for a in self.floor.alarms.open_alarms()]
+
+    async def ack_alarm(self, alarm_id: str, by: str, actor: str) -> AlarmRow:
+        """Acknowledge an alarm from the floor."""
+        return await self._alarm_change(self.floor.ack_alarm, alarm_id, by)
+
+    async def resolve_alarm(self, alarm_id: str, by: str, actor: str) -> AlarmRow:
+        """Resolve an alarm from the floor (a bathroom call is refused)."""
+        return await self._alarm_change(self.floor.resolve_alarm, alarm_id, by)
+
+    async def _alarm_change(
+        self, op: Callable[[str, str], Any], alarm_id: str, by: str
+    ) -> AlarmRow:
+        result = op(alarm_id, by)
+        if isinstance(result, Refusal):
+            raise ViewRefused(result.code, result.message)
+        saved = [
+            e.alarm for e in result if isinstance(e, SaveAlarm) and e.alarm.alarm_id == alarm_id
+        ]
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.floor.submit(result, done=done)
+        await done  # committed: the event is on disk before floorctl hears "done"
+        return AlarmRow.from_snapshot(saved[-1].snapshot())
+
+    async def events(self, since_seq: int | None, room: str | None, limit: int) -> list[EventRow]:
+        """Stored events in seq order."""
+        rows = await self.floor.store.read(lambda c: _events(c, since_seq, room, limit))
+        return [EventRow.from_stored(e) for e in rows]
+
+    def wait_events(self) -> Awaitable[None]:
+        """Resolves once new events are appended."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._event_waiters.append(fut)
+        return fut
+
+    async def outbox(self) -> OutboxInfo:
+        """The outbox's depth and what it keeps."""
+        depth, oldest_seq, oldest_ts, last_delivered, kept = await self.floor.store.read(_outbox)
+        return OutboxInfo(
+            depth=depth,
+            oldest_undelivered_seq=oldest_seq,
+            oldest_undelivered_ts=oldest_ts,
+            last_delivered_seq=last_delivered,
+            delivered_kept=kept,
+            shed=self.uplink.stats().shed,
+        )
+
+    async def scan(self, bus: str, progress: Callable[[ScanProgress], None]) -> list[ScanHit]:
+        """Probe unit ids 1-247 on a Modbus bus between its normal work."""
+        sched = self.schedulers[bus]
+        configured = {d.unit: d.name for d in self.floor.config.devices(bus)}
+        found = 0
+
+        def on_progress(done: int, total: int) -> None:
+            progress(ScanProgress(done, total, found))
+
+        hits = await sched.scan(
+            range(1, 248), on_progress, profiles=self.floor.config.profiles.values()
+        )
+        found = len(hits)
+        return [
+            ScanHit(
+                unit=h.unit,
+                tables=tuple(str(t) for t in h.tables),
+                profiles=h.profiles,
+                configured=configured.get(h.unit),
+            )
+            for h in hits
+        ]
+
+    def _bus_health(self, name: str, sched: BusScheduler) -> BusHealth:
+        st = sched.stats()
+        errors = sum(st.errors.values())
+        rate = errors / st.transactions if st.transactions else 0.0
+        offline = tuple(d.name for d in st.devices if d.state == "offline")
+        return BusHealth(name, st.kind, round(st.tx_per_s, 1), round(rate, 4), offline)
+
+
+def _events(
+    conn: sqlite3.Connection, since_seq: int | None, room: str | None, limit: int
+) -> list[schema.StoredEvent]:
+    where: list[str] = []
+    params: list[object] = []
+    if room is not None:
+        where.append("room = ?")
+        params.append(room)
+    if since_seq is not None:
+        where.append("seq > ?")
+        params.append(since_seq)
+        order = "ASC"
+    else:
+        order = "DESC"
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    rows = conn.execute(
+        f"SELECT seq FROM events {clause} ORDER BY seq {order} LIMIT ?",  # noqa: S608
+        (*params, limit),
+    ).fetchall()
+    seqs = sorted(int(r[0]) for r in rows)
+    if not seqs:
+        return []
+    events = schema.events_since(conn, seqs[0] - 1, seqs[-1] - seqs[0] + 1)
+    wanted = set(seqs)
+    return [e for e in events if e.seq in wanted]
+
+
+def _room_events(conn: sqlite3.Connection, room: str, limit: int) -> list[schema.StoredEvent]:
+    return _events(conn, None, room, limit)
+
+
+def _outbox(conn: sqlite3.Connection) -> tuple[int, int | None, str | None, int | None, int]:
+    depth, oldest = conn.execute(
+        "SELECT count(*), min(seq) FROM events WHERE delivered_at IS NULL"
+    ).fetchone()
+    oldest_ts = None
+    if oldest is not None:
+        oldest_ts = conn.execute("SELECT ts FROM events WHERE seq = ?", (oldest,)).fetchone()[0]
+    last, kept = conn.execute(
+        "SELECT max(seq), count(*) FROM events WHERE delivered_at IS NOT NULL"
+    ).fetchone()
+    return int(depth), oldest, oldest_ts, last, int(kept)

@@ -1,0 +1,91 @@
+"""End to end: locks kept equal to what is authorised — drift, an offline lock, expiry."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from gateway.config.profile import Table
+from tests.e2e import (  # noqa: F401 (fixtures)
+    TOKEN,
+    WAIT_S,
+    mosquitto_fixture,
+    mqtt_certs,
+    running,
+    slot_tokens,
+    ts,
+)
+from tests.mosquitto import Mosquitto
+from tests.waiting import until
+
+STRANGER = 0x0BADC0DE0BADC0DE
+
+
+async def _checkin(f: object, room: str, until_dt: datetime) -> None:
+    now = datetime.now(UTC)
+    reply = await f.command(  # type: ignore[attr-defined]
+        "checkin",
+        {
+            "room": room,
+            "stay_id": f"S-{room}",
+            "valid_from": ts(now - timedelta(minutes=1)),
+            "valid_until": ts(until_dt),
+            "tokens": [TOKEN],
+        },
+    )
+    assert reply["ok"] is True, reply
+
+
+async def test_a_slot_changed_behind_our_back_is_repaired_and_reported(
+    run_dir: Path, mosquitto: Mosquitto
+) -> None:
+    async with running(run_dir, mosquitto, {"slot_verify_s": 1}) as f:
+        await _checkin(f, "1203", datetime.now(UTC) + timedelta(hours=1))
+        await until(lambda: slot_tokens(f.sim, "1203") == {int(TOKEN, 16)}, timeout=WAIT_S)
+        # Someone with a programming tool adds a key and wipes the guest's.
+        lock = f.sim.device("1203/lock")
+        guest_slot = next(s["slot"] for s in f.sim.slots("1203") if s["token"])
+        lock.write(Table.HOLDING, 100 + 4 * guest_slot, [0, 0, 0, 0], multiple=True)
+        lock.write(Table.HOLDING, 100 + 4 * 31, _words(STRANGER), multiple=True)
+        repaired = await f.event("lock.drift_repaired", "1203")
+        assert repaired["data"]["added"] == 1
+        assert repaired["data"]["removed"] == 1
+        await until(lambda: slot_tokens(f.sim, "1203") == {int(TOKEN, 16)}, timeout=WAIT_S)
+        assert len(f.typed("lock.drift_repaired")) == 1  # reported once
+
+
+async def test_a_lock_offline_at_checkout_is_purged_when_it_answers(
+    run_dir: Path, mosquitto: Mosquitto
+) -> None:
+    async with running(run_dir, mosquitto) as f:
+        await _checkin(f, "1204", datetime.now(UTC) + timedelta(hours=1))
+        await until(lambda: int(TOKEN, 16) in slot_tokens(f.sim, "1204"), timeout=WAIT_S)
+        f.sim.set_fault("1204/lock", "silent")
+        offline = await f.event("device.offline", "1204")
+        assert offline["data"]["device"] == "1204/lock"
+        reply = await f.command("checkout", {"room": "1204", "stay_id": "S-1204"})
+        assert reply["ok"] is True
+        assert reply["result"]["pending"] == ["1204/lock"]
+        assert int(TOKEN, 16) in slot_tokens(f.sim, "1204")  # it cannot hear us yet
+        f.sim.clear_fault("1204/lock")
+        await f.event("device.online", "1204")
+        await until(lambda: not slot_tokens(f.sim, "1204"), timeout=WAIT_S)
+        assert not f.typed("lock.drift_repaired")  # our own pending work, not drift
+
+
+async def test_a_stay_that_ends_is_checked_out_as_expired(
+    run_dir: Path, mosquitto: Mosquitto
+) -> None:
+    async with running(run_dir, mosquitto) as f:
+        await _checkin(f, "1203", datetime.now(UTC) + timedelta(seconds=2))
+        await until(lambda: int(TOKEN, 16) in slot_tokens(f.sim, "1203"), timeout=WAIT_S)
+        out = await f.event("room.checked_out", "1203")
+        assert out["data"]["reason"] == "expired"
+        await until(lambda: not slot_tokens(f.sim, "1203"), timeout=WAIT_S)
+        assert f.sim.present_token("1203", int(TOKEN, 16))["granted"] is False
+        # Vacant: the thermostat set back to the policy's vacant setpoint.
+        await until(lambda: f.sim.get("1203/tstat", "setpoint") == 26.0, timeout=WAIT_S)
+
+
+def _words(token: int) -> list[int]:
+    return [(token >> shift) & 0xFFFF for shift in (48, 32, 16, 0)]
