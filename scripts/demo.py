@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -82,6 +83,8 @@ class Broker:
         self.mosquitto = shutil.which("mosquitto") or (
             "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
         )
+        if os.environ.get("FLOORGATE_DEMO_BROKER") == "embedded":
+            self.mosquitto = None  # try the fallback on a machine that has Mosquitto
         self.proc: subprocess.Popen[bytes] | None = None
         self.amqtt: Any = None
 
@@ -106,6 +109,9 @@ class Broker:
             )
         else:
             from amqtt.broker import Broker as AmqttBroker  # noqa: PLC0415 (optional)
+
+            for noisy in ("amqtt", "transitions"):  # its own chatter would drown the story
+                logging.getLogger(noisy).setLevel(logging.CRITICAL)
 
             config = {
                 "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
