@@ -97,8 +97,12 @@ class Broker:
         """Start it and wait until it accepts connections."""
         if self.mosquitto:
             conf = self.run_dir / "mosquitto.conf"
+            # Started as root, Mosquitto switches to its own user and then cannot save its
+            # persistence file in our private run directory (LIBRARY-NOTES.md): sessions of
+            # offline subscribers would be lost at the outage. Stay root in that case.
+            user = "user root\n" if os.geteuid() == 0 else ""
             conf.write_text(
-                f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+                f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{user}"
                 f"persistence true\npersistence_location {self.run_dir}/\n"
             )
             # A demo script: starting the broker blocks the loop for a moment, harmlessly.

@@ -298,7 +298,8 @@ async def test_silent_device_goes_offline_is_probed_and_comes_back(
     with pytest.raises(DeviceUnavailableError):
         await bus_run.sched.read(rio, [("bath_count", 0)])
     offline_at = len(bus_run.rec.to(3))
-    await until(lambda: len(bus_run.rec.to(3)) >= offline_at + 4)
+    # (On TCP up to 3 polls may still have been in flight: they end first.)
+    await until(lambda: len(bus_run.rec.to(3)) >= offline_at + 6)
     probes = bus_run.rec.to(3)[-3:]
     # Only the probe (one register) reaches it: no polls of its three groups.
     assert all((t.table, t.address, t.count) == (Table.INPUT, 0, 1) for t in probes)
@@ -345,10 +346,16 @@ async def test_crc_garbage_counts_as_a_failure(floor: FloorConfig, sim: FloorSim
     async with scheduling(rtu_transport(floor), floor.devices("rs485-a")) as run:
         await until(lambda: run.sched.online("1201/tstat"))
         sim.set_fault("1201/tstat", "corrupt", 2)  # its next two answers
-        for _ in range(2):
-            with pytest.raises(FrameError):
+        outcomes = []
+        for _ in range(3):  # (a poll of the tstat may take one of them)
+            try:
                 await run.sched.read("1201/tstat", [("room_temp", 0)])
-        assert await run.sched.read("1201/tstat", [("room_temp", 0)])
+            except FrameError:
+                outcomes.append("crc")
+            else:
+                outcomes.append("ok")
+        assert outcomes[-1] == "ok"
+        assert "crc" in outcomes
         assert run.sched.stats().errors["crc"] == 2
         assert run.sched.online("1201/tstat")  # two in a row: not offline
         sim.set_fault("1201/tstat", "corrupt", 1000)

@@ -125,6 +125,8 @@ class RtuBus(_SerialBus):
 
     kind: Literal["modbus-rtu"]
     baud: int = 19200
+    # Per-bus override of the poll classes' target intervals (over [poll] and the profiles).
+    intervals_ms: dict[PollClass, Annotated[int, Field(ge=20)]] = Field(default_factory=dict)
 
 
 class TcpBus(_Bus):
@@ -134,6 +136,9 @@ class TcpBus(_Bus):
     host: Annotated[str, Field(min_length=1)]
     port: TcpPort = 502
     max_in_flight: Annotated[int, Field(ge=1, le=16)] = 4
+    # Per-bus override of the poll classes' target intervals (over [poll] and the profiles):
+    # a TCP endpoint has no line physics, so it may sample far more often than RS-485.
+    intervals_ms: dict[PollClass, Annotated[int, Field(ge=20)]] = Field(default_factory=dict)
 
 
 class CallPanelBus(_SerialBus):
