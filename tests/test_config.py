@@ -126,7 +126,8 @@ FLOOR_MISTAKES: list[tuple[str, Edit, str]] = [
     (
         "field of another bus kind",
         _set("bus.1.baud", 9600),
-        "bus[1].baud: unknown key (allowed: name, timeout_ms, kind, host, port, max_in_flight, intervals_ms)",
+        "bus[1].baud: unknown key (allowed: name, timeout_ms, kind, host, port,"
+        " max_in_flight, intervals_ms)",
     ),
     (
         "unknown bus kind",
