@@ -102,9 +102,9 @@ async def build(config: FloorConfig, store: Store, supervisor: Supervisor) -> Fl
 
     supervisor.spawn("committer", floor.committer)
     supervisor.spawn("timers", floor.timers)
-    supervisor.spawn("reconciler", floor.reconciler)
-    supervisor.spawn("slot-verify", floor.slot_verifier)
-    supervisor.spawn("access-log", floor.log_reader)
+    supervisor.spawn("reconciler", floor.locks.reconciler)
+    supervisor.spawn("slot-verify", floor.locks.slot_verifier)
+    supervisor.spawn("access-log", floor.locks.log_reader)
     supervisor.spawn("point-cache", floor.cache_flusher)
     log.info(
         "floor_built",

@@ -32,7 +32,6 @@ from gateway.adapters import alarms_store, schema, stays
 from gateway.adapters.store import Store
 from gateway.config.floor import FloorConfig
 from gateway.config.profile import PollClass
-from gateway.core import locksync
 from gateway.core.alarms import Alarms, FloorLayout, Retain, SaveAlarm
 from gateway.core.alarms import Refusal as AlarmRefusal
 from gateway.core.authz import Authz, LocksChanged, RoomOccupied, RoomVacant, SaveStay
@@ -49,6 +48,7 @@ from gateway.core.observations import (
 from gateway.core.roles import DeviceRole
 from gateway.core.rooms import Rooms, layouts, point_key
 from gateway.errors import BusError, DeviceUnavailableError
+from gateway.locks import LockKeeper, SaveLogHead
 
 log = structlog.get_logger("gateway.floor")
 
@@ -56,7 +56,6 @@ log = structlog.get_logger("gateway.floor")
 # decision they caused, everything else at most this often (writes throttled).
 CACHE_FLUSH_S = 2.0
 COUNTERS = ("bath_count", "bed_count", "staff_count")
-LOCK_SLOTS = 32
 CLOCK_CHECK_S = 1.0  # how often the wall clock is compared with the monotonic one
 
 
@@ -122,14 +121,10 @@ class Floor:
         self._actuators: dict[str, _Actuator] = {}
         self._pending: dict[tuple[str, str, int], WritePoint] = {}
         self._welcomed: dict[str, str] = {}
-        self._followers: dict[str, locksync.LogFollower] = {}
-        self._log_reads: asyncio.Queue[str] = asyncio.Queue()
-        self._reconcile_wanted: dict[str, str] = {}  # room -> "change" | "verify"
-        self._reconcile_event = asyncio.Event()
-        self._unsynced: set[str] = set()  # rooms whose lock has authorisation changes to apply
         self._timers_changed = asyncio.Event()
         self._cache_dirty: dict[tuple[str, str], object] = {}
         self._clock = ClockWatch()
+        self.locks = LockKeeper(self)
         self._link_was_up = False
 
     # -- start-up -----------------------------------------------------------------------
@@ -145,9 +140,7 @@ class Floor:
         )
         self.authz = Authz.from_stays(stay_rows)
         self._welcomed = welcomed
-        for device in self.device_bus:
-            if device.endswith("/lock"):
-                self._followers[device] = locksync.LogFollower(heads.get(device))
+        self.locks.load(heads)
         layout = FloorLayout.from_floor(cfg)
         now = self.wall()
         self.alarms, effects = Alarms.restore(
@@ -158,7 +151,7 @@ class Floor:
         self.authz = authz
         self.submit(boundary_effects)
         for room in self.rooms.rooms():
-            self._reconcile_wanted[room] = "read"
+            self.locks.want(room, "verify", read_slots=True)  # "at start-up"
 
     # -- inputs -------------------------------------------------------------------------
 
@@ -238,9 +231,9 @@ class Floor:
         room = obs.room
         out: list[Effect] = []
         if obs.point == "log_head" and isinstance(obs.value, int):
-            self._log_reads.put_nowait(obs.device)
+            self.locks.log_head_seen(obs.device)
         elif obs.point == "slot":
-            self._want_reconcile(room, "verify")
+            self.locks.want(room, "verify")
         elif obs.point == "tamper" and isinstance(obs.value, bool):
             self.alarms, effects = self.alarms.tamper(room, obs.value, now)
             out += effects
@@ -284,7 +277,7 @@ class Floor:
                 self._enqueue_write(write)
         if device.endswith("/lock"):
             room = device.rsplit("/", 1)[0]
-            self._want_reconcile(room, "verify", read_slots=True)
+            self.locks.want(room, "verify", read_slots=True)
 
     def _after_alarms(self, effects: Sequence[Effect]) -> None:
         for effect in effects:
@@ -371,6 +364,8 @@ class Floor:
                 stays.save_stay(conn, e.stay)
             elif isinstance(e, SaveCounter):
                 schema.set_point_value(conn, e.device, e.point, e.value, time.time())
+            elif isinstance(e, SaveLogHead) and e.head is not None:
+                stays.save_log_head(conn, e.device, e.head)
             elif isinstance(e, MarkWelcomed):
                 schema.set_point_value(conn, f"{e.room}/stay", "welcomed", e.stay_id, time.time())
 
@@ -394,7 +389,7 @@ class Floor:
                 self.room_changed(e.room)
             elif isinstance(e, LocksChanged):
                 for room in e.rooms:
-                    self._want_reconcile(room, "change")
+                    self.locks.want(room, "change")
             elif isinstance(e, SaveStay):
                 self.room_changed(e.stay.room)
         if emitted:
@@ -455,122 +450,6 @@ class Floor:
         """Which of these devices are offline (a command's ``result.pending``)."""
         return sorted({d for d in devices if d in self.device_bus and not self.rooms.online(d)})
 
-    # -- locks --------------------------------------------------------------------------
-
-    def _want_reconcile(self, room: str, cause: str, *, read_slots: bool = False) -> None:
-        if f"{room}/lock" not in self.device_bus:
-            return
-        if self._reconcile_wanted.get(room) != "change":
-            self._reconcile_wanted[room] = "read" if read_slots else cause
-        if cause == "change":
-            self._reconcile_wanted[room] = "change"
-            self._unsynced.add(room)  # what we find different next is our own pending work
-        self._reconcile_event.set()
-
-    async def reconciler(self) -> None:
-        """Keep every lock's slots equal to what is authorised for its room right now."""
-        while True:
-            await self._reconcile_event.wait()
-            self._reconcile_event.clear()
-            wanted, self._reconcile_wanted = self._reconcile_wanted, {}
-            for room, cause in wanted.items():
-                await self._reconcile(room, cause)
-
-    async def _reconcile(self, room: str, cause: str) -> None:
-        device = f"{room}/lock"
-        bus = self.device_bus[device]
-        if not self.rooms.online(device):
-            return  # done when it answers again (DeviceOnline → _device_back)
-        if cause == "read" or any(
-            self.rooms.last_known(device, "slot", i) is None for i in range(LOCK_SLOTS)
-        ):
-            try:
-                await self.readers[bus](
-                    device, [("slot", i) for i in range(LOCK_SLOTS)], priority=PollClass.LOCK
-                )
-            except BusError as exc:
-                log.info("slot_read_failed", device=device, error=str(exc))
-                return
-        now = self.wall()
-        desired = self.authz.desired_tokens(room, now)
-        slots = [_int_or_none(self.rooms.last_known(device, "slot", i)) for i in range(LOCK_SLOTS)]
-        plan = locksync.plan_slots(desired, slots)
-        if not plan.writes:
-            self._unsynced.discard(room)
-            return
-        for index, value in plan.writes:
-            try:
-                await self.writers[bus](device, "slot", value, index=index, priority=PollClass.LOCK)
-            except BusError as exc:
-                log.info("slot_write_failed", device=device, slot=index, error=str(exc))
-                self._want_reconcile(room, cause)
-                return
-        drift = room not in self._unsynced
-        self._unsynced.discard(room)
-        if drift:
-            data = {"added": plan.added, "removed": plan.removed, "device": device}
-            self.submit(
-                [
-                    Emit("lock.drift_repaired", room, data),
-                    Audit("gateway", "lock.drift_repaired", room, data),
-                ]
-            )
-        log.info("lock_reconciled", device=device, added=plan.added, removed=plan.removed)
-
-    async def slot_verifier(self) -> None:
-        """Read every lock's slots every ``policy.slot_verify_s`` and repair any drift."""
-        while True:
-            await asyncio.sleep(self.config.policy.slot_verify_s)
-            for room in self.rooms.rooms():
-                self._want_reconcile(room, "verify", read_slots=True)
-
-    async def log_reader(self) -> None:
-        """Follow each lock's access log: read new ring entries, emit access events."""
-        while True:
-            device = await self._log_reads.get()
-            await self._read_log(device)
-
-    async def _read_log(self, device: str) -> None:
-        head = self.rooms.last_known(device, "log_head")
-        follower = self._followers.get(device)
-        if follower is None or not isinstance(head, int):
-            return
-        read = follower.on_head(head)
-        if read is None:
-            return
-        room = device.rsplit("/", 1)[0]
-        wants = [(p, k) for k in read.indices for p in ("log_seq", "log_result", "log_token")]
-        try:
-            values = await self.readers[self.device_bus[device]](
-                device, wants, priority=PollClass.LOCK
-            )
-        except BusError as exc:
-            log.info("access_log_read_failed", device=device, error=str(exc))
-            return
-        entries = []
-        for k in read.indices:
-            seq, result, token = (
-                values.get(("log_seq", k)),
-                values.get(("log_result", k)),
-                values.get(("log_token", k)),
-            )
-            if isinstance(seq, int) and isinstance(result, str) and isinstance(token, int):
-                entries.append((seq, result, token))
-        effects: list[Effect] = []
-        if read.gap:
-            effects.append(
-                Audit("gateway", "access_log.gap", room, {"device": device, "lost": read.gap})
-            )
-        for entry in follower.on_entries(entries):
-            stay_id = (
-                self.authz.stay_of_token(room, locksync.int_to_token(entry.token))
-                if entry.token
-                else None
-            )
-            effects.append(locksync.access_event(entry, room, stay_id))
-        effects.append(_SaveLogHead(device, follower.last_seen))
-        self.submit(effects)
-
     # -- timers -------------------------------------------------------------------------
 
     async def timers(self) -> None:
@@ -581,7 +460,7 @@ class Floor:
             if jump is not None:
                 log.warning("clock_jump", seconds=jump.seconds)
                 for room in self.rooms.rooms():
-                    self._want_reconcile(room, "change")
+                    self.locks.want(room, "change")
             self.tick(now)
             deadline = self._next_deadline(now)
             wait = CLOCK_CHECK_S
@@ -679,18 +558,9 @@ class Floor:
         return effects
 
 
-@dataclass(frozen=True, slots=True)
-class _SaveLogHead:
-    device: str
-    head: int | None
-
-
 def _persist_fn(floor: Floor, effects: list[Effect]) -> Callable[[sqlite3.Connection], None]:
     def run(conn: sqlite3.Connection) -> None:
         floor.persist(conn, effects)
-        for e in effects:
-            if isinstance(e, _SaveLogHead) and e.head is not None:
-                stays.save_log_head(conn, e.device, e.head)
 
     return run
 
@@ -711,10 +581,6 @@ def _load_all(
         alarms_store.load_open_alarms(conn),
         welcomed,
     )
-
-
-def _int_or_none(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _new_id() -> str:

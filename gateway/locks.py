@@ -1,0 +1,180 @@
+"""The locks: keep every lock's slots equal to what is authorised, follow its access log.
+
+Slots are written and cleared until they equal ``authz.desired_tokens(room, now)``: on every
+authorisation change, when a lock answers again (all 32 slots read first), at start-up and
+every ``policy.slot_verify_s``. A difference that is not our own pending work is repaired
+and reported once as ``lock.drift_repaired`` (and audited). The access log is followed from
+``log_head``: new ring entries become ``access.*`` events with the token's hash, never the
+token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from gateway.config.profile import PollClass
+from gateway.core import locksync
+from gateway.core.effects import Audit, Emit
+from gateway.errors import BusError
+
+if TYPE_CHECKING:
+    from gateway.floor import Floor
+
+log = structlog.get_logger("gateway.locks")
+
+LOCK_SLOTS = 32
+
+
+@dataclass(frozen=True, slots=True)
+class SaveLogHead:
+    """Persist the last access-log entry read from a lock (with the events it produced)."""
+
+    device: str
+    head: int | None
+
+
+class LockKeeper:
+    """Reconciler and access-log follower of every lock of the floor (two owned tasks)."""
+
+    def __init__(self, floor: Floor) -> None:
+        self.floor = floor
+        self._followers: dict[str, locksync.LogFollower] = {}
+        self._log_reads: asyncio.Queue[str] = asyncio.Queue()
+        self._reconcile_wanted: dict[str, str] = {}  # room -> "change" | "verify" | "read"
+        self._reconcile_event = asyncio.Event()
+        self._unsynced: set[str] = set()  # rooms whose lock has authorisation changes to apply
+
+    def load(self, heads: dict[str, int]) -> None:
+        """Resume each lock's access log after the last entry read before the restart."""
+        for device in self.floor.device_bus:
+            if device.endswith("/lock"):
+                self._followers[device] = locksync.LogFollower(heads.get(device))
+
+    def log_head_seen(self, device: str) -> None:
+        """A lock's log head changed: read its new entries (in the log-reader task)."""
+        self._log_reads.put_nowait(device)
+
+    def want(self, room: str, cause: str, *, read_slots: bool = False) -> None:
+        if f"{room}/lock" not in self.floor.device_bus:
+            return
+        if self._reconcile_wanted.get(room) != "change":
+            self._reconcile_wanted[room] = "read" if read_slots else cause
+        if cause == "change":
+            self._reconcile_wanted[room] = "change"
+            self._unsynced.add(room)  # what we find different next is our own pending work
+        self._reconcile_event.set()
+
+    async def reconciler(self) -> None:
+        """Keep every lock's slots equal to what is authorised for its room right now."""
+        while True:
+            await self._reconcile_event.wait()
+            self._reconcile_event.clear()
+            wanted, self._reconcile_wanted = self._reconcile_wanted, {}
+            for room, cause in wanted.items():
+                await self._reconcile(room, cause)
+
+    async def _reconcile(self, room: str, cause: str) -> None:
+        device = f"{room}/lock"
+        bus = self.floor.device_bus[device]
+        if not self.floor.rooms.online(device):
+            return  # done when it answers again (DeviceOnline → _device_back)
+        if cause == "read" or any(
+            self.floor.rooms.last_known(device, "slot", i) is None for i in range(LOCK_SLOTS)
+        ):
+            try:
+                await self.floor.readers[bus](
+                    device, [("slot", i) for i in range(LOCK_SLOTS)], priority=PollClass.LOCK
+                )
+            except BusError as exc:
+                log.info("slot_read_failed", device=device, error=str(exc))
+                return
+        now = self.floor.wall()
+        desired = self.floor.authz.desired_tokens(room, now)
+        known = self.floor.rooms.last_known
+        slots = [_int_or_none(known(device, "slot", i)) for i in range(LOCK_SLOTS)]
+        plan = locksync.plan_slots(desired, slots)
+        if not plan.writes:
+            self._unsynced.discard(room)
+            return
+        for index, value in plan.writes:
+            try:
+                await self.floor.writers[bus](
+                    device, "slot", value, index=index, priority=PollClass.LOCK
+                )
+            except BusError as exc:
+                log.info("slot_write_failed", device=device, slot=index, error=str(exc))
+                self.want(room, cause)
+                return
+        drift = room not in self._unsynced
+        self._unsynced.discard(room)
+        if drift:
+            data = {"added": plan.added, "removed": plan.removed, "device": device}
+            self.floor.submit(
+                [
+                    Emit("lock.drift_repaired", room, data),
+                    Audit("gateway", "lock.drift_repaired", room, data),
+                ]
+            )
+        log.info("lock_reconciled", device=device, added=plan.added, removed=plan.removed)
+
+    async def slot_verifier(self) -> None:
+        """Read every lock's slots every ``policy.slot_verify_s`` and repair any drift."""
+        while True:
+            await asyncio.sleep(self.floor.config.policy.slot_verify_s)
+            for room in self.floor.rooms.rooms():
+                self.want(room, "verify", read_slots=True)
+
+    async def log_reader(self) -> None:
+        """Follow each lock's access log: read new ring entries, emit access events."""
+        while True:
+            device = await self._log_reads.get()
+            await self._read_log(device)
+
+    async def _read_log(self, device: str) -> None:
+        head = self.floor.rooms.last_known(device, "log_head")
+        follower = self._followers.get(device)
+        if follower is None or not isinstance(head, int):
+            return
+        read = follower.on_head(head)
+        if read is None:
+            return
+        room = device.rsplit("/", 1)[0]
+        wants = [(p, k) for k in read.indices for p in ("log_seq", "log_result", "log_token")]
+        try:
+            values = await self.floor.readers[self.floor.device_bus[device]](
+                device, wants, priority=PollClass.LOCK
+            )
+        except BusError as exc:
+            log.info("access_log_read_failed", device=device, error=str(exc))
+            return
+        entries = []
+        for k in read.indices:
+            seq, result, token = (
+                values.get(("log_seq", k)),
+                values.get(("log_result", k)),
+                values.get(("log_token", k)),
+            )
+            if isinstance(seq, int) and isinstance(result, str) and isinstance(token, int):
+                entries.append((seq, result, token))
+        effects: list[Any] = []
+        if read.gap:
+            effects.append(
+                Audit("gateway", "access_log.gap", room, {"device": device, "lost": read.gap})
+            )
+        for entry in follower.on_entries(entries):
+            stay_id = (
+                self.floor.authz.stay_of_token(room, locksync.int_to_token(entry.token))
+                if entry.token
+                else None
+            )
+            effects.append(locksync.access_event(entry, room, stay_id))
+        effects.append(SaveLogHead(device, follower.last_seen))
+        self.floor.submit(effects)
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
