@@ -244,13 +244,14 @@ class BusScheduler:
     async def scan(
         self,
         units: Iterable[int],
-        progress: Callable[[int, int], None] | None = None,
+        progress: Callable[[int, int, int], None] | None = None,
         *,
         profiles: Iterable[Profile] | None = None,
     ) -> list[ScanHit]:
         """Probe unit ids at the lowest priority, one short read per table (floorctl scan).
 
-        ``profiles`` are the candidates to match (default: those of this bus's devices).
+        ``profiles`` are the candidates to match (default: those of this bus's devices);
+        ``progress(done, total, found)`` is called after each unit.
         """
         todo = list(units)
         known = {p.name: p for p in profiles} if profiles is not None else None
@@ -269,7 +270,7 @@ class BusScheduler:
             if hit is not None:
                 hits.append(hit)
             if progress is not None:
-                progress(i + 1, len(todo))
+                progress(i + 1, len(todo), len(hits))
         return hits
 
     # -- the loop ------------------------------------------------------------------------------

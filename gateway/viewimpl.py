@@ -204,15 +204,13 @@ class LiveFloorView:
         """Probe unit ids 1-247 on a Modbus bus between its normal work."""
         sched = self.schedulers[bus]
         configured = {d.unit: d.name for d in self.floor.config.devices(bus)}
-        found = 0
 
-        def on_progress(done: int, total: int) -> None:
+        def on_progress(done: int, total: int, found: int) -> None:
             progress(ScanProgress(done, total, found))
 
         hits = await sched.scan(
             range(1, 248), on_progress, profiles=self.floor.config.profiles.values()
         )
-        found = len(hits)
         return [
             ScanHit(
                 unit=h.unit,

@@ -408,7 +408,7 @@ async def test_scan_finds_units_and_their_profiles(floor: FloorConfig, sim: Floo
         seen: list[tuple[int, int]] = []
         hits = await run.sched.scan(
             [1, 2, 3, 40, 41],
-            progress=lambda i, n: seen.append((i, n)),
+            progress=lambda i, n, _found: seen.append((i, n)),
             profiles=floor.profiles.values(),  # every profile the floor loaded
         )
         assert [(h.unit, h.profiles) for h in hits] == [
