@@ -111,3 +111,11 @@ def test_rooms_without_a_thermostat_or_room_io_have_null_sections() -> None:
     assert snap["lights"] is None
     assert snap["climate"] is not None
     assert snap["devices"] == {"tstat": "offline", "lock": "offline"}
+
+
+def test_a_thermostat_sensor_fault_reaches_maintenance() -> None:
+    rooms = _rooms({("1201/tstat", "sensor_fault"): False})
+    assert rooms.observe(_obs("1201/tstat", "sensor_fault", True), T0) == [
+        Emit("device.fault", "1201", {"device": "1201/tstat", "code": "sensor_fault"})
+    ]
+    assert rooms.observe(_obs("1201/tstat", "sensor_fault", False), T0) == []

@@ -6,8 +6,9 @@ builds the retained room snapshot (mqtt.md "Room state").
 
 Change events (mqtt.md): ``door.opened``/``door.closed``, ``door.held_open`` after
 ``policy.door_held_open_s``, ``room.dnd``/``room.mur``/``room.keycard``/``room.window``
-(``data.on``) and ``lock.tamper`` (``data.on``). A value seen for the first time ever (no
-previous value stored) is a baseline, not a change. ``device.online``/``device.offline``
+(``data.on``), ``lock.tamper`` (``data.on``), and ``device.fault`` when a thermostat
+raises its sensor-fault bit. A value seen for the first time ever (no previous value
+stored) is a baseline, not a change. ``device.online``/``device.offline``
 are emitted on health changes, except the first "online" after start of a device that was
 not known offline (an ordinary start is not news).
 """
@@ -39,6 +40,8 @@ _FLAG_EVENTS: dict[tuple[DeviceRole, str], str] = {
     (DeviceRole.LOCK, "tamper"): "lock.tamper",
 }
 _LIGHTS = ("entry", "main", "bedside", "bath")
+# A thermostat's own fault bits: a rising edge is a device.fault for maintenance.
+_FAULT_BITS = frozenset({"sensor_fault"})
 _ARRAY_ROLES = frozenset(name for specs in ROLES.values() for name, s in specs.items() if s.array)
 
 
@@ -88,6 +91,8 @@ class Rooms:
         if obs.role is DeviceRole.LOCK and obs.point == "door_open":
             self._track_door(room, obs.value, now)
             return [Emit("door.opened" if obs.value else "door.closed", room, {}, low_value=True)]
+        if obs.role is DeviceRole.TSTAT and obs.point in _FAULT_BITS and obs.value is True:
+            return [Emit("device.fault", room, {"device": obs.device, "code": obs.point})]
         event = _FLAG_EVENTS.get((obs.role, obs.point))
         if event is not None and isinstance(obs.value, bool):
             return [Emit(event, room, {"on": obs.value}, low_value=event != "lock.tamper")]
