@@ -157,6 +157,7 @@ class Floor:
 
     def observe(self, obs: DriverObservation) -> None:
         """A bus scheduler's observation (sync; called on the loop)."""
+        self._sync_link()
         now = self.wall()
         effects: list[Effect] = []
         if isinstance(obs, PointObserved):
@@ -170,6 +171,7 @@ class Floor:
     def panel_event(self, event: object) -> None:
         """A call panel driver's event (CallPlaced, CallCancelled, LineFault, panel on/offline)."""
         assert self.alarms is not None
+        self._sync_link()
         now = self.wall()
         effects: list[Effect] = []
         alarms = self.alarms
@@ -190,6 +192,13 @@ class Floor:
         self.alarms = alarms
         self._after_alarms(effects)
         self.submit(effects)
+
+    def _sync_link(self) -> None:
+        """Learn the MQTT link's state before deciding (a call raised while it is down
+        sounds the floor at once)."""
+        link = self.link_up()
+        if link != self._link_was_up:
+            self.link_changed(link)
 
     def link_changed(self, up: bool) -> None:
         """The MQTT link went up or down (the floor sounder rule depends on it)."""
@@ -478,9 +487,7 @@ class Floor:
         self.alarms, alarm_effects = self.alarms.tick(now)
         self._after_alarms(alarm_effects) if alarm_effects else None
         self.submit([*effects, *alarm_effects, *self.rooms.tick(now)])
-        link = self.link_up()
-        if link != self._link_was_up:
-            self.link_changed(link)
+        self._sync_link()
 
     def _next_deadline(self, now: datetime) -> datetime | None:
         assert self.alarms is not None

@@ -81,7 +81,13 @@ class LockKeeper:
         device = f"{room}/lock"
         bus = self.floor.device_bus[device]
         if not self.floor.rooms.online(device):
-            return  # done when it answers again (DeviceOnline → _device_back)
+            # Done when it answers (DeviceOnline → _device_back). A lock that was offline
+            # then holds what is no longer authorised: drift, repaired and reported (issue
+            # 6: "lock offline during checkout → cleared on return and
+            # lock.drift_repaired"). One not yet heard since start is merely pending.
+            if self.floor.rooms.known_offline(device):
+                self._unsynced.discard(room)
+            return
         if cause == "read" or any(
             self.floor.rooms.last_known(device, "slot", i) is None for i in range(LOCK_SLOTS)
         ):
@@ -98,7 +104,8 @@ class LockKeeper:
         slots = [_int_or_none(known(device, "slot", i)) for i in range(LOCK_SLOTS)]
         plan = locksync.plan_slots(desired, slots)
         if not plan.writes:
-            self._unsynced.discard(room)
+            if self.floor.rooms.known_offline(device):
+                self._unsynced.discard(room)
             return
         for index, value in plan.writes:
             try:

@@ -42,7 +42,7 @@ from tests.waiting import until
 
 ROOT = "hotel/demo/12"
 TOKEN = "00c0ffee00c0ffee"
-WAIT_S = 15.0
+WAIT_S = 25.0
 
 
 @dataclass
@@ -95,14 +95,17 @@ class Floor:
 
 
 def floor_file(
-    run_dir: Path, broker: Mosquitto, modbus_port: int, policy: dict[str, Any] | None = None
+    run_dir: Path,
+    broker: Mosquitto,
+    modbus_port: int,
+    policy: dict[str, Any] | None = None,
+    escalation: list[int] | None = None,
 ) -> Path:
     """The demo floor on this test's broker and Modbus port, escalating within seconds."""
     data = demo_floor_dict()
     data["policy"].update(policy or {})
     data["escalation"] = [
-        {"after_s": 0, "notify": "floor-staff"},
-        {"after_s": 1, "notify": "duty-manager"},
+        {"after_s": after, "notify": f"level-{i}"} for i, after in enumerate(escalation or [0, 1])
     ]
     data["policy"]["alarm_repeat_s"] = 3600
     path = run_dir / "floor.toml"
@@ -134,11 +137,14 @@ def stop(proc: subprocess.Popen[bytes]) -> int:
 
 @contextlib.asynccontextmanager
 async def running(
-    run_dir: Path, broker: Mosquitto, policy: dict[str, Any] | None = None
+    run_dir: Path,
+    broker: Mosquitto,
+    policy: dict[str, Any] | None = None,
+    escalation: list[int] | None = None,
 ) -> AsyncIterator[Floor]:
     """floorsim, a central collector and floorgated, until the block ends."""
     modbus_port = free_port()
-    path = floor_file(run_dir, broker, modbus_port, policy)
+    path = floor_file(run_dir, broker, modbus_port, policy, escalation)
     config, _ = load_floor(path)
     key = bytes.fromhex((run_dir / "command.key").read_text().strip())
     async with (

@@ -65,7 +65,7 @@ async def test_a_stay_and_an_emergency_call_end_to_end(run_dir: Path, mosquitto:
         await until(lambda: f.sim.coils("1201/rio").get("dome_lamp") is True, timeout=WAIT_S)
         await until(lambda: f.sim.coils("1201/rio").get("reassure_lamp") is True, timeout=WAIT_S)
         escalated = await f.event("alarm.escalated", "1201")
-        assert escalated["data"]["notify"] == "duty-manager"
+        assert escalated["data"]["notify"] == "level-1"
         refused = await f.command("resolve_alarm", {"alarm_id": alarm_id, "by": "desk"})
         assert refused["ok"] is False
         assert refused["error"]["code"] == "conflict"

@@ -149,6 +149,10 @@ class Rooms:
         """True once the device has answered and not gone offline since."""
         return self._online.get(device, False)
 
+    def known_offline(self, device: str) -> bool:
+        """True when the device went offline (not merely unheard since start)."""
+        return self._online.get(device) is False
+
     def rooms(self) -> list[str]:
         """Every room id, in floor-file order."""
         return list(self._layout)
