@@ -14,6 +14,8 @@ from tests.e2e import (  # noqa: F401 (fixtures)
     retained_until,
     running,
     slot_tokens,
+    start,
+    stop,
     ts,
 )
 from tests.mosquitto import Mosquitto
@@ -97,3 +99,47 @@ async def test_a_stay_that_ends_is_checked_out_as_expired(
 
 def _words(token: int) -> list[int]:
     return [(token >> shift) & 0xFFFF for shift in (48, 32, 16, 0)]
+
+
+async def test_a_future_stay_reaches_the_lock_at_its_start(
+    run_dir: Path, mosquitto: Mosquitto
+) -> None:
+    async with running(run_dir, mosquitto) as f:
+        now = datetime.now(UTC)
+        starts = (now + timedelta(seconds=3)).replace(microsecond=0)  # as ts() sends it
+        reply = await f.command(
+            "checkin",
+            {
+                "room": "1203",
+                "stay_id": "S-later",
+                "valid_from": ts(starts),
+                "valid_until": ts(starts + timedelta(hours=1)),
+                "tokens": [TOKEN],
+            },
+        )
+        assert reply["ok"] is True, reply
+        await f.event("room.checked_in", "1203")
+        assert int(TOKEN, 16) not in slot_tokens(f.sim, "1203")
+        await until(lambda: int(TOKEN, 16) in slot_tokens(f.sim, "1203"), timeout=WAIT_S)
+        assert datetime.now(UTC) >= starts  # not before its start
+
+
+async def test_a_restart_with_stays_active_changes_nothing(
+    run_dir: Path, mosquitto: Mosquitto
+) -> None:
+    async with running(run_dir, mosquitto, {"slot_verify_s": 1}) as f:
+        await _checkin(f, "1203", datetime.now(UTC) + timedelta(hours=1))
+        await until(lambda: slot_tokens(f.sim, "1203") == {int(TOKEN, 16)}, timeout=WAIT_S)
+        assert stop(f.proc) == 0
+        f.proc = start(f.path)
+        await f.event("gateway.started", n=2)
+        # A foreign key proves the restarted reconciler ran: it removes that one only.
+        f.sim.device("1203/lock").write(
+            Table.HOLDING, 100 + 4 * 31, _words(STRANGER), multiple=True
+        )
+        repaired = await f.event("lock.drift_repaired", "1203")
+        assert (repaired["data"]["added"], repaired["data"]["removed"]) == (0, 1)
+        await until(lambda: slot_tokens(f.sim, "1203") == {int(TOKEN, 16)}, timeout=WAIT_S)
+        assert not f.typed("room.checked_out")
+        state = await retained_until(mosquitto, "hotel/demo/12/rooms/1203/state", bool)
+        assert state["occupancy"] == "occupied"
