@@ -44,8 +44,9 @@ class LockKeeper:
         self.floor = floor
         self._followers: dict[str, locksync.LogFollower] = {}
         self._log_reads: asyncio.Queue[str] = asyncio.Queue()
-        self._reconcile_wanted: dict[str, str] = {}  # room -> "change" | "verify" | "read"
-        self._reconcile_event = asyncio.Event()
+        # per bus: room -> "change" | "verify" | "read", and the event that wakes its worker
+        self._wanted: dict[str, dict[str, str]] = {}
+        self._wake: dict[str, asyncio.Event] = {}
         self._unsynced: set[str] = set()  # rooms whose lock has authorisation changes to apply
 
     def load(self, heads: dict[str, int]) -> None:
@@ -59,23 +60,42 @@ class LockKeeper:
         self._log_reads.put_nowait(device)
 
     def want(self, room: str, cause: str, *, read_slots: bool = False) -> None:
-        if f"{room}/lock" not in self.floor.device_bus:
+        """Ask for the room's lock to be reconciled: ``change`` (authorisation changed),
+        ``verify`` (compare with what is known) or, with ``read_slots``, ``read`` first."""
+        device = f"{room}/lock"
+        bus = self.floor.device_bus.get(device)
+        if bus is None:
             return
-        if self._reconcile_wanted.get(room) != "change":
-            self._reconcile_wanted[room] = "read" if read_slots else cause
+        wanted = self._wanted.setdefault(bus, {})
         if cause == "change":
-            self._reconcile_wanted[room] = "change"
+            wanted[room] = "change"
             self._unsynced.add(room)  # what we find different next is our own pending work
-        self._reconcile_event.set()
+        elif wanted.get(room) != "change":
+            wanted[room] = "read" if read_slots else cause
+        self._wake.setdefault(bus, asyncio.Event()).set()
 
     async def reconciler(self) -> None:
-        """Keep every lock's slots equal to what is authorised for its room right now."""
+        """Keep every lock's slots equal to what is authorised for its room right now.
+
+        One worker per bus, so a busy RS-485 line never delays the locks of another; on
+        each bus, authorisation changes go before verification and start-up reads.
+        """
+        buses = sorted({self.floor.device_bus[d] for d in self._followers})
+        async with asyncio.TaskGroup() as tg:
+            for bus in buses:
+                tg.create_task(self._bus_worker(bus), name=f"reconciler[{bus}]")
+
+    async def _bus_worker(self, bus: str) -> None:
+        wake = self._wake.setdefault(bus, asyncio.Event())
+        wanted = self._wanted.setdefault(bus, {})
         while True:
-            await self._reconcile_event.wait()
-            self._reconcile_event.clear()
-            wanted, self._reconcile_wanted = self._reconcile_wanted, {}
-            for room, cause in wanted.items():
-                await self._reconcile(room, cause)
+            if not wanted:
+                wake.clear()
+                await wake.wait()
+                continue
+            room = next((r for r, c in wanted.items() if c == "change"), next(iter(wanted)))
+            cause = wanted.pop(room)
+            await self._reconcile(room, cause)
 
     async def _reconcile(self, room: str, cause: str) -> None:
         device = f"{room}/lock"
