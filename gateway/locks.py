@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("gateway.locks")
 
 LOCK_SLOTS = 32
+ROOMS_AT_ONCE = 8  # rooms of one bus reconciled concurrently
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +94,11 @@ class LockKeeper:
                 wake.clear()
                 await wake.wait()
                 continue
-            room = next((r for r, c in wanted.items() if c == "change"), next(iter(wanted)))
-            cause = wanted.pop(room)
-            await self._reconcile(room, cause)
+            # Several rooms at once (changes first): their transactions queue together at
+            # the bus owner, which runs them back to back between emergency polls.
+            order = sorted(wanted, key=lambda r: wanted[r] != "change")[:ROOMS_AT_ONCE]
+            batch = [(room, wanted.pop(room)) for room in order]
+            await asyncio.gather(*(self._reconcile(room, cause) for room, cause in batch))
 
     async def _reconcile(self, room: str, cause: str) -> None:
         device = f"{room}/lock"
@@ -124,18 +127,25 @@ class LockKeeper:
         slots = [_int_or_none(known(device, "slot", i)) for i in range(LOCK_SLOTS)]
         plan = locksync.plan_slots(desired, slots)
         if not plan.writes:
-            if self.floor.rooms.known_offline(device):
-                self._unsynced.discard(room)
+            self._unsynced.discard(room)
             return
-        for index, value in plan.writes:
-            try:
-                await self.floor.writers[bus](
-                    device, "slot", value, index=index, priority=PollClass.LOCK
-                )
-            except BusError as exc:
-                log.info("slot_write_failed", device=device, slot=index, error=str(exc))
-                self.want(room, cause)
-                return
+        # Queued together, the writes go on the line back to back when it has a gap.
+        write = self.floor.writers[bus]
+        results = await asyncio.gather(
+            *(
+                write(device, "slot", value, index=index, priority=PollClass.LOCK)
+                for index, value in plan.writes
+            ),
+            return_exceptions=True,
+        )
+        failed = [r for r in results if isinstance(r, BaseException)]
+        unexpected = [f for f in failed if not isinstance(f, BusError)]
+        if unexpected:
+            raise unexpected[0]
+        if failed:
+            log.info("slot_write_failed", device=device, error=str(failed[0]))
+            self.want(room, cause)
+            return
         drift = room not in self._unsynced
         self._unsynced.discard(room)
         if drift:

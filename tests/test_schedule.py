@@ -37,7 +37,8 @@ def test_priority_order_between_kinds_and_classes() -> None:
     s.add_request("scan", S, 0.0, kind=Kind.SCAN)
     s.suspend("dead", "probe-dead", 0.0, 1.0)
     picked = []
-    while (key := s.pick(0.5)) is not None:
+    # (at 0.2 s no lock write has waited LOCK_PATIENCE_S: the plain order)
+    while (key := s.pick(0.2)) is not None:
         picked.append(key)
     assert picked == [
         "req-emergency",
@@ -280,3 +281,14 @@ def test_unsaturated_line_meets_every_interval() -> None:
         got = periods(starts, name)
         assert sum(got) / len(got) == pytest.approx(period, rel=0.02), name
         assert max(got) <= period * 1.02 + 0.05, name
+
+
+def test_a_lock_write_kept_waiting_joins_the_emergency_requests() -> None:
+    s: Schedule[str] = Schedule()
+    s.add_poll("slow", "t", S, 1.0, 0.0)  # desperate at DESPERATE
+    s.add_poll("emergency", "r", E, 0.3, DESPERATE)
+    s.add_request("write", L, DESPERATE - 0.2, device="lock-1")
+    assert s.pick(DESPERATE + 0.01) == "slow"  # the write has waited 0.21 s: patience left
+    s.done("slow")
+    s.add_poll("slow2", "t2", S, 1.0, 0.0)
+    assert s.pick(DESPERATE + 0.2) == "write"  # waited 0.4 s: ahead of every poll

@@ -25,7 +25,9 @@ floor's RS-485 lines carry about 1.3x what their profiles ask for). So an entry 
 longer than its own period is *starving* and competes at the lock-poll level by how
 overdue it is; every class then slows down in proportion while emergency polls keep their
 interval. As a last resort an entry waiting ``DESPERATE`` periods competes with emergency
-polls, so nothing waits for ever whatever the load.
+polls, so nothing waits for ever whatever the load. A lock request (a slot write: an
+authorisation change) waiting longer than ``LOCK_PATIENCE_S`` joins the emergency requests, so a
+checkout is never held back for seconds behind polls; it costs one transaction.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from __future__ import annotations
 import enum
 import heapq
 import itertools
+import math
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -45,6 +48,7 @@ K = TypeVar("K", bound=Hashable)
 
 STAGGER_MAX_S = 1.0  # first polls of a class are spread over min(interval, this)
 REQUEST_PATIENCE_S = 1.0  # a request or scan step waiting this long is starving
+LOCK_PATIENCE_S = 0.3  # a lock write waiting this long (one emergency cycle) jumps ahead
 DESPERATE = 8.0  # periods of waiting after which an entry competes with emergency polls
 
 _REQUEST_LEVEL = {
@@ -99,6 +103,16 @@ class Entry(Generic[K]):
             level = _SCAN_LEVEL
         else:
             level = _POLL_LEVEL[self.poll]
+        if (
+            self.kind is Kind.REQUEST
+            and self.poll is PollClass.LOCK
+            and lateness >= LOCK_PATIENCE_S
+        ):
+            # A lock write (an authorisation change) kept waiting past its patience on a
+            # saturated line goes right after the emergency requests, before the emergency
+            # polls: it costs them one transaction, and a checkout is not held back for
+            # seconds behind polls.
+            return _REQUEST_LEVEL[PollClass.EMERGENCY], math.inf, self.seq
         if level > _STARVING_LEVEL and ratio >= 1.0:
             level = _STARVING_LEVEL
         if level > _DESPERATE_LEVEL and ratio >= DESPERATE:
