@@ -115,8 +115,11 @@ class LockKeeper:
             self.floor.rooms.last_known(device, "slot", i) is None for i in range(LOCK_SLOTS)
         ):
             try:
+                # Slot verification is a slow read (drivers issue, class 4); only the read
+                # that an authorisation change waits on goes at lock priority.
+                priority = PollClass.LOCK if cause == "change" else PollClass.SLOW
                 await self.floor.readers[bus](
-                    device, [("slot", i) for i in range(LOCK_SLOTS)], priority=PollClass.LOCK
+                    device, [("slot", i) for i in range(LOCK_SLOTS)], priority=priority
                 )
             except BusError as exc:
                 log.info("slot_read_failed", device=device, error=str(exc))
