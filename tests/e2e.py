@@ -55,7 +55,6 @@ class Floor:
     key: bytes
     path: Path
     proc: subprocess.Popen[bytes]
-    replies: dict[str, dict[str, Any]]
 
     async def command(self, type_: str, body: dict[str, Any]) -> dict[str, Any]:
         """Sign and send a command; its reply."""
@@ -69,8 +68,11 @@ class Floor:
         env["sig"] = sign(env, self.key)
         async with aiomqtt.Client(HOST, self.broker.port, timeout=5) as client:
             await client.publish(f"{ROOT}/cmd", json.dumps(env).encode(), qos=1)
-        await until(lambda: env["id"] in self.replies, timeout=WAIT_S)
-        return self.replies[env["id"]]
+        reply: dict[str, Any] = await until(
+            lambda: next((r for r in self.docs("reply") if r["id"] == env["id"]), None),
+            timeout=WAIT_S,
+        )
+        return reply
 
     def typed(self, type_: str) -> list[dict[str, Any]]:
         """Events of one type received so far."""
@@ -78,11 +80,11 @@ class Floor:
 
     def all_events(self) -> list[dict[str, Any]]:
         """Every event received on {root}/events, in arrival order."""
-        out = []
-        for m in self.events.messages:
-            if m.topic.value == f"{ROOT}/events":
-                out.append(json.loads(bytes(m.payload)))  # type: ignore[arg-type]
-        return out
+        return self.docs("events")
+
+    def docs(self, subtopic: str) -> list[dict[str, Any]]:
+        """Every JSON payload received on {root}/{subtopic}, in arrival order."""
+        return [json.loads(p) for p in self.events.payloads(f"{ROOT}/{subtopic}")]
 
     async def event(self, type_: str, room: str | None = None, n: int = 1) -> dict[str, Any]:
         """Wait for the n-th event of a type (for a room)."""
@@ -151,29 +153,11 @@ async def running(
         FloorSim(config, tcp_ports={"lan": modbus_port}) as sim,
         collecting(broker, f"{ROOT}/#", identifier="central") as events,
     ):
-        replies: dict[str, dict[str, Any]] = {}
-        proc = start(path)
-        floor = Floor(sim, broker, events, key, path, proc, replies)
-
-        async def collect_replies() -> None:
-            seen = 0
-            while True:
-                msgs = events.messages
-                for m in msgs[seen:]:
-                    if m.topic.value == f"{ROOT}/reply":
-                        doc = json.loads(bytes(m.payload))  # type: ignore[arg-type]
-                        replies[doc["id"]] = doc
-                seen = len(msgs)
-                await asyncio.sleep(0.01)
-
-        task = asyncio.create_task(collect_replies())
+        floor = Floor(sim, broker, events, key, path, start(path))
         try:
             await floor.event("gateway.started")
             yield floor
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
             stop(floor.proc)
 
 
