@@ -111,24 +111,21 @@ class LockKeeper:
             if self.floor.rooms.known_offline(device):
                 self._unsynced.discard(room)
             return
-        if cause == "read" or any(
+        # Slot verification is a slow read (drivers issue, class 4); only the read that an
+        # authorisation change waits on goes at lock priority.
+        priority = PollClass.LOCK if cause == "change" else PollClass.SLOW
+        fresh = cause == "read" or any(
             self.floor.rooms.last_known(device, "slot", i) is None for i in range(LOCK_SLOTS)
-        ):
-            try:
-                # Slot verification is a slow read (drivers issue, class 4); only the read
-                # that an authorisation change waits on goes at lock priority.
-                priority = PollClass.LOCK if cause == "change" else PollClass.SLOW
-                await self.floor.readers[bus](
-                    device, [("slot", i) for i in range(LOCK_SLOTS)], priority=priority
-                )
-            except BusError as exc:
-                log.info("slot_read_failed", device=device, error=str(exc))
+        )
+        if fresh and not await self._read_slots(device, bus, priority):
+            return
+        plan = self._plan(room, device)
+        if plan.writes and not fresh and room not in self._unsynced:
+            # Suspected drift, seen by polls that may straddle a change (32 slots are four
+            # reads): confirm on one fresh read, so a repair is planned and reported once.
+            if not await self._read_slots(device, bus, priority):
                 return
-        now = self.floor.wall()
-        desired = self.floor.authz.desired_tokens(room, now)
-        known = self.floor.rooms.last_known
-        slots = [_int_or_none(known(device, "slot", i)) for i in range(LOCK_SLOTS)]
-        plan = locksync.plan_slots(desired, slots)
+            plan = self._plan(room, device)
         if not plan.writes:
             self._unsynced.discard(room)
             return
@@ -160,6 +157,25 @@ class LockKeeper:
                 ]
             )
         log.info("lock_reconciled", device=device, added=plan.added, removed=plan.removed)
+
+    async def _read_slots(self, device: str, bus: str, priority: PollClass) -> bool:
+        """Read all of a lock's slots (the values arrive as observations); False on failure."""
+        try:
+            await self.floor.readers[bus](
+                device, [("slot", i) for i in range(LOCK_SLOTS)], priority=priority
+            )
+        except BusError as exc:
+            log.info("slot_read_failed", device=device, error=str(exc))
+            return False
+        return True
+
+    def _plan(self, room: str, device: str) -> locksync.SlotPlan:
+        """The writes that make the lock's known slots what is authorised now."""
+        desired = self.floor.authz.desired_tokens(room, self.floor.wall())
+        known = self.floor.rooms.last_known
+        return locksync.plan_slots(
+            desired, [_int_or_none(known(device, "slot", i)) for i in range(LOCK_SLOTS)]
+        )
 
     async def slot_verifier(self) -> None:
         """Read every lock's slots every ``policy.slot_verify_s`` and repair any drift."""

@@ -178,7 +178,7 @@ async def retained_until(
             await asyncio.sleep(0.05)
 
 
-def stored_counter(run_dir: Path, device: str, point: str) -> object:
+def stored_value(run_dir: Path, device: str, point: str) -> object:
     db = run_dir / "state" / "floorgate.db"
     if not db.exists():
         return None

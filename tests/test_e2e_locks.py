@@ -16,6 +16,7 @@ from tests.e2e import (  # noqa: F401 (fixtures)
     slot_tokens,
     start,
     stop,
+    stored_value,
     ts,
 )
 from tests.mosquitto import Mosquitto
@@ -45,13 +46,22 @@ async def test_a_slot_changed_behind_our_back_is_repaired_and_reported(
     async with running(run_dir, mosquitto, {"slot_verify_s": 1}) as f:
         await _checkin(f, "1203", datetime.now(UTC) + timedelta(hours=1))
         await until(lambda: slot_tokens(f.sim, "1203") == {int(TOKEN, 16)}, timeout=WAIT_S)
-        # Someone with a programming tool adds a key and wipes the guest's.
         lock = f.sim.device("1203/lock")
         guest_slot = next(s["slot"] for s in f.sim.slots("1203") if s["token"])
+        # The check-in's own write is done once the gateway has read it back (its point
+        # cache on disk shows it); a change before that would be retried as that write.
+        await until(
+            lambda: stored_value(run_dir, "1203/lock", f"slot[{guest_slot}]") == int(TOKEN, 16),
+            timeout=WAIT_S,
+        )
+        # Someone with a programming tool adds a key and wipes the guest's.
         lock.write(Table.HOLDING, 100 + 4 * guest_slot, [0, 0, 0, 0], multiple=True)
-        lock.write(Table.HOLDING, 100 + 4 * 31, _words(STRANGER), multiple=True)
+        # Beside it, so that one read sees both changes: 32 slots take four reads, and a
+        # change landing between two of them is repaired (and reported) in two steps.
+        stranger_slot = guest_slot + 1
+        lock.write(Table.HOLDING, 100 + 4 * stranger_slot, _words(STRANGER), multiple=True)
         repaired = await f.event("lock.drift_repaired", "1203")
-        assert repaired["data"]["added"] == 1
+        assert repaired["data"]["added"] == 1, f.typed("lock.drift_repaired")
         assert repaired["data"]["removed"] == 1, f.typed("lock.drift_repaired")
         await until(lambda: slot_tokens(f.sim, "1203") == {int(TOKEN, 16)}, timeout=WAIT_S)
         assert len(f.typed("lock.drift_repaired")) == 1  # reported once

@@ -16,7 +16,7 @@ from tests.e2e import (  # noqa: F401 (fixtures)
     slot_tokens,
     start,
     stop,
-    stored_counter,
+    stored_value,
     token_hash,
     ts,
 )
@@ -125,7 +125,7 @@ async def test_a_press_made_while_the_gateway_is_down_is_raised_on_restart(
 ) -> None:
     async with running(run_dir, mosquitto) as f:
         # Let the gateway read (and store) the counter once.
-        await until(lambda: stored_counter(run_dir, "1202/rio", "bath_count") == 0, timeout=WAIT_S)
+        await until(lambda: stored_value(run_dir, "1202/rio", "bath_count") == 0, timeout=WAIT_S)
         assert stop(f.proc) == 0
         f.sim.press("1202", "bath", ms=50)
         f.proc = start(f.path)
