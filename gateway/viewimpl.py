@@ -113,7 +113,9 @@ class LiveFloorView:
         if room not in self.floor.rooms.rooms():
             raise KeyError(room)
         assert self.floor.alarms is not None
-        events = await self.floor.store.read(lambda c: _room_events(c, room, RECENT_EVENTS))
+        events = await self.floor.store.read(
+            lambda c: schema.events_page(c, None, room, RECENT_EVENTS)
+        )
         return RoomDetail(
             room=room,
             snapshot=self.floor.room_snapshot(room),
@@ -179,7 +181,7 @@ class LiveFloorView:
 
     async def events(self, since_seq: int | None, room: str | None, limit: int) -> list[EventRow]:
         """Stored events in seq order."""
-        rows = await self.floor.store.read(lambda c: _events(c, since_seq, room, limit))
+        rows = await self.floor.store.read(lambda c: schema.events_page(c, since_seq, room, limit))
         return [EventRow.from_stored(e) for e in rows]
 
     def wait_events(self) -> Awaitable[None]:
@@ -227,37 +229,6 @@ class LiveFloorView:
         rate = errors / st.transactions if st.transactions else 0.0
         offline = tuple(d.name for d in st.devices if d.state == "offline")
         return BusHealth(name, st.kind, round(st.tx_per_s, 1), round(rate, 4), offline)
-
-
-def _events(
-    conn: sqlite3.Connection, since_seq: int | None, room: str | None, limit: int
-) -> list[schema.StoredEvent]:
-    where: list[str] = []
-    params: list[object] = []
-    if room is not None:
-        where.append("room = ?")
-        params.append(room)
-    if since_seq is not None:
-        where.append("seq > ?")
-        params.append(since_seq)
-        order = "ASC"
-    else:
-        order = "DESC"
-    clause = f"WHERE {' AND '.join(where)}" if where else ""
-    rows = conn.execute(
-        f"SELECT seq FROM events {clause} ORDER BY seq {order} LIMIT ?",  # noqa: S608
-        (*params, limit),
-    ).fetchall()
-    seqs = sorted(int(r[0]) for r in rows)
-    if not seqs:
-        return []
-    events = schema.events_since(conn, seqs[0] - 1, seqs[-1] - seqs[0] + 1)
-    wanted = set(seqs)
-    return [e for e in events if e.seq in wanted]
-
-
-def _room_events(conn: sqlite3.Connection, room: str, limit: int) -> list[schema.StoredEvent]:
-    return _events(conn, None, room, limit)
 
 
 def _outbox(conn: sqlite3.Connection) -> tuple[int, int | None, str | None, int | None, int]:

@@ -508,3 +508,23 @@ async def test_sqlite_never_runs_on_the_event_loop_thread(store: Store) -> None:
 
 def _raise(exc: BaseException) -> None:
     raise exc
+
+
+async def test_events_page_by_room_from_either_end(tmp_path: pathlib.Path) -> None:
+    store = await Store.open(tmp_path / "page.db")
+    try:
+        t = datetime(2026, 11, 23, tzinfo=UTC)
+
+        def fill(conn: sqlite3.Connection) -> None:
+            for i in range(6):
+                schema.append_event(conn, "e", room="1201" if i % 2 else None, data={}, ts=t)
+
+        await store.write(fill)
+        last = await store.read(lambda c: schema.events_page(c, None, None, 2))
+        assert [e.seq for e in last] == [5, 6]
+        after = await store.read(lambda c: schema.events_page(c, 2, "1201", 10))
+        assert [e.seq for e in after] == [4, 6]
+        recent = await store.read(lambda c: schema.events_page(c, None, "1201", 2))
+        assert [e.seq for e in recent] == [4, 6]
+    finally:
+        await store.close()

@@ -272,6 +272,25 @@ def events_since(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[S
     return [_event_from_row(row) for row in rows]
 
 
+def events_page(
+    conn: sqlite3.Connection, since_seq: int | None, room: str | None, limit: int
+) -> list[StoredEvent]:
+    """Stored events in seq order, only ``room``'s if given: the first ``limit`` after
+    ``since_seq``, or (``since_seq`` None) the last ``limit``."""
+    where = ["(? IS NULL OR room = ?)"]
+    params: list[object] = [room, room]
+    if since_seq is not None:
+        where.append("seq > ?")
+        params.append(since_seq)
+    order = "ASC" if since_seq is not None else "DESC"
+    rows = conn.execute(
+        f"SELECT {_EVENT_COLUMNS} FROM events WHERE {' AND '.join(where)}"  # noqa: S608
+        f" ORDER BY seq {order} LIMIT ?",
+        (*params, limit),
+    )
+    return sorted((_event_from_row(row) for row in rows), key=lambda e: e.seq)
+
+
 def first_undelivered(conn: sqlite3.Connection, limit: int) -> list[StoredEvent]:
     """Return up to ``limit`` undelivered events, oldest seq first."""
     rows = conn.execute(
