@@ -30,6 +30,7 @@ from floorsim.faults import FaultBook
 from floorsim.journal import Journal, SimClock, Stamp
 from floorsim.wire import PARITY_POLL_S, PtyLink
 from gateway.config.floor import CallPanelBus
+from gateway.core.callpanel import checksum  # the spec's XOR, shared with the gateway
 
 __all__ = ["CallPanel", "RxFrame", "checksum", "encode_frame", "garbage_line", "parse_frame"]
 
@@ -49,14 +50,6 @@ _GARBAGE = (
     b"CALL,0000,BATH,1\r\n",  # no framing
     b"$HB,1\r\n",  # no checksum
 )
-
-
-def checksum(body: bytes) -> str:
-    """XOR of every byte of ``body``, as two uppercase hex digits."""
-    cs = 0
-    for b in body:
-        cs ^= b
-    return f"{cs:02X}"
 
 
 def garbage_line(i: int) -> bytes:
