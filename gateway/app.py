@@ -39,8 +39,7 @@ COMMITTER_MAX_SILENCE_S = 30.0
 async def build(config: FloorConfig, store: Store, supervisor: Supervisor) -> Floor:
     """Restore the floor from disk and spawn every task it needs into the supervisor."""
     started_at = datetime.now(UTC)
-    floor = Floor(config, store)
-    await floor.load()
+    floor = await Floor.open(config, store)
     schedulers: dict[str, BusScheduler] = {}
     panels: dict[str, CallPanelDriver] = {}
     for bus in config.buses:

@@ -32,9 +32,9 @@ from gateway.adapters import alarms_store, schema, stays
 from gateway.adapters.store import Store
 from gateway.config.floor import FloorConfig
 from gateway.config.profile import PollClass
-from gateway.core.alarms import Alarms, FloorLayout, Retain, SaveAlarm
+from gateway.core.alarms import Alarm, Alarms, FloorLayout, Retain, SaveAlarm
 from gateway.core.alarms import Refusal as AlarmRefusal
-from gateway.core.authz import Authz, LocksChanged, RoomOccupied, RoomVacant, SaveStay
+from gateway.core.authz import Authz, LocksChanged, RoomOccupied, RoomVacant, SaveStay, Stay
 from gateway.core.callpanel import CallCancelled, CallPlaced, LineFault, PanelOffline, PanelOnline
 from gateway.core.clock import ClockWatch
 from gateway.core.effects import Audit, Emit, SetPanelLamp, WritePoint
@@ -97,10 +97,14 @@ class Floor:
         self,
         config: FloorConfig,
         store: Store,
+        stored: _Stored,
+        alarms: Alarms,
+        authz: Authz,
         *,
-        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
-        mono: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime],
+        mono: Callable[[], float],
     ) -> None:
+        """Use ``Floor.open``: the floor as restored from ``stored``."""
         self.config = config
         self.store = store
         self.wall = wall
@@ -114,13 +118,17 @@ class Floor:
         self.on_events: Callable[[], None] = lambda: None  # uplink.events_appended
         self.set_retained: Callable[[str, dict[str, object] | None], None] = lambda s, p: None
         self.link_up: Callable[[], bool] = lambda: False
-        self.rooms = Rooms([], door_held_open_s=config.policy.door_held_open_s)
-        self.authz = Authz.from_stays([])
-        self.alarms: Alarms | None = None
+        self.rooms = Rooms(
+            layouts((r.id, [d.role for d in r.devices], r.callpanel) for r in config.rooms),
+            door_held_open_s=config.policy.door_held_open_s,
+            stored=stored.values,
+        )
+        self.authz = authz
+        self.alarms = alarms
         self._commits: asyncio.Queue[_Batch] = asyncio.Queue()
         self._actuators: dict[str, _Actuator] = {}
         self._pending: dict[tuple[str, str, int], WritePoint] = {}
-        self._welcomed: dict[str, str] = {}
+        self._welcomed = stored.welcomed
         self._timers_changed = asyncio.Event()
         self._cache_dirty: dict[tuple[str, str], object] = {}
         self._clock = ClockWatch()
@@ -129,29 +137,33 @@ class Floor:
 
     # -- start-up -----------------------------------------------------------------------
 
-    async def load(self) -> None:
-        """Restore the floor from disk: point values, stays, log heads, open alarms."""
-        cfg = self.config
-        values, stay_rows, heads, open_alarms, welcomed = await self.store.read(_load_all)
-        self.rooms = Rooms(
-            layouts((r.id, [d.role for d in r.devices], r.callpanel) for r in cfg.rooms),
-            door_held_open_s=cfg.policy.door_held_open_s,
-            stored=values,
+    @classmethod
+    async def open(
+        cls,
+        config: FloorConfig,
+        store: Store,
+        *,
+        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+        mono: Callable[[], float] = time.monotonic,
+    ) -> Floor:
+        """The floor restored from disk: point values, stays, log heads, open alarms.
+
+        Escalation levels and stay boundaries that fell due while the daemon was down are
+        queued at once; every lock's slots are read and reconciled.
+        """
+        stored = await store.read(_load_all)
+        now = wall()
+        alarms, alarm_effects = Alarms.restore(
+            FloorLayout.from_floor(config), stored.alarms, now, link_up=False, new_id=_new_id
         )
-        self.authz = Authz.from_stays(stay_rows)
-        self._welcomed = welcomed
-        self.locks.load(heads)
-        layout = FloorLayout.from_floor(cfg)
-        now = self.wall()
-        self.alarms, effects = Alarms.restore(
-            layout, open_alarms, now, link_up=False, new_id=_new_id
-        )
-        self.submit(effects)
-        authz, boundary_effects = self.authz.tick(now)
-        self.authz = authz
-        self.submit(boundary_effects)
-        for room in self.rooms.rooms():
-            self.locks.want(room, "verify", read_slots=True)  # "at start-up"
+        authz, boundary_effects = Authz.from_stays(stored.stays).tick(now)
+        floor = cls(config, store, stored, alarms, authz, wall=wall, mono=mono)
+        floor.locks.load(stored.heads)
+        floor.submit(alarm_effects)
+        floor.submit(boundary_effects)
+        for room in floor.rooms.rooms():
+            floor.locks.want(room, "verify", read_slots=True)  # "at start-up"
+        return floor
 
     # -- inputs -------------------------------------------------------------------------
 
@@ -170,7 +182,6 @@ class Floor:
 
     def panel_event(self, event: object) -> None:
         """A call panel driver's event (CallPlaced, CallCancelled, LineFault, panel on/offline)."""
-        assert self.alarms is not None
         self._sync_link()
         now = self.wall()
         effects: list[Effect] = []
@@ -211,7 +222,6 @@ class Floor:
     # -- decisions ----------------------------------------------------------------------
 
     def _point(self, obs: PointObserved, now: datetime) -> list[Effect]:
-        assert self.alarms is not None
         out: list[Effect] = []
         room = obs.room
         if room is not None and obs.role is DeviceRole.RIO and obs.point in COUNTERS:
@@ -235,7 +245,6 @@ class Floor:
         return out
 
     def _lock_point(self, obs: PointObserved, now: datetime) -> list[Effect]:
-        assert self.alarms is not None
         assert obs.room is not None
         room = obs.room
         out: list[Effect] = []
@@ -257,7 +266,6 @@ class Floor:
     def _health(
         self, obs: DeviceOnline | DeviceOffline | DeviceFault, now: datetime
     ) -> list[Effect]:
-        assert self.alarms is not None
         out: list[Effect] = list(self.rooms.health(obs))
         if obs.room is not None and obs.role is DeviceRole.RIO:
             if isinstance(obs, DeviceOffline):
@@ -272,7 +280,6 @@ class Floor:
 
     def _device_back(self, device: str) -> None:
         """Bring a device that answers again in line: lamps, pending writes, lock slots."""
-        assert self.alarms is not None
         for effect in self.alarms.outputs():
             # a room I/O's lamps are re-sent by alarms.device_online already
             if (
@@ -481,16 +488,15 @@ class Floor:
 
     def tick(self, now: datetime) -> None:
         """Apply every boundary, escalation and door deadline that is due at ``now``."""
-        assert self.alarms is not None
         authz, effects = self.authz.tick(now)
         self.authz = authz
         self.alarms, alarm_effects = self.alarms.tick(now)
-        self._after_alarms(alarm_effects) if alarm_effects else None
+        if alarm_effects:
+            self._after_alarms(alarm_effects)
         self.submit([*effects, *alarm_effects, *self.rooms.tick(now)])
         self._sync_link()
 
     def _next_deadline(self, now: datetime) -> datetime | None:
-        assert self.alarms is not None
         candidates = [
             self.authz.next_boundary(now),
             self.alarms.next_deadline(),
@@ -522,7 +528,6 @@ class Floor:
 
     def room_snapshot(self, room: str) -> dict[str, object]:
         """mqtt.md room state of one room, now."""
-        assert self.alarms is not None
         now = self.wall()
         occupancy, stay_id = self.authz.occupancy(room, now)
         return self.rooms.snapshot(
@@ -535,7 +540,6 @@ class Floor:
 
     def current_state(self) -> list[tuple[str, dict[str, object] | None]]:
         """Every open alarm, then every room state: what goes out first on (re)connect."""
-        assert self.alarms is not None
         out: list[tuple[str, dict[str, object] | None]] = [
             (f"alarms/{a.alarm_id}", a.snapshot()) for a in self.alarms.open_alarms()
         ]
@@ -546,7 +550,6 @@ class Floor:
 
     def ack_alarm(self, alarm_id: str, by: str) -> list[Effect] | AlarmRefusal:
         """Acknowledge an alarm now; the effects to persist, or why not."""
-        assert self.alarms is not None
         result = self.alarms.ack(alarm_id, by, self.wall())
         if isinstance(result, AlarmRefusal):
             return result
@@ -556,7 +559,6 @@ class Floor:
 
     def resolve_alarm(self, alarm_id: str, by: str) -> list[Effect] | AlarmRefusal:
         """Resolve an alarm now; the effects to persist, or why not."""
-        assert self.alarms is not None
         result = self.alarms.resolve(alarm_id, by, self.wall())
         if isinstance(result, AlarmRefusal):
             return result
@@ -572,16 +574,25 @@ def _persist_fn(floor: Floor, effects: list[Effect]) -> Callable[[sqlite3.Connec
     return run
 
 
-def _load_all(
-    conn: sqlite3.Connection,
-) -> tuple[dict[tuple[str, str], object], list[Any], dict[str, int], list[Any], dict[str, str]]:
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """What the floor keeps on disk across restarts."""
+
+    values: dict[tuple[str, str], object]
+    stays: list[Stay]
+    heads: dict[str, int]
+    alarms: list[Alarm]
+    welcomed: dict[str, str]  # room -> stay whose welcome scene ran
+
+
+def _load_all(conn: sqlite3.Connection) -> _Stored:
     values = schema.load_point_values(conn)
     welcomed = {
         device.split("/", 1)[0]: str(value)
         for (device, point), value in values.items()
         if device.endswith("/stay") and point == "welcomed"
     }
-    return (
+    return _Stored(
         values,
         stays.load_stays(conn),
         stays.load_log_heads(conn),

@@ -79,7 +79,6 @@ class LiveFloorView:
             buses.append(
                 BusHealth(name, "callpanel", 0.0, 0.0, () if online else (f"panel {name}",))
             )
-        assert self.floor.alarms is not None
         return Status(
             gateway=self.floor.config.gateway.id,
             version=__version__,
@@ -112,7 +111,6 @@ class LiveFloorView:
         """Everything about one room."""
         if room not in self.floor.rooms.rooms():
             raise KeyError(room)
-        assert self.floor.alarms is not None
         events = await self.floor.store.read(
             lambda c: schema.events_page(c, None, room, RECENT_EVENTS)
         )
@@ -154,7 +152,6 @@ class LiveFloorView:
 
     def alarms(self) -> list[AlarmRow]:
         """The open alarms, oldest first."""
-        assert self.floor.alarms is not None
         return [AlarmRow.from_snapshot(a.snapshot()) for a in self.floor.alarms.open_alarms()]
 
     async def ack_alarm(self, alarm_id: str, by: str, actor: str) -> AlarmRow:
