@@ -50,8 +50,9 @@ from typing import Any
 
 import aiomqtt
 
+from drivers.lines import TcpBus
 from floorsim.control import call, default_socket, socket_is_live
-from gateway.config.floor import FloorConfig, TcpBus
+from gateway.config.floor import FloorConfig
 from gateway.config.load import load_floor
 from gateway.core.commands import sign
 

@@ -35,10 +35,10 @@ from pathlib import Path
 import aiomqtt
 import structlog
 
+from drivers.backoff import Backoff
 from gateway.adapters import schema
 from gateway.adapters.mqtt import Uplink
 from gateway.adapters.store import Store
-from gateway.commands import CommandProcessor, Decision
 from gateway.config.floor import (
     FloorConfig,
     GatewaySection,
@@ -47,8 +47,8 @@ from gateway.config.floor import (
     PollSection,
 )
 from gateway.core import commands as checks
-from gateway.core.backoff import Backoff
-from gateway.messages import SetLightsBody
+from gateway.engine.commands import CommandProcessor, Decision
+from gateway.model.messages import SetLightsBody
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.mosquitto
 from tests.mosquitto import HOST, Mosquitto, make_certs

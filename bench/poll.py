@@ -52,18 +52,19 @@ from pathlib import Path
 from typing import Any
 
 from drivers.callpanel import CallPanelDriver, DriverEvent
+from drivers.errors import BusError
+from drivers.health import DeviceHealth
+from drivers.lines import CallPanelBus, RtuBus, TcpBus
 from drivers.modbus import ModbusTransport
+from drivers.observations import DriverObservation, PointObserved
+from drivers.panelproto import CallPlaced
 from drivers.planner import ReadPlanner
 from drivers.points import PolledDevice
+from drivers.profile import PollClass, Table
 from drivers.scheduler import BusScheduler
 from floorsim.control import call, default_socket, socket_is_live
-from gateway.config.floor import CallPanelBus, FloorConfig, RtuBus, TcpBus
+from gateway.config.floor import FloorConfig
 from gateway.config.load import load_floor
-from gateway.config.profile import PollClass, Table
-from gateway.core.callpanel import CallPlaced
-from gateway.core.health import DeviceHealth
-from gateway.core.observations import DriverObservation, PointObserved
-from gateway.errors import BusError
 from gateway.logging import configure_logging
 
 REPO = Path(__file__).resolve().parent.parent

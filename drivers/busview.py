@@ -10,8 +10,8 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from gateway.config.profile import Profile, Table
-from gateway.errors import BusGoneError, BusTimeoutError, FrameError, ModbusExceptionError
+from drivers.errors import BusGoneError, BusTimeoutError, FrameError, ModbusExceptionError
+from drivers.profile import Profile, Table
 
 __all__ = [
     "SCAN_TABLES",

@@ -1,6 +1,6 @@
 """The FG-CALLPANEL-1 driver: one serial call panel line, on asyncio, without threads.
 
-The protocol lives in ``gateway.core.callpanel`` (PanelSession); this module moves bytes.
+The protocol lives in ``drivers.panelproto`` (PanelSession); this module moves bytes.
 pyserial opens the port for its settings only; the fd is then read and written through
 ``loop.add_reader``/``add_writer``, non-blocking. A frame is acted on in the reader
 callback that completes it: its ACK is written there and then, and its event is handed to
@@ -28,9 +28,10 @@ from dataclasses import asdict
 import serial
 import structlog
 
-from gateway.config.floor import CallPanelBus
-from gateway.core.backoff import Backoff
-from gateway.core.callpanel import (
+from drivers.backoff import Backoff
+from drivers.errors import BusGoneError
+from drivers.lines import CallPanelBus
+from drivers.panelproto import (
     DEDUP_WINDOW_S,
     OFFLINE_AFTER_S,
     Ack,
@@ -49,7 +50,6 @@ from gateway.core.callpanel import (
     RejectReason,
     SendFrame,
 )
-from gateway.errors import BusGoneError
 
 __all__ = ["Beat", "CallPanelDriver", "DriverEvent", "EventSink"]
 

@@ -30,7 +30,7 @@ import math
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 
-from gateway.config.profile import DataType, Point
+from drivers.profile import DataType, Point
 
 __all__ = ["Value", "decode", "element_address", "encode"]
 

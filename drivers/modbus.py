@@ -23,15 +23,9 @@ from pymodbus.client.base import ModbusBaseClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
 
-from gateway.config.floor import RtuBus, TcpBus
-from gateway.config.profile import Table
-from gateway.errors import (
-    BusError,
-    BusGoneError,
-    BusTimeoutError,
-    FrameError,
-    ModbusExceptionError,
-)
+from drivers.errors import BusError, BusGoneError, BusTimeoutError, FrameError, ModbusExceptionError
+from drivers.lines import RtuBus, TcpBus
+from drivers.profile import Table
 
 # Modbus over serial line, §2.5.1.1: frames are separated by a silent interval of at
 # least 3.5 character times.

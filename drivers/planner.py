@@ -14,7 +14,7 @@ import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from gateway.config.profile import MAX_READ_BITS, MAX_READ_REGISTERS, Point, Table
+from drivers.profile import MAX_READ_BITS, MAX_READ_REGISTERS, Point, Table
 
 
 @dataclass(frozen=True, slots=True)

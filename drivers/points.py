@@ -13,11 +13,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from drivers.codec import Value
+from drivers.health import DeviceHealth
+from drivers.lines import DeviceSpec
 from drivers.planner import ReadPlanner, ReadRequest, Want
-from gateway.config.floor import DeviceSpec
-from gateway.config.profile import Point, PollClass
-from gateway.core.health import DeviceHealth
-from gateway.core.roles import ROLES
+from drivers.profile import Point, PollClass
 
 __all__ = ["PolledDevice"]
 
@@ -51,7 +50,7 @@ class PolledDevice:
         self.name = self.spec.name
         self.unit = self.spec.unit
         self.probe_key = f"probe:{self.name}"
-        vocabulary = ROLES[self.spec.role]
+        vocabulary = self.spec.roles
         for p in self.spec.profile.point:
             bit_roles = [b for b in (p.bits or {}) if b in vocabulary]
             if p.role is not None:

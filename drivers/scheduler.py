@@ -1,13 +1,13 @@
 """The bus scheduler: the one owner of a bus, turning profiles into typed observations.
 
 ``BusScheduler.run()`` is the bus's task. It polls every device's points by class
-(emergency > lock > room > slow, gateway.core.schedule decides what runs next), one
+(emergency > lock > room > slow, drivers.schedule decides what runs next), one
 transaction at a time on RTU and up to ``transport.max_in_flight`` on TCP; it serves
 writes (verified by reading back), on-demand reads and floorctl scans queued at their
-priority; and it keeps each device's health (gateway.core.health): offline after
+priority; and it keeps each device's health (drivers.health): offline after
 ``offline_after`` failed transactions in a row, then probed on a capped, jittered backoff.
 
-Only observations leave it (gateway.core.observations): ``PointObserved`` on change (every
+Only observations leave it (drivers.observations): ``PointObserved`` on change (every
 polled point again after a device comes back online), ``DeviceOnline``, ``DeviceOffline``,
 ``DeviceFault``. A point is known by its profile ``role``; a bit field's named bits that
 are roles of the device are observed one by one. Points without a role, or of class
@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from drivers.backoff import Backoff
 from drivers.busview import (
     SCAN_TABLES,
     BusStats,
@@ -43,22 +44,7 @@ from drivers.busview import (
     profile_fits,
 )
 from drivers.codec import Value, decode, element_address, encode
-from drivers.planner import ReadRequest, Want
-from drivers.points import PolledDevice
-from drivers.transport import Transport
-from gateway.config.floor import DeviceSpec
-from gateway.config.profile import Point, PollClass, Profile, Table
-from gateway.core.backoff import Backoff
-from gateway.core.health import DeviceHealth, HealthState, Transition
-from gateway.core.observations import (
-    DeviceFault,
-    DeviceOffline,
-    DeviceOnline,
-    DriverObservation,
-    PointObserved,
-)
-from gateway.core.schedule import Kind, Schedule, stagger
-from gateway.errors import (
+from drivers.errors import (
     BusError,
     BusGoneError,
     BusTimeoutError,
@@ -67,6 +53,20 @@ from gateway.errors import (
     ModbusExceptionError,
     WriteFailedError,
 )
+from drivers.health import DeviceHealth, HealthState, Transition
+from drivers.lines import DeviceSpec
+from drivers.observations import (
+    DeviceFault,
+    DeviceOffline,
+    DeviceOnline,
+    DriverObservation,
+    PointObserved,
+)
+from drivers.planner import ReadRequest, Want
+from drivers.points import PolledDevice
+from drivers.profile import Point, PollClass, Profile, Table
+from drivers.schedule import Kind, Schedule, stagger
+from drivers.transport import Transport
 
 __all__ = ["BusScheduler", "BusStats", "DeviceStats", "ScanHit", "failure_reason"]
 

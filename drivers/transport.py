@@ -2,7 +2,7 @@
 
 Everything above this seam (planner, scheduler, device health) is written against the
 ``Transport`` protocol; ``drivers.modbus`` implements it with pymodbus for RTU and TCP,
-and tests may implement it in memory. Failures are raised as the gateway.errors.BusError
+and tests may implement it in memory. Failures are raised as the gateway.model.errors.BusError
 family — a timeout, a Modbus exception code, a corrupted frame and a vanished bus are
 different exceptions, never ``None``.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from gateway.config.profile import Table
+from drivers.profile import Table
 
 
 class Transport(Protocol):

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 import structlog
 
 from drivers.callpanel import CallPanelDriver
+from drivers.lines import CallPanelBus, RtuBus, TcpBus
 from drivers.modbus import ModbusTransport
 from drivers.scheduler import BusScheduler
 from gateway import __version__
@@ -21,13 +22,13 @@ from gateway.adapters import schema
 from gateway.adapters.control import ControlServer
 from gateway.adapters.mqtt import Uplink
 from gateway.adapters.store import Store
-from gateway.commands import CommandProcessor
-from gateway.config.floor import CallPanelBus, FloorConfig, RtuBus, TcpBus
+from gateway.config.floor import FloorConfig
 from gateway.config.load import read_command_key
-from gateway.floor import Floor
-from gateway.handlers import register_handlers
+from gateway.engine.commands import CommandProcessor
+from gateway.engine.floor import Floor
+from gateway.engine.handlers import register_handlers
+from gateway.engine.view import LiveFloorView
 from gateway.supervisor import Supervisor
-from gateway.viewimpl import LiveFloorView
 
 log = structlog.get_logger("gateway.app")
 

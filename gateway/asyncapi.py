@@ -1,4 +1,4 @@
-"""The AsyncAPI 3.0.0 document of the MQTT interface (mqtt.md), built from gateway.messages.
+"""The AsyncAPI 3.0.0 document of the MQTT interface (mqtt.md), built from gateway.model.messages.
 
 ``build_document()`` returns the document as a dict: the broker (plain and TLS), one
 channel per topic with its parameters, the operations from the gateway's point of view
@@ -36,7 +36,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from gateway.config.floor import MqttSection
 from gateway.core.commands import MAX_AGE_S, MAX_AHEAD_S, sign
 from gateway.core.locksync import token_hash
-from gateway.messages import (
+from gateway.model.messages import (
     COMMAND_BODIES,
     SCHEMA_VERSION,
     AlarmSnapshot,
@@ -219,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EX_DIFFERS
         if current != text:
             print(
-                f"{path} differs from gateway.messages: run python -m gateway.asyncapi",
+                f"{path} differs from gateway.model.messages: run python -m gateway.asyncapi",
                 file=sys.stderr,
             )
             return EX_DIFFERS

@@ -16,15 +16,16 @@ from pathlib import Path
 
 import structlog
 
+from drivers.errors import FloorgateError
 from gateway import __version__
 from gateway.adapters import schema
+from gateway.adapters.sdnotify import Notifier
 from gateway.adapters.store import Store
 from gateway.app import build
 from gateway.config.floor import FloorConfig
 from gateway.config.load import format_report, load_floor
-from gateway.errors import ConfigError, FloorgateError, StoreError
 from gateway.logging import configure_logging
-from gateway.sdnotify import Notifier
+from gateway.model.errors import ConfigError, StoreError
 from gateway.supervisor import Supervisor
 
 EX_OK = 0

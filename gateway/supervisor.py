@@ -23,7 +23,7 @@ from typing import Any
 
 import structlog
 
-from gateway.sdnotify import Notifier
+from gateway.adapters.sdnotify import Notifier
 
 __all__ = ["Progress", "Supervisor"]
 

@@ -24,8 +24,8 @@ from typing import Any
 
 from gateway import __version__
 from gateway.adapters.control import ControlServer, Limits
-from gateway.errors import ViewRefused
-from gateway.views import (
+from gateway.model.errors import ViewRefused
+from gateway.model.views import (
     AlarmRow,
     BusHealth,
     DeviceRow,

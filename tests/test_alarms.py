@@ -11,9 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from drivers.panelproto import FaultCode, LampState, Point
+from drivers.profile import PollClass
 from gateway.adapters.schema import format_ts
 from gateway.config.load import load_floor
-from gateway.config.profile import PollClass
 from gateway.core.alarms import (
     Alarm,
     AlarmKind,
@@ -26,7 +27,6 @@ from gateway.core.alarms import (
     SaveAlarm,
     rfc3339,
 )
-from gateway.core.callpanel import FaultCode, LampState, Point
 from gateway.core.effects import Audit, Emit, SetPanelLamp, WritePoint
 
 T0 = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)

@@ -13,13 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from drivers.panelproto import FaultCode, Point
 from gateway.adapters import schema
 from gateway.adapters.alarms_store import load_alarm, load_open_alarms, save_alarm
 from gateway.adapters.store import Store
 from gateway.core.alarms import Alarm, AlarmKind, Alarms, AlarmState, Effect, SaveAlarm
-from gateway.core.callpanel import FaultCode, Point
 from gateway.core.effects import Emit, SetPanelLamp, WritePoint
-from gateway.errors import StoreError
+from gateway.model.errors import StoreError
 from tests.test_alarms import LAYOUT, T0, at, fresh, id_factory, ok
 
 

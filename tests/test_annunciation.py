@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.config.profile import PollClass
+from drivers.panelproto import LampState
+from drivers.profile import PollClass
 from gateway.core.annunciation import CallDemand, Output, changes, desired, outputs_of
-from gateway.core.callpanel import LampState
 from gateway.core.effects import SetPanelLamp, WritePoint
 
 

@@ -22,7 +22,7 @@ import pytest
 
 from gateway import asyncapi
 from gateway.core.commands import Admitted, Authenticated, admit, authenticate, sign
-from gateway.messages import (
+from gateway.model.messages import (
     COMMAND_BODIES,
     AlarmSnapshot,
     EventEnvelope,
@@ -35,7 +35,7 @@ from gateway.messages import (
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
-# mqtt.md "Event types (v1)", copied from the spec (not from gateway.messages).
+# mqtt.md "Event types (v1)", copied from the spec (not from gateway.model.messages).
 SPEC_EVENT_TYPES = {
     "gateway.started", "gateway.stopping", "room.checked_in", "room.checked_out",
     "room.stay_extended", "access.granted", "access.denied", "access.remote_unlock",
@@ -151,7 +151,7 @@ def deref(doc: dict[str, Any], node: dict[str, Any]) -> Any:
 def test_committed_document_equals_a_fresh_build(doc: dict[str, Any]) -> None:
     committed = (DOCS / "asyncapi.json").read_text(encoding="utf-8")
     assert committed == asyncapi.render(doc), (
-        "docs/asyncapi.json differs from gateway.messages: run python -m gateway.asyncapi"
+        "docs/asyncapi.json differs from gateway.model.messages: run python -m gateway.asyncapi"
     )
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.core.backoff import Backoff
+from drivers.backoff import Backoff
 
 
 def test_grows_to_cap_without_jitter() -> None:

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.core.callpanel import (
+from drivers.errors import FrameError
+from drivers.panelproto import (
     MAX_FRAME,
     Ack,
     Call,
@@ -35,7 +36,6 @@ from gateway.core.callpanel import (
     checksum,
     parse_frame,
 )
-from gateway.errors import FrameError
 
 BUS = "panel-a"
 

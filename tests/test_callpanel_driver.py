@@ -22,8 +22,8 @@ import structlog
 from structlog.testing import LogCapture
 
 from drivers.callpanel import CallPanelDriver, DriverEvent
-from gateway.config.floor import CallPanelBus
-from gateway.core.callpanel import (
+from drivers.lines import CallPanelBus
+from drivers.panelproto import (
     Ack,
     Call,
     CallPlaced,

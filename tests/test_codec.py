@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drivers.codec import decode, element_address, encode
+from drivers.profile import Point
 from gateway.config.load import load_profile, shipped_profiles_dir
-from gateway.config.profile import Point
 
 
 def pt(**kw: Any) -> Point:

@@ -15,9 +15,9 @@ from pydantic import BaseModel
 
 from gateway.adapters import schema
 from gateway.adapters.store import Store
-from gateway.commands import CommandProcessor, Decision
 from gateway.core import commands as checks
-from gateway.messages import Reply, ResyncBody, SetLightsBody
+from gateway.engine.commands import CommandProcessor, Decision
+from gateway.model.messages import Reply, ResyncBody, SetLightsBody
 
 KEY = bytes.fromhex("a5" * 32)
 T0 = datetime(2026, 11, 23, 6, 0, 0, tzinfo=UTC)

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.core import commands as c
-from gateway.messages import COMMAND_BODIES, CheckinBody, SetLightsBody
+from gateway.model.messages import COMMAND_BODIES, CheckinBody, SetLightsBody
 
 KEY = bytes.fromhex("00112233445566778899aabbccddeeff" * 2)
 NOW = datetime(2026, 11, 23, 6, 0, 0, tzinfo=UTC)

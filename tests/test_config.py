@@ -13,8 +13,9 @@ import pytest
 import tomli_w
 
 from gateway.config.load import load_floor, load_profile, shipped_profiles_dir
+from gateway.core.roles import ROLES
 from gateway.daemon import EX_CONFIG, main
-from gateway.errors import ConfigError
+from gateway.model.errors import ConfigError
 from tests.conftest import FLOORS, demo_floor_dict
 
 Edit = Callable[[dict[str, Any]], None]
@@ -411,7 +412,7 @@ def test_shipped_profiles_match_devices_md() -> None:
     assert rio["dome_lamp"].address == 4
     assert rio["reassure_lamp"].address == 5
     tstat = load_profile(d / "fg-tstat-1.toml")
-    assert "sensor_fault" in tstat.roles()
+    assert "sensor_fault" in tstat.roles(ROLES["tstat"])
     assert tstat.by_role()["mode"].enum_map == {0: "auto", 1: "cool", 2: "heat", 3: "fan_only"}
     rdf = load_profile(d / "siemens-rdf302.toml")
     assert (rdf.serial.baud, rdf.serial.parity) == (19200, "E")

@@ -20,8 +20,8 @@ import pytest
 
 from gateway.adapters.control import ControlServer, Limits
 from gateway.adapters.control_access import Access, Peer, authorize, is_member
-from gateway.errors import ControlSocketError
-from gateway.views import (
+from gateway.model.errors import ControlSocketError
+from gateway.model.views import (
     AlarmTable,
     DeviceTable,
     EventLog,

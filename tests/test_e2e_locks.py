@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from gateway.config.profile import Table
+from drivers.profile import Table
 from tests.e2e import (  # noqa: F401 (fixtures)
     TOKEN,
     WAIT_S,

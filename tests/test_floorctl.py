@@ -41,7 +41,7 @@ from gateway.cli.main import (
     main,
     socket_path,
 )
-from gateway.views import EventRow, RoomRow, ScanProgress, Status
+from gateway.model.views import EventRow, RoomRow, ScanProgress, Status
 from tests.fake_floor import (
     BED_ALARM,
     CALL_ALARM,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from drivers.profile import Table
 from floorsim.devices import Lock, RoomIO, SimDevice, Thermostat, make_device
 from floorsim.journal import Journal, SimClock
 from floorsim.modbus import handle_pdu
 from floorsim.regmap import ModbusError
 from gateway.config.load import load_profile, shipped_profiles_dir
-from gateway.config.profile import Table
 
 
 def build(profile: str, scale: float = 1.0) -> SimDevice:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.core.health import DeviceHealth, HealthState, Transition
+from drivers.health import DeviceHealth, HealthState, Transition
 
 
 def health(**kwargs: object) -> DeviceHealth:

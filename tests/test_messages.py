@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from gateway.core.roles import FANS, MODES
-from gateway.messages import (
+from gateway.model.messages import (
     COMMAND_BODIES,
     AddTokenBody,
     AlarmSnapshot,

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from drivers.errors import BusGoneError, BusTimeoutError, FrameError, ModbusExceptionError
+from drivers.lines import RtuBus, TcpBus
 from drivers.modbus import ModbusTransport
+from drivers.profile import Table
 from floorsim.sim import FloorSim
-from gateway.config.floor import FloorConfig, RtuBus, TcpBus
-from gateway.config.profile import Table
-from gateway.errors import BusGoneError, BusTimeoutError, FrameError, ModbusExceptionError
+from gateway.config.floor import FloorConfig
 from tests.conftest import FLOORS
 from tests.test_floorsim_support import load, running
 

@@ -6,8 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drivers.planner import ReadPlanner, Want, wants_for
+from drivers.profile import Point, PollClass, Profile, Table
 from gateway.config.load import load_profile, shipped_profiles_dir
-from gateway.config.profile import Point, PollClass, Profile, Table
 
 
 def _profile(name: str) -> Profile:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from drivers.observations import DeviceOffline, DeviceOnline, PointObserved, PointValue
 from gateway.core.effects import Emit
-from gateway.core.observations import DeviceOffline, DeviceOnline, PointObserved, PointValue
 from gateway.core.roles import DeviceRole
 from gateway.core.rooms import Rooms, layouts
 

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.config.profile import PollClass
-from gateway.core.schedule import DESPERATE, Kind, Schedule, stagger
+from drivers.profile import PollClass
+from drivers.schedule import DESPERATE, Kind, Schedule, stagger
 
 E, L, R, S = PollClass.EMERGENCY, PollClass.LOCK, PollClass.ROOM, PollClass.SLOW
 

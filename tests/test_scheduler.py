@@ -21,20 +21,7 @@ from typing import Any
 
 import pytest
 
-from drivers.modbus import ModbusTransport
-from drivers.scheduler import BusScheduler
-from floorsim.sim import FloorSim
-from gateway.config.floor import DeviceSpec, FloorConfig, RtuBus, TcpBus
-from gateway.config.profile import PollClass, Profile, Table
-from gateway.core.observations import (
-    DeviceFault,
-    DeviceOffline,
-    DeviceOnline,
-    DriverObservation,
-    PointObserved,
-)
-from gateway.core.roles import DeviceRole
-from gateway.errors import (
+from drivers.errors import (
     BusError,
     BusGoneError,
     BusTimeoutError,
@@ -43,6 +30,20 @@ from gateway.errors import (
     ModbusExceptionError,
     WriteFailedError,
 )
+from drivers.lines import DeviceSpec, RtuBus, TcpBus
+from drivers.modbus import ModbusTransport
+from drivers.observations import (
+    DeviceFault,
+    DeviceOffline,
+    DeviceOnline,
+    DriverObservation,
+    PointObserved,
+)
+from drivers.profile import PollClass, Profile, Table
+from drivers.scheduler import BusScheduler
+from floorsim.sim import FloorSim
+from gateway.config.floor import FloorConfig
+from gateway.core.roles import ROLES, DeviceRole
 from tests.conftest import FLOORS
 from tests.test_floorsim_support import load, running
 from tests.waiting import until
@@ -208,7 +209,7 @@ async def test_every_device_comes_online_with_its_values(bus_run: Run, floor: Fl
     rio = f"{bus_run.room}/rio"
     await until(lambda: len(bus_run.rec.to(3)) > 10)
     assert bus_run.points(rio, "bath_count") == [0]  # changes only: no repeats
-    tstat = next(d.name for d in devices if d.role is DeviceRole.TSTAT)
+    tstat = next(d.name for d in devices if d.role == DeviceRole.TSTAT)
     await until(lambda: bus_run.points(tstat, "sensor_fault"))
     assert bus_run.points(tstat, "sensor_fault") == [False]  # a bit-field member, by role
     assert not [o for o in bus_run.obs if isinstance(o, DeviceOffline | DeviceFault)]
@@ -512,7 +513,8 @@ def rio_profile(floor: FloorConfig) -> Profile:
 
 
 def spec(profile: Profile, unit: int, room: str = "1201") -> DeviceSpec:
-    return DeviceSpec(room, profile.device, "fake", unit, profile)
+    roles = frozenset(ROLES[profile.device])
+    return DeviceSpec(room, profile.device, "fake", unit, profile, roles)
 
 
 async def test_a_merged_read_refused_is_split_and_remembered(floor: FloorConfig) -> None:

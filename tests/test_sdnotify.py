@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from gateway.sdnotify import Notifier
+from gateway.adapters.sdnotify import Notifier
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from gateway.adapters import schema
 from gateway.adapters import store as store_mod
 from gateway.adapters.store import Store
-from gateway.errors import StoreClosedError, StoreCorruptError, StoreError
+from gateway.model.errors import StoreClosedError, StoreCorruptError, StoreError
 from tests.waiting import until
 
 T0 = datetime(2026, 11, 23, 6, 3, 22, 123456, tzinfo=UTC)

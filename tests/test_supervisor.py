@@ -17,7 +17,7 @@ import pytest
 import structlog
 from structlog.typing import EventDict
 
-from gateway.sdnotify import Notifier
+from gateway.adapters.sdnotify import Notifier
 from gateway.supervisor import Supervisor
 from tests.waiting import until
 

@@ -21,10 +21,10 @@ import aiomqtt
 import pytest
 from pydantic import BaseModel
 
+from drivers.backoff import Backoff
 from gateway.adapters import schema
 from gateway.adapters.mqtt import Uplink
 from gateway.adapters.store import Store
-from gateway.commands import CommandProcessor, Decision
 from gateway.config.floor import (
     FloorConfig,
     GatewaySection,
@@ -33,8 +33,8 @@ from gateway.config.floor import (
     PollSection,
 )
 from gateway.core import commands as checks
-from gateway.core.backoff import Backoff
-from gateway.messages import EventEnvelope, SetLightsBody, Status
+from gateway.engine.commands import CommandProcessor, Decision
+from gateway.model.messages import EventEnvelope, SetLightsBody, Status
 from tests.mosquitto import (  # noqa: F401 (fixtures)
     HOST,
     Collector,
@@ -577,7 +577,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from gateway.adapters.mqtt import Uplink
 from gateway.adapters.store import Store
-from gateway.core.backoff import Backoff
+from drivers.backoff import Backoff
 from tests.test_uplink import floor_config
 
 async def main() -> None:

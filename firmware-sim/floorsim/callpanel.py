@@ -26,11 +26,11 @@ from typing import Any
 
 import structlog
 
+from drivers.lines import CallPanelBus
+from drivers.panelproto import checksum  # the spec's XOR, shared with the gateway
 from floorsim.faults import FaultBook
 from floorsim.journal import Journal, SimClock, Stamp
 from floorsim.wire import PARITY_POLL_S, PtyLink
-from gateway.config.floor import CallPanelBus
-from gateway.core.callpanel import checksum  # the spec's XOR, shared with the gateway
 
 __all__ = ["CallPanel", "RxFrame", "checksum", "encode_frame", "garbage_line", "parse_frame"]
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from drivers.codec import Value
+from drivers.profile import Profile, Table
 from floorsim.journal import Event, Journal, SimClock, Stamp
 from floorsim.regmap import Element, RegisterMap
-from gateway.config.profile import Profile, Table
-from gateway.core.roles import DeviceRole
 
 __all__ = ["SimDevice"]
 
@@ -47,7 +46,7 @@ class SimDevice:
                     self.regs.put(p.name, next(iter(p.enum_map.values())), i)
 
     @property
-    def kind(self) -> DeviceRole:
+    def kind(self) -> str:
         """What the device is to the floor."""
         return self.profile.device
 

@@ -24,10 +24,10 @@ import time
 from typing import Any
 
 from drivers.codec import Value
+from drivers.profile import Profile
 from floorsim.device import SimDevice
 from floorsim.journal import Journal, SimClock, Stamp
 from floorsim.lock import Lock
-from gateway.config.profile import Profile
 from gateway.core.roles import DeviceRole
 
 __all__ = ["Lock", "RoomIO", "SimDevice", "Thermostat", "make_device"]
@@ -48,11 +48,12 @@ def make_device(
     journal: Journal,
 ) -> SimDevice:
     """The simulated device for ``profile``'s kind of device."""
-    cls: type[SimDevice] = {
+    kinds: dict[str, type[SimDevice]] = {
         DeviceRole.TSTAT: Thermostat,
         DeviceRole.LOCK: Lock,
         DeviceRole.RIO: RoomIO,
-    }.get(profile.device, SimDevice)
+    }
+    cls = kinds.get(profile.device, SimDevice)
     return cls(profile, name=name, room=room, bus=bus, unit=unit, clock=clock, journal=journal)
 
 

@@ -13,10 +13,10 @@ from typing import Any
 import structlog
 
 from drivers.codec import Value
+from drivers.profile import Table
 from floorsim.device import SimDevice
 from floorsim.journal import Stamp
 from floorsim.regmap import ILLEGAL_DATA_VALUE, Element, ModbusError
-from gateway.config.profile import Table
 
 __all__ = ["Lock"]
 

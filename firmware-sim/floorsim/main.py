@@ -39,8 +39,8 @@ from floorsim.control import (
 from floorsim.sim import FloorSim
 from floorsim.wire import PortInUseError
 from gateway.config.load import format_report, load_floor, load_gateway_section
-from gateway.errors import ConfigError
 from gateway.logging import configure_logging
+from gateway.model.errors import ConfigError
 
 __all__ = ["main"]
 

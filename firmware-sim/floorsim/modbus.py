@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from drivers.profile import MAX_READ_BITS, MAX_READ_REGISTERS, Table
 from floorsim.devices import SimDevice
 from floorsim.faults import FaultBook
 from floorsim.journal import Journal
 from floorsim.regmap import DEVICE_FAILURE, ILLEGAL_DATA_VALUE, ILLEGAL_FUNCTION, ModbusError
-from gateway.config.profile import MAX_READ_BITS, MAX_READ_REGISTERS, Table
 
 __all__ = [
     "GATEWAY_TARGET_FAILED",

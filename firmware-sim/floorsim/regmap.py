@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from drivers.codec import Value, decode, element_address, encode
-from gateway.config.profile import DataType, Point, Profile, Table
-from gateway.core.roles import ROLES, DeviceRole, ValueKind
+from drivers.profile import DataType, Point, Profile, Table
+from gateway.core.roles import ROLES, ValueKind
 
 __all__ = [
     "DEVICE_FAILURE",
@@ -195,7 +195,7 @@ class RegisterMap:
             return f"raw:{words}"
 
 
-def acceptable(point: Point, words: list[int], index: int, kind: DeviceRole) -> str | None:
+def acceptable(point: Point, words: list[int], index: int, kind: str) -> str | None:
     """Why a ``kind`` device refuses ``words`` for ``point[index]`` (None if it accepts)."""
     try:
         value = decode(point, words, index)
@@ -203,7 +203,7 @@ def acceptable(point: Point, words: list[int], index: int, kind: DeviceRole) -> 
             encode(point, value, index)  # the min/max check lives in encode
     except ValueError as exc:
         return str(exc)
-    spec = ROLES[kind].get(point.role) if point.role else None
+    spec = ROLES.get(kind, {}).get(point.role) if point.role else None
     if spec is not None and spec.kind is ValueKind.BOOL and value not in (0, 1):
         return f"{value!r} is not 0 or 1"
     return None

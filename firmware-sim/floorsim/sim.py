@@ -23,6 +23,8 @@ from typing import Any
 
 import structlog
 
+from drivers.lines import CallPanelBus, RtuBus, TcpBus
+from drivers.profile import Table
 from floorsim.callpanel import CallPanel
 from floorsim.devices import Lock, RoomIO, SimDevice, Thermostat, make_device
 from floorsim.faults import MODBUS_FAULTS, PANEL_FAULTS, FaultBook
@@ -30,8 +32,7 @@ from floorsim.journal import Journal, SimClock
 from floorsim.modbus import ModbusBus, TcpServer
 from floorsim.regmap import ModbusError
 from floorsim.wire import TURNAROUND_S, RtuLine
-from gateway.config.floor import CallPanelBus, FloorConfig, RtuBus, TcpBus
-from gateway.config.profile import Table
+from gateway.config.floor import FloorConfig
 
 __all__ = ["FloorSim"]
 

@@ -46,8 +46,8 @@ from pathlib import Path
 
 import structlog
 
+from drivers.lines import RtuBus
 from floorsim.modbus import ModbusBus, crc16, request_length, rtu_frame
-from gateway.config.floor import RtuBus
 
 __all__ = ["TURNAROUND_S", "PortInUseError", "PtyLink", "RtuLine", "claim_port", "t35"]
 

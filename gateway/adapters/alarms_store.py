@@ -15,7 +15,7 @@ from datetime import datetime
 
 from gateway.adapters.schema import format_ts
 from gateway.core.alarms import Alarm, AlarmKind, AlarmState
-from gateway.errors import StoreError
+from gateway.model.errors import StoreError
 
 __all__ = ["load_alarm", "load_open_alarms", "save_alarm"]
 

@@ -1,7 +1,7 @@
 """The control socket: floorctl's requests, answered from the floor's FloorView.
 
 A Unix stream socket at ``gateway.socket``; the protocol (one request line, one reply
-line, stream lines for ``events --follow`` and ``scan``) is described in gateway.views.
+line, stream lines for ``events --follow`` and ``scan``) is described in gateway.model.views.
 
 Who may ask what (gateway.adapters.control_access): read-only requests need the control
 group (or the admin group) or root; changing requests (``alarms.ack``,
@@ -36,8 +36,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.adapters.control_access import Access, Peer, authorize
 from gateway.config.floor import GatewaySection
-from gateway.errors import ControlSocketError, ViewRefused
-from gateway.views import (
+from gateway.model.errors import ControlSocketError, ViewRefused
+from gateway.model.views import (
     CHANGING_COMMANDS,
     COMMANDS,
     MAX_REQUEST_BYTES,

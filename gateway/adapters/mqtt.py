@@ -38,12 +38,12 @@ from datetime import UTC, datetime, timedelta
 import aiomqtt
 import structlog
 
+from drivers.backoff import Backoff
 from gateway.adapters import schema
 from gateway.adapters.schema import StoredEvent
 from gateway.adapters.store import Store
 from gateway.config.floor import FloorConfig
-from gateway.core.backoff import Backoff
-from gateway.messages import Status, dumps
+from gateway.model.messages import Status, dumps
 
 __all__ = ["Uplink", "UplinkStats"]
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from gateway.errors import StoreError
+from gateway.model.errors import StoreError
 
 MIGRATIONS: list[tuple[int, str]] = [
     (
@@ -333,7 +333,7 @@ def purge_delivered(
     return deleted
 
 
-# -- outbox upkeep and the command replay cache (issue 5: gateway.adapters.mqtt, gateway.commands)
+# -- outbox upkeep and the command replay cache (issue 5: gateway.adapters.mqtt, gateway.engine.commands)
 
 
 def undelivered_after(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[StoredEvent]:

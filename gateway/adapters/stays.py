@@ -15,7 +15,7 @@ from datetime import datetime
 
 from gateway.adapters.schema import format_ts
 from gateway.core.authz import Stay
-from gateway.errors import StoreError
+from gateway.model.errors import StoreError
 
 __all__ = ["load_log_heads", "load_stays", "purge_stays", "save_log_head", "save_stay"]
 

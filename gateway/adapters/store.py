@@ -39,7 +39,7 @@ from typing import Any, TypeVar, cast
 import structlog
 
 from gateway.adapters import schema
-from gateway.errors import StoreClosedError, StoreCorruptError, StoreError
+from gateway.model.errors import StoreClosedError, StoreCorruptError, StoreError
 
 T = TypeVar("T")
 

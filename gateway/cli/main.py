@@ -2,7 +2,7 @@
 
 The socket is found from ``--socket PATH``, else ``--config FLOOR.toml`` (its
 ``gateway.socket``), else ``/run/floorgate/floorctl.sock`` (operations.md). Each
-subcommand returns a typed result (gateway.views) that gateway.cli.render prints as
+subcommand returns a typed result (gateway.model.views) that gateway.cli.render prints as
 tables or, with ``--json``, as one JSON document with stable keys (``events --follow
 --json``: one document per line).
 
@@ -27,8 +27,8 @@ from rich.console import Console
 from gateway.cli import render
 from gateway.cli.completion import completion_script
 from gateway.config.load import load_gateway_section
-from gateway.errors import ConfigError, DaemonUnreachableError, ViewRefused
-from gateway.views import (
+from gateway.model.errors import ConfigError, DaemonUnreachableError, ViewRefused
+from gateway.model.views import (
     PROTOCOL_VERSION,
     AlarmTable,
     AlarmUpdate,

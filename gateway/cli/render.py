@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressC
 from rich.table import Table
 from rich.text import Text
 
-from gateway.views import (
+from gateway.model.views import (
     AlarmRow,
     AlarmTable,
     AlarmUpdate,

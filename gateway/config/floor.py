@@ -13,15 +13,14 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway.config.profile import STANDARD_BAUDS, PollClass, Profile
-from gateway.core.roles import DeviceRole
+from drivers.lines import Bus, DeviceSpec, TcpPort
+from drivers.profile import PollClass, Profile
+from gateway.core.roles import ROLES, DeviceRole
 
 GATEWAY_ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-BUS_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$"
 # Room ids appear in MQTT topics: no '/', '+', '#', no spaces.
 ROOM_ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$"
 UnitId = Annotated[int, Field(ge=1, le=247)]
-TcpPort = Annotated[int, Field(ge=1, le=65535)]
 
 
 class _Section(BaseModel):
@@ -97,65 +96,6 @@ class EscalationLevel(_Section):
     notify: Annotated[str, Field(min_length=1)]
 
 
-class _Bus(_Section):
-    name: Annotated[str, Field(pattern=BUS_NAME_RE)]
-    timeout_ms: Annotated[int, Field(ge=10, le=10000)] = 150
-
-
-class _SerialBus(_Bus):
-    port: Path
-    parity: Literal["N", "E", "O"] = "N"
-
-    @model_validator(mode="after")
-    def _standard_baud(self) -> Self:
-        baud: int = getattr(self, "baud")  # noqa: B009 (declared on subclasses with their default)
-        if baud not in STANDARD_BAUDS:
-            rates = ", ".join(str(b) for b in STANDARD_BAUDS)
-            raise ValueError(f"baud {baud} is not a standard rate ({rates})")
-        return self
-
-    @property
-    def bits_per_char(self) -> int:
-        """Bits on the wire per character: start + 8 data + parity + stop."""
-        return 10 if self.parity == "N" else 11
-
-
-class RtuBus(_SerialBus):
-    """A Modbus RTU line (RS-485)."""
-
-    kind: Literal["modbus-rtu"]
-    baud: int = 19200
-    # Per-bus override of the poll classes' target intervals (over [poll] and the profiles).
-    intervals_ms: dict[PollClass, Annotated[int, Field(ge=20)]] = Field(default_factory=dict)
-
-
-class TcpBus(_Bus):
-    """A Modbus TCP endpoint serving several unit ids."""
-
-    kind: Literal["modbus-tcp"]
-    host: Annotated[str, Field(min_length=1)]
-    port: TcpPort = 502
-    max_in_flight: Annotated[int, Field(ge=1, le=16)] = 4
-    # Per-bus override of the poll classes' target intervals (over [poll] and the profiles):
-    # a TCP endpoint has no line physics, so it may sample far more often than RS-485.
-    intervals_ms: dict[PollClass, Annotated[int, Field(ge=20)]] = Field(default_factory=dict)
-
-
-class CallPanelBus(_SerialBus):
-    """A serial call panel line (FG-CALLPANEL-1 push protocol)."""
-
-    kind: Literal["callpanel"]
-    baud: int = 9600
-
-
-Bus = RtuBus | TcpBus | CallPanelBus
-BUS_KINDS: dict[str, type[RtuBus] | type[TcpBus] | type[CallPanelBus]] = {
-    "modbus-rtu": RtuBus,
-    "modbus-tcp": TcpBus,
-    "callpanel": CallPanelBus,
-}
-
-
 class FloorPanelSection(_Section):
     """[floorpanel]: the service-station annunciator."""
 
@@ -197,22 +137,6 @@ class PollSection(_Section):
 
 
 @dataclass(frozen=True, slots=True)
-class DeviceSpec:
-    """One Modbus device of the floor, flattened: what a bus scheduler polls."""
-
-    room: str | None  # None for the floor panel
-    role: DeviceRole
-    bus: str
-    unit: int
-    profile: Profile
-
-    @property
-    def name(self) -> str:
-        """The device's name in events and the CLI (mqtt.md): ``1203/lock`` or ``floorpanel``."""
-        return f"{self.room}/{self.role}" if self.room is not None else str(self.role)
-
-
-@dataclass(frozen=True, slots=True)
 class FloorConfig:
     """A validated floor: its sections, buses, rooms and the profiles they use."""
 
@@ -244,14 +168,14 @@ class FloorConfig:
     def devices(self, bus: str | None = None) -> list[DeviceSpec]:
         """Every Modbus device (rooms in file order, then the floor panel), or one bus's."""
         out = [
-            DeviceSpec(r.id, d.device_role, d.bus, d.unit, self.profiles[d.profile])
+            _spec(r.id, d.device_role, d.bus, d.unit, self.profiles[d.profile])
             for r in self.rooms
             for d in r.devices
         ]
         if self.floorpanel is not None:
             fp = self.floorpanel
             out.append(
-                DeviceSpec(None, DeviceRole.FLOORPANEL, fp.bus, fp.unit, self.profiles[fp.profile])
+                _spec(None, DeviceRole.FLOORPANEL, fp.bus, fp.unit, self.profiles[fp.profile])
             )
         return [d for d in out if bus is None or d.bus == bus]
 
@@ -273,3 +197,7 @@ class FloorConfig:
             f"{len(self.buses)} buses ({bus_text}), {panel}, "
             f"{len(self.escalation)} escalation levels, {len(self.profiles)} profiles"
         )
+
+
+def _spec(room: str | None, role: DeviceRole, bus: str, unit: int, profile: Profile) -> DeviceSpec:
+    return DeviceSpec(room, str(role), bus, unit, profile, frozenset(ROLES[role]))

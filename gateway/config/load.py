@@ -25,10 +25,9 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from drivers.lines import BUS_KINDS, Bus, CallPanelBus, TcpBus
+from drivers.profile import Profile, structure_problems
 from gateway.config.floor import (
-    BUS_KINDS,
-    Bus,
-    CallPanelBus,
     EscalationLevel,
     FloorConfig,
     FloorPanelSection,
@@ -37,11 +36,9 @@ from gateway.config.floor import (
     PolicySection,
     PollSection,
     Room,
-    TcpBus,
 )
-from gateway.config.profile import Profile, profile_problems
-from gateway.core.roles import DeviceRole
-from gateway.errors import ConfigError
+from gateway.core.roles import DeviceRole, role_problems
+from gateway.model.errors import ConfigError
 
 SECTIONS = ("gateway", "mqtt", "policy", "escalation", "bus", "floorpanel", "room", "poll")
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -94,7 +91,9 @@ def load_profile(path: Path) -> Profile:
         prof = Profile.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError([f"{where}: {p}" for p in pydantic_problems("", exc, Profile)]) from exc
-    problems = [f"{where}: {loc}: {msg}" for loc, msg in profile_problems(prof)]
+    problems = [
+        f"{where}: {loc}: {msg}" for loc, msg in [*structure_problems(prof), *role_problems(prof)]
+    ]
     if prof.name != path.stem:
         problems.append(f"{where}: profile.name: {prof.name!r} differs from the file name")
     if problems:
@@ -430,7 +429,7 @@ class _FloorChecker:
                 self.problem(f"{where}.profile", f"no profile named {name!r}")
                 return None
             prof = profiles[name]
-            if prof is not None and prof.device is not role:
+            if prof is not None and prof.device != role:
                 self.problem(
                     f"{where}.profile", f"{name!r} is a {prof.device} profile, not a {role}"
                 )

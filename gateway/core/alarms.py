@@ -45,9 +45,9 @@ from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
+from drivers.panelproto import FaultCode, Point
 from gateway.core import annunciation
 from gateway.core.annunciation import CallDemand, Outputs
-from gateway.core.callpanel import FaultCode, Point
 from gateway.core.effects import Audit, Emit, SetPanelLamp, WritePoint
 from gateway.core.roles import DeviceRole
 

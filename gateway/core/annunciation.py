@@ -18,8 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from gateway.config.profile import PollClass
-from gateway.core.callpanel import LampState
+from drivers.panelproto import LampState
+from drivers.profile import PollClass
 from gateway.core.effects import SetPanelLamp, WritePoint
 
 __all__ = [

@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from gateway.messages import CommandEnvelope, ErrorCode, parse_ts
+from gateway.model.messages import CommandEnvelope, ErrorCode, parse_ts
 
 __all__ = [
     "MAX_AGE_S",

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from gateway.config.profile import PollClass
-from gateway.core.callpanel import LampState
-from gateway.core.observations import PointValue
+from drivers.observations import PointValue
+from drivers.panelproto import LampState
+from drivers.profile import PollClass
 
 __all__ = ["Audit", "Emit", "SetPanelLamp", "WritePoint"]
 

@@ -19,20 +19,20 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from gateway.core.effects import Emit
-from gateway.core.observations import (
+from drivers.observations import (
     DeviceFault,
     DeviceOffline,
     DeviceOnline,
     PointObserved,
     PointValue,
 )
+from gateway.core.effects import Emit
 from gateway.core.roles import ROLES, ROOM_DEVICE_ROLES, DeviceRole
 
 __all__ = ["RoomLayout", "Rooms"]
 
 # role of a rio/lock point -> (event type, low value?) emitted with data.on on change
-_FLAG_EVENTS: dict[tuple[DeviceRole, str], str] = {
+_FLAG_EVENTS: dict[tuple[str, str], str] = {
     (DeviceRole.RIO, "dnd"): "room.dnd",
     (DeviceRole.RIO, "mur"): "room.mur",
     (DeviceRole.RIO, "keycard"): "room.keycard",
@@ -84,14 +84,14 @@ class Rooms:
         self._values[key] = obs.value
         self._previous[key] = obs.value
         if obs.room is None or not known_before or before == obs.value:
-            if obs.room is not None and obs.role is DeviceRole.LOCK and obs.point == "door_open":
+            if obs.room is not None and obs.role == DeviceRole.LOCK and obs.point == "door_open":
                 self._track_door(obs.room, obs.value, now)
             return []
         room = obs.room
-        if obs.role is DeviceRole.LOCK and obs.point == "door_open":
+        if obs.role == DeviceRole.LOCK and obs.point == "door_open":
             self._track_door(room, obs.value, now)
             return [Emit("door.opened" if obs.value else "door.closed", room, {}, low_value=True)]
-        if obs.role is DeviceRole.TSTAT and obs.point in _FAULT_BITS and obs.value is True:
+        if obs.role == DeviceRole.TSTAT and obs.point in _FAULT_BITS and obs.value is True:
             return [Emit("device.fault", room, {"device": obs.device, "code": obs.point})]
         event = _FLAG_EVENTS.get((obs.role, obs.point))
         if event is not None and isinstance(obs.value, bool):

@@ -5,7 +5,7 @@ FloorgateError
 ├── StoreError             the local database
 │   ├── StoreCorruptError  refuse to start: integrity_check failed
 │   └── StoreClosedError   programming/shutdown order error: the store is closed
-├── BusError               a bus transaction failed (drivers; retry with backoff)
+├── BusError               a bus transaction failed (drivers.errors; retry with backoff)
 │   ├── BusTimeoutError    no answer in time (device silent or absent)
 │   ├── ModbusExceptionError  the device answered with a Modbus exception code
 │   ├── FrameError         CRC/framing error on the line
@@ -22,9 +22,19 @@ Nothing here is ever turned into ``None``: callers catch what they can act on.
 
 from __future__ import annotations
 
+from drivers.errors import FloorgateError
 
-class FloorgateError(Exception):
-    """Base of every error floorgate raises on purpose."""
+__all__ = [
+    "ConfigError",
+    "ControlError",
+    "ControlSocketError",
+    "DaemonUnreachableError",
+    "FloorgateError",
+    "StoreClosedError",
+    "StoreCorruptError",
+    "StoreError",
+    "ViewRefused",
+]
 
 
 class ConfigError(FloorgateError):
@@ -45,38 +55,6 @@ class StoreCorruptError(StoreError):
 
 class StoreClosedError(StoreError):
     """The store was used after close()."""
-
-
-class BusError(FloorgateError):
-    """A bus transaction failed."""
-
-
-class BusTimeoutError(BusError):
-    """The device did not answer within the timeout."""
-
-
-class ModbusExceptionError(BusError):
-    """The device answered with a Modbus exception code."""
-
-    def __init__(self, code: int, message: str = "") -> None:
-        self.code = code
-        super().__init__(message or f"modbus exception {code}")
-
-
-class FrameError(BusError):
-    """A corrupted frame (bad CRC, bad length) was received."""
-
-
-class BusGoneError(BusError):
-    """The serial port or TCP connection is gone."""
-
-
-class DeviceUnavailableError(BusError):
-    """The device is offline: the request was refused without using the bus."""
-
-
-class WriteFailedError(BusError):
-    """A write failed or did not read back as written, after its bounded attempts."""
 
 
 class ControlError(FloorgateError):

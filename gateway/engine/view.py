@@ -15,9 +15,9 @@ from gateway.adapters import schema
 from gateway.adapters.mqtt import Uplink
 from gateway.core.alarms import Refusal, SaveAlarm
 from gateway.core.effects import Audit
-from gateway.errors import ViewRefused
-from gateway.floor import Floor
-from gateway.views import (
+from gateway.engine.floor import Floor
+from gateway.model.errors import ViewRefused
+from gateway.model.views import (
     AlarmRow,
     BusHealth,
     DeviceRow,

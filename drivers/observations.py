@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.core.roles import DeviceRole
-
 __all__ = [
     "DeviceFault",
     "DeviceOffline",
@@ -34,8 +32,8 @@ class PointObserved:
 
     device: str  # "1203/lock", "floorpanel"
     room: str | None
-    role: DeviceRole
-    point: str  # the role name in gateway.core.roles, e.g. "bath_count", "slot"
+    role: str
+    point: str  # the role the point plays, e.g. "bath_count", "slot"
     index: int
     value: PointValue
     at: float
@@ -47,7 +45,7 @@ class DeviceOnline:
 
     device: str
     room: str | None
-    role: DeviceRole
+    role: str
     at: float
 
 
@@ -57,7 +55,7 @@ class DeviceOffline:
 
     device: str
     room: str | None
-    role: DeviceRole
+    role: str
     reason: str  # "timeout", "crc", "exception 04", "bus gone"
     at: float
 
@@ -68,7 +66,7 @@ class DeviceFault:
 
     device: str
     room: str | None
-    role: DeviceRole
+    role: str
     code: str
     at: float
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import Any, ClassVar
 
-from gateway.errors import FrameError
+from drivers.errors import FrameError
 
 __all__ = [
     "DEDUP_WINDOW_S", "MAX_FRAME", "OFFLINE_AFTER_S", "SEQ_MODULO", "Ack", "Call",

@@ -16,13 +16,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from gateway.commands import CommandProcessor, Decision
-from gateway.config.profile import PollClass
+from drivers.profile import PollClass
 from gateway.core.alarms import Refusal as AlarmRefusal
 from gateway.core.authz import Refusal as AuthzRefusal
 from gateway.core.effects import Audit, WritePoint
-from gateway.floor import Effect, Floor
-from gateway.messages import (
+from gateway.engine.commands import CommandProcessor, Decision
+from gateway.engine.floor import Effect, Floor
+from gateway.model.messages import (
     AckAlarmBody,
     AddTokenBody,
     CheckinBody,

@@ -20,7 +20,7 @@ import random
 from collections import deque
 from dataclasses import dataclass, field
 
-from gateway.core.backoff import Backoff
+from drivers.backoff import Backoff
 
 __all__ = ["DeviceHealth", "HealthState", "Transition"]
 

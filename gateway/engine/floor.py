@@ -28,29 +28,29 @@ from typing import Any
 
 import structlog
 
-from gateway.adapters import alarms_store, schema, stays
-from gateway.adapters.store import Store
-from gateway.config.floor import FloorConfig
-from gateway.config.profile import PollClass
-from gateway.core.alarms import Alarm, Alarms, FloorLayout, Retain, SaveAlarm
-from gateway.core.alarms import Refusal as AlarmRefusal
-from gateway.core.authz import Authz, LocksChanged, RoomOccupied, RoomVacant, SaveStay, Stay
-from gateway.core.callpanel import CallCancelled, CallPlaced, LineFault, PanelOffline, PanelOnline
-from gateway.core.clock import ClockWatch
-from gateway.core.effects import Audit, Emit, SetPanelLamp, WritePoint
-from gateway.core.observations import (
+from drivers.errors import BusError, DeviceUnavailableError
+from drivers.observations import (
     DeviceFault,
     DeviceOffline,
     DeviceOnline,
     DriverObservation,
     PointObserved,
 )
+from drivers.panelproto import CallCancelled, CallPlaced, LineFault, PanelOffline, PanelOnline
+from drivers.profile import PollClass
+from gateway.adapters import alarms_store, schema, stays
+from gateway.adapters.store import Store
+from gateway.config.floor import FloorConfig
+from gateway.core.alarms import Alarm, Alarms, FloorLayout, Retain, SaveAlarm
+from gateway.core.alarms import Refusal as AlarmRefusal
+from gateway.core.authz import Authz, LocksChanged, RoomOccupied, RoomVacant, SaveStay, Stay
+from gateway.core.clock import ClockWatch
+from gateway.core.effects import Audit, Emit, SetPanelLamp, WritePoint
 from gateway.core.roles import DeviceRole
 from gateway.core.rooms import Rooms, layouts, point_key
-from gateway.errors import BusError, DeviceUnavailableError
-from gateway.locks import LockKeeper, SaveLogHead
+from gateway.engine.locks import LockKeeper, SaveLogHead
 
-log = structlog.get_logger("gateway.floor")
+log = structlog.get_logger("gateway.engine.floor")
 
 # Point values are cached on disk for the next start; counters are written with the
 # decision they caused, everything else at most this often (writes throttled).
@@ -110,7 +110,7 @@ class Floor:
         self.wall = wall
         self.mono = mono
         self.device_bus = {d.name: d.bus for d in config.devices()}
-        self._roles = {d.name: d.profile.roles() for d in config.devices()}
+        self._roles = {d.name: d.profile.roles(d.roles) for d in config.devices()}
         self._points = {d.name: d.profile.by_role() for d in config.devices()}
         self.writers: dict[str, Callable[..., Any]] = {}  # bus -> scheduler.write
         self.readers: dict[str, Callable[..., Any]] = {}  # bus -> scheduler.read
@@ -224,7 +224,7 @@ class Floor:
     def _point(self, obs: PointObserved, now: datetime) -> list[Effect]:
         out: list[Effect] = []
         room = obs.room
-        if room is not None and obs.role is DeviceRole.RIO and obs.point in COUNTERS:
+        if room is not None and obs.role == DeviceRole.RIO and obs.point in COUNTERS:
             old = self.rooms.last_known(obs.device, obs.point)
             if isinstance(obs.value, int):
                 old_int = old if isinstance(old, int) else None
@@ -238,7 +238,7 @@ class Floor:
         if obs.room is None:
             self._cache(obs)
             return out
-        if obs.role is DeviceRole.LOCK:
+        if obs.role == DeviceRole.LOCK:
             out += self._lock_point(obs, now)
         if obs.point not in COUNTERS:
             self._cache(obs)
@@ -267,7 +267,7 @@ class Floor:
         self, obs: DeviceOnline | DeviceOffline | DeviceFault, now: datetime
     ) -> list[Effect]:
         out: list[Effect] = list(self.rooms.health(obs))
-        if obs.room is not None and obs.role is DeviceRole.RIO:
+        if obs.room is not None and obs.role == DeviceRole.RIO:
             if isinstance(obs, DeviceOffline):
                 self.alarms, effects = self.alarms.device_offline(obs.room, str(obs.role), now)
                 out += effects

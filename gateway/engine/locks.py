@@ -16,15 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from gateway.config.profile import PollClass
+from drivers.errors import BusError
+from drivers.profile import PollClass
 from gateway.core import locksync
 from gateway.core.effects import Audit, Emit
-from gateway.errors import BusError
 
 if TYPE_CHECKING:
-    from gateway.floor import Floor
+    from gateway.engine.floor import Floor
 
-log = structlog.get_logger("gateway.locks")
+log = structlog.get_logger("gateway.engine.locks")
 
 LOCK_SLOTS = 32
 ROOMS_AT_ONCE = 8  # rooms of one bus reconciled concurrently

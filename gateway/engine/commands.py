@@ -37,8 +37,8 @@ from pydantic import BaseModel
 from gateway.adapters import schema
 from gateway.adapters.store import Store
 from gateway.core import commands as checks
-from gateway.errors import StoreError
-from gateway.messages import ErrorCode, Reply, ReplyError, dumps
+from gateway.model.errors import StoreError
+from gateway.model.messages import ErrorCode, Reply, ReplyError, dumps
 
 __all__ = ["CommandProcessor", "Decision", "Handler"]
 

@@ -40,7 +40,7 @@ from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from gateway.config.profile import PollClass
+from drivers.profile import PollClass
 
 __all__ = ["Entry", "Kind", "Schedule", "stagger"]
 

@@ -343,7 +343,7 @@ Result = (
 class FloorView(Protocol):
     """What the control socket asks of the floor; the engine implements it on its objects.
 
-    Refusals raise gateway.errors.ViewRefused(code, message), with an mqtt.md code where
+    Refusals raise gateway.model.errors.ViewRefused(code, message), with an mqtt.md code where
     one fits (``conflict``) or ``not_found``; an unknown room or bus raises KeyError.
     """
 

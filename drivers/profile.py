@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Collection
 from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from gateway.core.roles import REQUIRED_ROLES, ROLES, DeviceRole, RoleSpec, ValueKind
 
 NAME_RE = r"^[a-z][a-z0-9_]*$"
 PROFILE_NAME_RE = r"^[a-z0-9][a-z0-9._-]*$"
@@ -92,7 +91,7 @@ class ProfileInfo(_Model):
     """The [profile] table: identity of the device model."""
 
     name: Annotated[str, Field(pattern=PROFILE_NAME_RE)]
-    device: DeviceRole
+    device: Annotated[str, Field(pattern=NAME_RE)]  # the device kind: tstat, lock, rio…
     vendor: str = ""
     model: str = ""
     description: str = ""
@@ -227,8 +226,8 @@ class Profile(_Model):
         return self.profile.name
 
     @property
-    def device(self) -> DeviceRole:
-        """The kind of device this profile describes."""
+    def device(self) -> str:
+        """The kind of device this profile describes (its role: ``tstat``, ``lock``…)."""
         return self.profile.device
 
     def interval_ms(self, point: Point) -> int | None:
@@ -243,19 +242,20 @@ class Profile(_Model):
         """Points (not bits) by the role they play."""
         return {p.role: p for p in self.point if p.role is not None}
 
-    def roles(self) -> set[str]:
-        """Every role the profile provides, bit-field members included."""
+    def roles(self, vocabulary: Collection[str]) -> set[str]:
+        """Every role the profile provides: point roles, and bit names in ``vocabulary``."""
         out = set(self.by_role())
-        vocabulary = ROLES[self.device]
         for p in self.point:
             out.update(n for n in (p.bits or {}) if n in vocabulary)
         return out
 
 
-def profile_problems(prof: Profile) -> list[tuple[str, str]]:
-    """Cross-point problems of a structurally valid profile, as (location, message)."""
+def structure_problems(prof: Profile) -> list[tuple[str, str]]:
+    """Cross-point problems of a profile, as (location, message): names and overlaps.
+
+    Whether its roles fit its device kind is the gateway's check (gateway.core.roles).
+    """
     out: list[tuple[str, str]] = []
-    vocabulary = ROLES[prof.device]
     names: dict[str, int] = {}
     roles: dict[str, int] = {}
     for i, p in enumerate(prof.point):
@@ -267,51 +267,7 @@ def profile_problems(prof: Profile) -> list[tuple[str, str]]:
             if p.role in roles:
                 out.append((f"{loc}.role", f"role {p.role!r} is already point[{roles[p.role]}]"))
             roles.setdefault(p.role, i)
-            spec = vocabulary.get(p.role)
-            if spec is None:
-                known = ", ".join(sorted(vocabulary))
-                out.append(
-                    (f"{loc}.role", f"unknown role {p.role!r} for a {prof.device}; known: {known}")
-                )
-            else:
-                out.extend((f"{loc}.{k}", m) for k, m in _role_fit(p, spec))
-        for bit_name in p.bits or {}:
-            spec = vocabulary.get(bit_name)
-            if spec is not None and spec.kind is not ValueKind.BOOL:
-                out.append((f"{loc}.bits.{bit_name}", f"role {bit_name!r} is not a bit"))
     out.extend(_overlaps(prof))
-    provided = prof.roles()
-    for alternatives in REQUIRED_ROLES[prof.device]:
-        if not provided.intersection(alternatives):
-            want = " or ".join(repr(a) for a in alternatives)
-            out.append(("point", f"a {prof.device} profile needs a point with role {want}"))
-    return out
-
-
-def _role_fit(p: Point, spec: RoleSpec) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    if not spec.array and p.count > 1:
-        out.append(("count", f"role {p.role!r} is a single value, not an array"))
-    if spec.writable and "w" not in p.access:
-        out.append(("access", f"role {p.role!r} is written by the gateway: access must allow 'w'"))
-    kind = spec.kind
-    if kind is ValueKind.BOOL and p.type not in (DataType.BIT, DataType.U16):
-        out.append(("type", f"role {p.role!r} is a bit, or a u16 register holding 0 or 1"))
-    elif kind is ValueKind.COUNT and (p.type not in (DataType.U16, DataType.U32) or p.scale != 1):
-        out.append(("type", f"role {p.role!r} is an unscaled unsigned count (u16 or u32)"))
-    elif kind is ValueKind.TOKEN and p.type is not DataType.U64:
-        out.append(("type", f"role {p.role!r} is a 64-bit token (u64)"))
-    elif kind is ValueKind.NUMBER and p.type in (DataType.BIT, DataType.BITFIELD):
-        out.append(("type", f"role {p.role!r} is a number, not {p.type}"))
-    elif kind is ValueKind.ENUM:
-        if not p.enum:
-            out.append(("enum", f"role {p.role!r} needs an enum naming its raw values"))
-        else:
-            foreign = sorted(set(p.enum.values()) - set(spec.choices))
-            if foreign:
-                out.append(
-                    ("enum", f"names {foreign} are not among {list(spec.choices)} for {p.role!r}")
-                )
     return out
 
 
