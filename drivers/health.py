@@ -1,4 +1,4 @@
-"""Device health: a pure state machine fed with transaction outcomes (drivers issue).
+"""Device health: a pure state machine fed with transaction outcomes.
 
 A device starts UNKNOWN. Its first good answer makes it ONLINE; ``offline_after``
 consecutive failed transactions make it OFFLINE (from UNKNOWN too, so a device that never

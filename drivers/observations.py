@@ -1,4 +1,4 @@
-"""What leaves the drivers: typed observations by role, never raw registers (issue 4).
+"""What leaves the drivers: typed observations by role, never raw registers.
 
 A bus scheduler turns answers into these values and hands them to the floor engine; the
 core decides from them. ``at`` is the gateway's monotonic clock in seconds when the answer

@@ -66,7 +66,7 @@ class DataType(enum.StrEnum):
 
 
 class PollClass(enum.StrEnum):
-    """Scheduling class of a point, highest priority first (drivers issue)."""
+    """Scheduling class of a point, highest priority first."""
 
     EMERGENCY = "emergency"  # call and staff counters, call lamps
     LOCK = "lock"  # door, deadbolt, tamper, log head

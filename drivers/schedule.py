@@ -8,7 +8,7 @@ A bus owner keeps one ``Schedule`` of entries, each a unit of work it may start:
 - a **scan** step (floorctl scan), the lowest priority of all.
 
 ``pick(now)`` returns the best entry that is due and not already running. Order, first
-to last (drivers issue: "emergency > lock > room > slow; overdue first within a class"):
+to last (emergency > lock > room > slow; overdue first within a class):
 
     emergency requests, emergency polls, lock requests, lock polls, room requests,
     room polls, slow requests, slow polls and probes, scans

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 
 from drivers.panelproto import FaultCode, LampState, Point
 from drivers.profile import PollClass
-from gateway.adapters.schema import format_ts
 from gateway.config.load import load_floor
 from gateway.core.alarms import (
     Alarm,
@@ -25,7 +24,6 @@ from gateway.core.alarms import (
     Refusal,
     Retain,
     SaveAlarm,
-    rfc3339,
 )
 from gateway.core.effects import Audit, Emit, SetPanelLamp, WritePoint
 
@@ -165,11 +163,6 @@ def test_times_are_kept_to_the_millisecond_in_utc() -> None:
     (alarm,) = a.open_alarms()
     assert alarm.raised_at == datetime(2026, 11, 23, 2, 0, 0, 123000, tzinfo=UTC)
     assert alarm.snapshot()["raised_at"] == "2026-11-23T02:00:00.123Z"
-
-
-def test_rfc3339_matches_the_store_format() -> None:
-    for dt in (T0, datetime(2027, 1, 2, 3, 4, 5, 999999, timezone(timedelta(hours=-5)))):
-        assert rfc3339(dt) == format_ts(dt)
 
 
 def test_naive_times_are_refused() -> None:

@@ -30,8 +30,8 @@ from gateway.model.messages import (
     Reply,
     RoomState,
     Status,
-    parse_ts,
 )
+from gateway.model.time import parse_ts
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.adapters.schema import format_ts
-from gateway.core.clock import ClockJump, ClockWatch, format_utc, to_ms
+from gateway.core.clock import ClockJump, ClockWatch
+from gateway.model.time import format_ts, parse_ts, to_ms
 
 T0 = datetime(2026, 11, 23, 6, 0, tzinfo=UTC)
 
@@ -63,9 +63,12 @@ def test_mixed_clocks_and_naive_times_are_errors() -> None:
 
 
 @given(st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=8))])))
-def test_format_utc_is_the_store_format(dt: datetime) -> None:
-    assert format_utc(dt) == format_ts(dt)
-    assert datetime.fromisoformat(format_utc(dt)) == to_ms(dt)
+def test_format_ts_round_trips_to_the_millisecond(dt: datetime) -> None:
+    text = format_ts(dt)
+    assert text.endswith("Z")
+    assert len(text) == len("2026-11-23T06:00:00.000Z")
+    assert datetime.fromisoformat(text) == to_ms(dt)
+    assert parse_ts(text) == to_ms(dt)
 
 
 def test_to_ms_truncates_and_converts_to_utc() -> None:

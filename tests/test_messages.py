@@ -27,9 +27,8 @@ from gateway.model.messages import (
     RoomState,
     SetClimateBody,
     Status,
-    format_ts,
-    parse_ts,
 )
+from gateway.model.time import format_ts, parse_ts
 
 # The examples of mqtt.md, with its "…" filled in.
 ROOM_STATE = {

@@ -20,6 +20,7 @@ from gateway.adapters import schema
 from gateway.adapters import store as store_mod
 from gateway.adapters.store import Store
 from gateway.model.errors import StoreClosedError, StoreCorruptError, StoreError
+from gateway.model.time import format_ts
 from tests.waiting import until
 
 T0 = datetime(2026, 11, 23, 6, 3, 22, 123456, tzinfo=UTC)
@@ -310,11 +311,11 @@ def test_append_event_outside_a_transaction_is_refused(tmp_path: pathlib.Path) -
 
 
 def test_format_ts() -> None:
-    assert schema.format_ts(T0) == "2026-11-23T06:03:22.123Z"
+    assert format_ts(T0) == "2026-11-23T06:03:22.123Z"
     cet = timezone(timedelta(hours=1))
-    assert schema.format_ts(datetime(2026, 1, 1, 0, 30, tzinfo=cet)) == "2025-12-31T23:30:00.000Z"
+    assert format_ts(datetime(2026, 1, 1, 0, 30, tzinfo=cet)) == "2025-12-31T23:30:00.000Z"
     with pytest.raises(ValueError):
-        schema.format_ts(datetime(2026, 1, 1))  # noqa: DTZ001
+        format_ts(datetime(2026, 1, 1))  # noqa: DTZ001
 
 
 @given(
@@ -325,7 +326,7 @@ def test_format_ts() -> None:
     )
 )
 def test_format_ts_round_trips(dt: datetime) -> None:
-    text = schema.format_ts(dt)
+    text = format_ts(dt)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", text)
     back = datetime.fromisoformat(text)
     exact = dt.astimezone(UTC)

@@ -13,9 +13,9 @@ import json
 import sqlite3
 from datetime import datetime
 
-from gateway.adapters.schema import format_ts
 from gateway.core.alarms import Alarm, AlarmKind, AlarmState
 from gateway.model.errors import StoreError
+from gateway.model.time import format_ts
 
 __all__ = ["load_alarm", "load_open_alarms", "save_alarm"]
 

@@ -44,6 +44,7 @@ from gateway.adapters.schema import StoredEvent
 from gateway.adapters.store import Store
 from gateway.config.floor import FloorConfig
 from gateway.model.messages import Status, dumps
+from gateway.model.time import format_ts
 
 __all__ = ["Uplink", "UplinkStats"]
 
@@ -186,7 +187,7 @@ class Uplink:
                 functools.partial(schema.purge_delivered, older_than=cutoff)
             )
             if purged:
-                log.info("outbox_purged", events=purged, older_than=schema.format_ts(cutoff))
+                log.info("outbox_purged", events=purged, older_than=format_ts(cutoff))
         cap = mqtt.outbox_max_mib * 1024 * 1024
         over_cap = await self._store.read(schema.used_bytes) > cap
         if over_cap:

@@ -17,9 +17,10 @@ import sqlite3
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from gateway.model.errors import StoreError
+from gateway.model.time import format_ts
 
 MIGRATIONS: list[tuple[int, str]] = [
     (
@@ -113,7 +114,7 @@ MIGRATIONS: list[tuple[int, str]] = [
     (
         3,
         """
-        -- issue 6: the room became occupied for this stay (exactly once, across restarts)
+        -- the room became occupied for this stay (exactly once, across restarts)
         ALTER TABLE stays ADD COLUMN occupied_at TEXT NULL;
         CREATE INDEX stays_checked_out_at ON stays (checked_out_at)
             WHERE checked_out_at IS NOT NULL;
@@ -179,17 +180,6 @@ def apply_migrations(
 def user_version(conn: sqlite3.Connection) -> int:
     """Return the schema version recorded in ``PRAGMA user_version``."""
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
-
-
-def format_ts(dt: datetime) -> str:
-    """Format an aware datetime as RFC 3339 UTC with ms and ``Z``; a naive one raises ValueError."""
-    if dt.tzinfo is None or dt.utcoffset() is None:
-        raise ValueError(f"naive datetime {dt!r}: a timezone is required")
-    u = dt.astimezone(UTC)
-    return (
-        f"{u.year:04d}-{u.month:02d}-{u.day:02d}T"
-        f"{u.hour:02d}:{u.minute:02d}:{u.second:02d}.{u.microsecond // 1000:03d}Z"
-    )
 
 
 def append_event(
@@ -333,7 +323,7 @@ def purge_delivered(
     return deleted
 
 
-# -- outbox upkeep and the command replay cache (issue 5: gateway.adapters.mqtt, gateway.engine.commands)
+# -- outbox upkeep and the command replay cache (gateway.adapters.mqtt, gateway.engine.commands)
 
 
 def undelivered_after(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[StoredEvent]:

@@ -1,4 +1,4 @@
-"""Stays, their tokens and each lock's access-log position, in the store (issue 6).
+"""Stays, their tokens and each lock's access-log position, in the store.
 
 Synchronous helpers on the caller's ``sqlite3.Connection``, run inside ``Store.write`` /
 ``Store.read`` like those of ``schema``. Data minimisation: the gateway stores no guest
@@ -13,9 +13,9 @@ import json
 import sqlite3
 from datetime import datetime
 
-from gateway.adapters.schema import format_ts
 from gateway.core.authz import Stay
 from gateway.model.errors import StoreError
+from gateway.model.time import format_ts
 
 __all__ = ["load_log_heads", "load_stays", "purge_stays", "save_log_head", "save_stay"]
 

@@ -51,7 +51,7 @@ class MqttSection(_Section):
     username: str | None = None
     password_file: Path | None = None
     keepalive_s: Annotated[int, Field(ge=5, le=600)] = 30
-    # The outbox (issue 5): publishes awaiting PUBACK at once; how long delivered events
+    # The outbox: publishes awaiting PUBACK at once; how long delivered events
     # stay for `floorctl events`; the disk cap beyond which low-value events are shed.
     max_in_flight: Annotated[int, Field(ge=1, le=1000)] = 32
     events_keep_days: Annotated[float, Field(gt=0, le=3650)] = 7.0
@@ -78,14 +78,14 @@ class PolicySection(_Section):
     """[policy]: room behaviour the hotel chooses."""
 
     vacant_setpoint_c: Annotated[float, Field(ge=5, le=35)] = 26.0
-    # Setpoint when a stay begins and the guest gave no preference (issue 6 "Room modes").
+    # Setpoint when a stay begins and the guest gave no preference.
     occupied_setpoint_c: Annotated[float, Field(ge=5, le=35)] = 22.0
     door_held_open_s: Annotated[int, Field(ge=1, le=86400)] = 120
-    # Alarms (issue 7): re-notify after the last escalation level every repeat_s; an
+    # Alarms: re-notify after the last escalation level every repeat_s; an
     # acknowledged alarm not resolved within ack_timeout_s becomes active again.
     alarm_repeat_s: Annotated[int, Field(ge=5, le=86400)] = 60
     alarm_ack_timeout_s: Annotated[int, Field(ge=10, le=86400)] = 300
-    # Locks (issue 6): read every slot of every lock this often, and repair drift.
+    # Locks: read every slot of every lock this often, and repair drift.
     slot_verify_s: Annotated[float, Field(ge=1, le=86400)] = 60
 
 

@@ -41,7 +41,7 @@ import itertools
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
@@ -50,6 +50,7 @@ from gateway.core import annunciation
 from gateway.core.annunciation import CallDemand, Outputs
 from gateway.core.effects import Audit, Emit, SetPanelLamp, WritePoint
 from gateway.core.roles import DeviceRole
+from gateway.model.time import format_ts, to_ms
 
 if TYPE_CHECKING:
     from gateway.config.floor import FloorConfig
@@ -126,7 +127,7 @@ class Alarm:
             "point": self.point,
             "state": str(self.state),
             "level": self.level,
-            "raised_at": rfc3339(self.raised_at),
+            "raised_at": format_ts(self.raised_at),
             "acknowledged_at": _opt_ts(self.acknowledged_at),
             "acknowledged_by": self.acknowledged_by,
             "resolved_at": _opt_ts(self.resolved_at),
@@ -218,7 +219,7 @@ class Alarms:
         new_id: Callable[[], str],
     ) -> Result:
         """The alarms after a restart: what fell due while down, in order, then every output."""
-        now = _utc_ms(now)
+        now = to_ms(now)
         alarms = sorted(open_alarms, key=lambda a: (a.raised_at, a.alarm_id))
         if any(not a.is_open for a in alarms):
             raise ValueError("restore() takes open alarms only")
@@ -237,7 +238,7 @@ class Alarms:
         if old is None or not _advanced(old, new):
             return cur, effects
         if point == _STAFF_COUNTER:
-            return _then(effects, cur._resolve_calls(room, None, _utc_ms(now)))
+            return _then(effects, cur._resolve_calls(room, None, to_ms(now)))
         return _then(effects, cur._raise(room, AlarmKind.CALL, _CALL_COUNTERS[point], now))
 
     def panel_call(self, bus: str, room: str, point: Point, now: datetime) -> Result:
@@ -248,7 +249,7 @@ class Alarms:
     def panel_cancel(self, bus: str, room: str, point: Point, now: datetime) -> Result:
         """A call panel ``CANCEL``: resolves the room's call at that point, clears its fault."""
         cur, effects = self.tick(now)
-        now, name = _utc_ms(now), _panel_point(point)
+        now, name = to_ms(now), _panel_point(point)
         cur, more = cur._resolve_calls(room, name, now)
         effects += more
         fault = cur._find(room, CALL_POINT_FAULT)
@@ -291,7 +292,7 @@ class Alarms:
         cur, effects = self.tick(now)
         alarm = cur._find(None, CALLPANEL_OFFLINE, bus)
         if alarm is not None:
-            cur, more = cur._resolve(alarm, SYSTEM, _utc_ms(now))
+            cur, more = cur._resolve(alarm, SYSTEM, to_ms(now))
             effects += more
         sent = {e for e in effects if isinstance(e, SetPanelLamp)}
         resend = annunciation.outputs_of(cur._desired(), f"panel:{bus}")
@@ -310,7 +311,7 @@ class Alarms:
         if room is not None and role == DeviceRole.RIO:
             alarm = cur._find(room, CALL_POINT_UNREACHABLE)
             if alarm is not None:
-                cur, more = cur._resolve(alarm, SYSTEM, _utc_ms(now))
+                cur, more = cur._resolve(alarm, SYSTEM, to_ms(now))
                 effects += more
         device = annunciation.FLOORPANEL if room is None else f"{room}/{role}"
         sent = {e for e in effects if isinstance(e, WritePoint)}
@@ -325,7 +326,7 @@ class Alarms:
         alarm = cur._find(room, LOCK_TAMPER)
         if alarm is None:
             return cur, effects
-        return _then(effects, cur._resolve(alarm, SYSTEM, _utc_ms(now)))
+        return _then(effects, cur._resolve(alarm, SYSTEM, to_ms(now)))
 
     def link_changed(self, up: bool, now: datetime) -> Result:
         """The broker link went up or down (calls raised while it is down latch the sounder)."""
@@ -337,7 +338,7 @@ class Alarms:
     def ack(self, alarm_id: str, by: str, now: datetime) -> Result | Refusal:
         """Acknowledge: escalation stops, panel lamps flash; the ack timeout starts."""
         cur, effects = self.tick(now)
-        now = _utc_ms(now)
+        now = to_ms(now)
         alarm = cur._by_id(alarm_id)
         if alarm is None:
             return Refusal("conflict", f"alarm {alarm_id} is not open")
@@ -370,13 +371,13 @@ class Alarms:
                 "conflict", f"a {alarm.point} call must be reset at the room by staff presence"
             )
         audit = Audit(by, "alarm.resolve", alarm.room, {"alarm_id": alarm_id})
-        return _then(effects, cur._resolve(alarm, by, _utc_ms(now), audit))
+        return _then(effects, cur._resolve(alarm, by, to_ms(now), audit))
 
     # Time -----------------------------------------------------------------------------
 
     def tick(self, now: datetime) -> Result:
         """Every escalation level, repeat and acknowledgement timeout due by ``now``, in order."""
-        now = _utc_ms(now)
+        now = to_ms(now)
         alarms = list(self.alarms)
         effects: list[Effect] = []
         while due := [a for a in alarms if a.next_due_at is not None and a.next_due_at <= now]:
@@ -433,7 +434,7 @@ class Alarms:
     ) -> Result:
         if self._find(room, point, source) is not None:
             return self, []  # a repeat press, a panel repeat, a cause still present
-        now = _utc_ms(now)
+        now = to_ms(now)
         alarm = Alarm(
             alarm_id=self.new_id(),
             room=room,
@@ -513,20 +514,8 @@ class Alarms:
         return annunciation.desired(self.layout, calls)
 
 
-def rfc3339(dt: datetime) -> str:
-    """RFC 3339 UTC with milliseconds and ``Z`` (the store's ``format_ts`` format)."""
-    return _utc_ms(dt).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def _opt_ts(dt: datetime | None) -> str | None:
-    return None if dt is None else rfc3339(dt)
-
-
-def _utc_ms(dt: datetime) -> datetime:
-    if dt.tzinfo is None or dt.utcoffset() is None:
-        raise ValueError(f"naive datetime {dt!r}: a timezone is required")
-    u = dt.astimezone(UTC)
-    return u.replace(microsecond=u.microsecond // 1000 * 1000)
+    return None if dt is None else format_ts(dt)
 
 
 def _after_level(layout: FloorLayout, at: datetime, level: int) -> datetime:
@@ -539,11 +528,11 @@ def _after_level(layout: FloorLayout, at: datetime, level: int) -> datetime:
 
 def _scheduled(alarm: Alarm, layout: FloorLayout) -> Alarm:
     """``alarm`` as restored, its times in UTC ms, a next due time if the row lacked one."""
-    alarm = replace(alarm, raised_at=_utc_ms(alarm.raised_at))
+    alarm = replace(alarm, raised_at=to_ms(alarm.raised_at))
     if alarm.next_due_at is not None:
-        return replace(alarm, next_due_at=_utc_ms(alarm.next_due_at))
+        return replace(alarm, next_due_at=to_ms(alarm.next_due_at))
     if alarm.state is AlarmState.ACKNOWLEDGED and alarm.acknowledged_at is not None:
-        due = _utc_ms(alarm.acknowledged_at) + timedelta(seconds=layout.ack_timeout_s)
+        due = to_ms(alarm.acknowledged_at) + timedelta(seconds=layout.ack_timeout_s)
     else:
         level = min(alarm.level, len(layout.escalation) - 1)
         due = alarm.raised_at + timedelta(seconds=layout.escalation[level][0])

@@ -42,9 +42,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from gateway.core.clock import format_utc, to_ms
 from gateway.core.effects import Audit, Emit, WritePoint
 from gateway.core.locksync import normalize_token, token_hash
+from gateway.model.time import format_ts, to_ms
 
 __all__ = [
     "CONFLICT",
@@ -224,8 +224,8 @@ class Authz:
                 room,
                 {
                     "stay_id": stay_id,
-                    "valid_from": format_utc(vf),
-                    "valid_until": format_utc(vu),
+                    "valid_from": format_ts(vf),
+                    "valid_until": format_ts(vu),
                     "token_count": len(toks),
                 },
             ),
@@ -275,8 +275,8 @@ class Authz:
         new = dataclasses.replace(s, valid_until=vu, generation=s.generation + 1)
         data = {
             "stay_id": stay_id,
-            "valid_until": format_utc(vu),
-            "previous_valid_until": format_utc(s.valid_until),
+            "valid_until": format_ts(vu),
+            "previous_valid_until": format_ts(s.valid_until),
         }
         effects: list[AuthzEffect] = [SaveStay(new), Emit("room.stay_extended", room, data)]
         return base._changed(new, now, pre, effects)

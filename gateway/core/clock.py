@@ -1,4 +1,4 @@
-"""Wall-clock jumps, and the one way the core writes and rounds wall times.
+"""Wall-clock jumps.
 
 Stays are enforced by the gateway's wall clock (mqtt.md), while the engine sleeps on the
 monotonic clock until the next boundary. When the wall clock is stepped (an NTP
@@ -13,9 +13,11 @@ Pure: both clocks are arguments.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-__all__ = ["DEFAULT_TOLERANCE_S", "ClockJump", "ClockWatch", "format_utc", "to_ms"]
+from gateway.model.time import require_aware
+
+__all__ = ["DEFAULT_TOLERANCE_S", "ClockJump", "ClockWatch"]
 
 DEFAULT_TOLERANCE_S = 2.0
 """A wall step smaller than this between two observations is drift, not a jump."""
@@ -42,7 +44,7 @@ class ClockWatch:
 
     def observe(self, mono: float, wall: datetime) -> ClockJump | None:
         """Record a pair; return a ClockJump if wall time moved unlike monotonic time."""
-        _require_aware(wall)
+        require_aware(wall)
         last, self._last = self._last, (mono, wall)
         if last is None:
             return None
@@ -59,24 +61,3 @@ class ClockWatch:
     def reset(self) -> None:
         """Forget the baseline (the next observation starts again)."""
         self._last = None
-
-
-def to_ms(dt: datetime) -> datetime:
-    """Return an aware datetime in UTC, truncated to the millisecond (as stored and sent)."""
-    _require_aware(dt)
-    u = dt.astimezone(UTC)
-    return u.replace(microsecond=u.microsecond - u.microsecond % 1000)
-
-
-def format_utc(dt: datetime) -> str:
-    """RFC 3339 in UTC with milliseconds and ``Z`` (mqtt.md times; same as the store's)."""
-    u = to_ms(dt)
-    return (
-        f"{u.year:04d}-{u.month:02d}-{u.day:02d}T"
-        f"{u.hour:02d}:{u.minute:02d}:{u.second:02d}.{u.microsecond // 1000:03d}Z"
-    )
-
-
-def _require_aware(dt: datetime) -> None:
-    if dt.tzinfo is None or dt.utcoffset() is None:
-        raise ValueError(f"naive datetime {dt!r}: a timezone is required")

@@ -25,7 +25,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from gateway.model.messages import CommandEnvelope, ErrorCode, parse_ts
+from gateway.model.messages import CommandEnvelope, ErrorCode
+from gateway.model.time import parse_ts
 
 __all__ = [
     "MAX_AGE_S",

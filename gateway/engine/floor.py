@@ -49,6 +49,7 @@ from gateway.core.effects import Audit, Emit, SetPanelLamp, WritePoint
 from gateway.core.roles import DeviceRole
 from gateway.core.rooms import Rooms, layouts, point_key
 from gateway.engine.locks import LockKeeper, SaveLogHead
+from gateway.model.time import format_ts
 
 log = structlog.get_logger("gateway.engine.floor")
 
@@ -310,7 +311,7 @@ class Floor:
         ]
 
     def room_mode(self, effect: RoomOccupied | RoomVacant) -> list[WritePoint]:
-        """The device writes of a room becoming occupied or vacant (issue 6 "Room modes")."""
+        """The device writes of a room becoming occupied or vacant ."""
         room = effect.room
         tstat, rio = f"{room}/tstat", f"{room}/rio"
         out: list[WritePoint] = []
@@ -535,7 +536,7 @@ class Floor:
             occupancy=occupancy,
             stay_id=stay_id,
             call=self.alarms.call_state(room),
-            ts=schema.format_ts(now),
+            ts=format_ts(now),
         )
 
     def current_state(self) -> list[tuple[str, dict[str, object] | None]]:

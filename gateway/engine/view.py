@@ -17,6 +17,7 @@ from gateway.core.alarms import Refusal, SaveAlarm
 from gateway.core.effects import Audit
 from gateway.engine.floor import Floor
 from gateway.model.errors import ViewRefused
+from gateway.model.time import format_ts
 from gateway.model.views import (
     AlarmRow,
     BusHealth,
@@ -82,11 +83,11 @@ class LiveFloorView:
         return Status(
             gateway=self.floor.config.gateway.id,
             version=__version__,
-            started_at=schema.format_ts(self.started_at),
+            started_at=format_ts(self.started_at),
             uptime_s=round((now - self.started_at).total_seconds(), 1),
             mqtt=MqttLink(
                 connected=up.connected,
-                since=schema.format_ts(up.since),
+                since=format_ts(up.since),
                 reconnects=up.reconnects,
                 outbox_depth=up.outbox_depth,
                 oldest_undelivered_ts=up.oldest_undelivered,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
@@ -26,32 +26,11 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.model.time import TS_RE, format_ts, parse_ts
+
 SCHEMA_VERSION = 1
-TS_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z")
 TOKEN_RE = re.compile(r"[0-9a-fA-F]{16}")
 MAX_TOKENS = 8
-
-
-def parse_ts(value: object) -> datetime:
-    """Parse RFC 3339 UTC text with ``Z`` (or pass an aware datetime); ValueError otherwise."""
-    if isinstance(value, datetime):
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError("a timezone is required")
-        return value.astimezone(UTC)
-    if not isinstance(value, str) or not TS_RE.fullmatch(value):
-        raise ValueError("must be an RFC 3339 UTC time ending in Z, e.g. 2026-11-23T06:00:00Z")
-    head, _, frac = value[:-1].partition(".")
-    try:
-        parsed = datetime.fromisoformat(head).replace(tzinfo=UTC)
-    except ValueError as exc:
-        raise ValueError(f"not a valid time: {exc}") from None
-    return parsed.replace(microsecond=int((frac + "000000")[:6])) if frac else parsed
-
-
-def format_ts(dt: datetime) -> str:
-    """Format an aware datetime as RFC 3339 UTC with milliseconds and ``Z``."""
-    u = parse_ts(dt)
-    return u.strftime("%Y-%m-%dT%H:%M:%S.") + f"{u.microsecond // 1000:03d}Z"
 
 
 def _token(value: str) -> str:
