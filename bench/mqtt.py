@@ -36,7 +36,7 @@ import aiomqtt
 import structlog
 
 from drivers.backoff import Backoff
-from gateway.adapters import schema
+from gateway.adapters import journal, schema
 from gateway.adapters.mqtt import Uplink
 from gateway.adapters.store import Store
 from gateway.config.floor import (
@@ -141,7 +141,7 @@ async def append(store: Store, n: int, stamp: bool = False) -> None:
 
     def op(conn: sqlite3.Connection) -> None:
         for _ in range(n):
-            schema.append_event(conn, "door.opened", room="1201", data=data, ts=now)
+            journal.append_event(conn, "door.opened", room="1201", data=data, ts=now)
 
     await store.write(op)
 

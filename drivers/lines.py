@@ -12,6 +12,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from drivers.ids import DeviceRef
 from drivers.profile import STANDARD_BAUDS, PollClass, Profile
 
 BUS_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$"
@@ -97,6 +98,11 @@ class DeviceSpec:
     roles: frozenset[str]
 
     @property
+    def ref(self) -> DeviceRef:
+        """The device as a value: its room and role."""
+        return DeviceRef.of(self.room, self.role)
+
+    @property
     def name(self) -> str:
-        """The device's name in events and the CLI (mqtt.md): ``1203/lock`` or ``floorpanel``."""
-        return f"{self.room}/{self.role}" if self.room is not None else self.role
+        """The device's name in events and the CLI: ``1203/lock`` or ``floorpanel``."""
+        return str(self.ref)

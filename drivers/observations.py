@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from drivers.ids import DeviceRef, RoomId
+
 __all__ = [
     "DeviceFault",
     "DeviceOffline",
@@ -22,7 +24,7 @@ __all__ = [
     "PointObserved",
 ]
 
-# Same shapes as drivers.codec.Value (the core does not import drivers).
+# Same shapes as drivers.codec.Value.
 PointValue = bool | int | float | str | dict[str, bool] | None
 
 
@@ -30,22 +32,23 @@ PointValue = bool | int | float | str | dict[str, bool] | None
 class PointObserved:
     """A point of a device shows a new value (``index`` is the array element, else 0)."""
 
-    device: str  # "1203/lock", "floorpanel"
-    room: str | None
-    role: str
+    device: DeviceRef
     point: str  # the role the point plays, e.g. "bath_count", "slot"
     index: int
     value: PointValue
     at: float
+
+    @property
+    def room(self) -> RoomId | None:
+        """The device's room (None for a floor-level device)."""
+        return self.device.room
 
 
 @dataclass(frozen=True, slots=True)
 class DeviceOnline:
     """A device answered again (or for the first time since start)."""
 
-    device: str
-    room: str | None
-    role: str
+    device: DeviceRef
     at: float
 
 
@@ -53,9 +56,7 @@ class DeviceOnline:
 class DeviceOffline:
     """A device failed ``offline_after`` consecutive transactions (reason: the last error)."""
 
-    device: str
-    room: str | None
-    role: str
+    device: DeviceRef
     reason: str  # "timeout", "crc", "exception 04", "bus gone"
     at: float
 
@@ -64,9 +65,7 @@ class DeviceOffline:
 class DeviceFault:
     """A device answers but reports a failure of its own (Modbus exception 04, a fault bit)."""
 
-    device: str
-    room: str | None
-    role: str
+    device: DeviceRef
     code: str
     at: float
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from drivers.codec import Value
 from drivers.health import DeviceHealth
+from drivers.ids import DeviceRef
 from drivers.lines import DeviceSpec
 from drivers.planner import ReadPlanner, ReadRequest, Want
 from drivers.profile import Point, PollClass
@@ -39,6 +40,7 @@ class PolledDevice:
     bad: set[tuple[str, int]] = field(default_factory=set)
     fault: str | None = None
     polls: int = 0
+    ref: DeviceRef = field(init=False)
     name: str = field(init=False)  # "1203/lock"
     unit: int = field(init=False)  # its Modbus unit id
     probe_key: str = field(init=False)  # its probe's schedule key
@@ -47,6 +49,7 @@ class PolledDevice:
     _bit_roles: dict[str, list[str]] = field(default_factory=dict)  # point name -> roles
 
     def __post_init__(self) -> None:
+        self.ref = self.spec.ref
         self.name = self.spec.name
         self.unit = self.spec.unit
         self.probe_key = f"probe:{self.name}"

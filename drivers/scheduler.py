@@ -54,6 +54,7 @@ from drivers.errors import (
     WriteFailedError,
 )
 from drivers.health import DeviceHealth, HealthState, Transition
+from drivers.ids import DeviceRef
 from drivers.lines import DeviceSpec
 from drivers.observations import (
     DeviceFault,
@@ -153,7 +154,7 @@ class BusScheduler:
 
     async def write(
         self,
-        device: str,
+        device: DeviceRef,
         point: str,
         value: Value,
         *,
@@ -185,7 +186,7 @@ class BusScheduler:
 
     async def read(
         self,
-        device: str,
+        device: DeviceRef,
         wants: Sequence[tuple[str, int]],
         *,
         priority: PollClass = PollClass.LOCK,
@@ -206,7 +207,7 @@ class BusScheduler:
 
         return await self._submit(priority, dev, action)
 
-    def online(self, device: str) -> bool:
+    def online(self, device: DeviceRef) -> bool:
         """True if the device answered last (not unknown, not offline)."""
         return self._device(device).health.online
 
@@ -482,7 +483,7 @@ class BusScheduler:
             self._watch.add(dev)
             dev.forget()  # re-observe every point after (re)appearing
             self._log.info("device_online", device=dev.name, unit=dev.unit)
-            self._emit(DeviceOnline(dev.name, dev.spec.room, dev.spec.role, now))
+            self._emit(DeviceOnline(dev.ref, now))
         dev.fault = None
         return result
 
@@ -516,7 +517,7 @@ class BusScheduler:
         if isinstance(exc, ModbusExceptionError) and exc.code == 4 and dev.fault != reason:
             dev.fault = reason
             self._log.warning("device_fault", device=dev.name, unit=dev.unit, code=reason)
-            self._emit(DeviceFault(dev.name, dev.spec.room, dev.spec.role, reason, now))
+            self._emit(DeviceFault(dev.ref, reason, now))
         first = dev.health.consecutive_failures == 0
         if dev.health.state is HealthState.OFFLINE:
             self._watch.add(dev)  # a failed probe: the next one later
@@ -524,7 +525,7 @@ class BusScheduler:
             self._watch.add(dev)
             dev.forget()
             self._log.warning("device_offline", device=dev.name, unit=dev.unit, reason=reason)
-            self._emit(DeviceOffline(dev.name, dev.spec.room, dev.spec.role, reason, now))
+            self._emit(DeviceOffline(dev.ref, reason, now))
         elif first and not quiet and dev.health.state is not HealthState.OFFLINE:
             self._log.info("device_no_answer", device=dev.name, unit=dev.unit, reason=reason)
         else:
@@ -555,11 +556,7 @@ class BusScheduler:
                 out[(role, want.index)] = v
                 if dev.values.get((role, want.index), _MISSING) != v:
                     dev.values[(role, want.index)] = v
-                    self._emit(
-                        PointObserved(
-                            dev.name, dev.spec.room, dev.spec.role, role, want.index, v, now
-                        )
-                    )
+                    self._emit(PointObserved(dev.ref, role, want.index, v, now))
         return out
 
     def _bad_value(
@@ -570,7 +567,7 @@ class BusScheduler:
         dev.bad.add((p.name, index))
         code = f"bad value {p.role or p.name}"
         self._log.warning("point_decode_failed", device=dev.name, point=p.name, error=str(exc))
-        self._emit(DeviceFault(dev.name, dev.spec.room, dev.spec.role, code, now))
+        self._emit(DeviceFault(dev.ref, code, now))
 
     def _bus_lost(self, now: float, exc: BusError) -> None:
         delay = self._bus_backoff.next_delay()
@@ -622,11 +619,11 @@ class BusScheduler:
                 key = f"poll:{dev.name}|{group}"
                 self._schedule.add_poll(key, dev.name, cls, interval_ms / 1e3, first)
 
-    def _device(self, name: str) -> PolledDevice:
+    def _device(self, ref: DeviceRef) -> PolledDevice:
         try:
-            return self._devices[name]
+            return self._devices[str(ref)]
         except KeyError:
-            raise KeyError(f"no device {name!r} on bus {self.bus}") from None
+            raise KeyError(f"no device {ref} on bus {self.bus}") from None
 
     def _available(self, dev: PolledDevice) -> None:
         if dev.health.state is HealthState.OFFLINE:

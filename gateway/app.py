@@ -1,14 +1,19 @@
-"""Wiring: the floor engine, its buses, call panels, MQTT uplink and control socket.
+"""The floor's wiring diagram: what is built from what, and every task it runs.
 
-Every long-lived task is spawned into the one supervisor, named after what it owns
-(``bus[rs485-a]``, ``callpanel[panel]``, ``mqtt``, ``control``…). The bus and call-panel
-owners and the committer are critical loops: each beats a progress monitor, and the
-watchdog is withheld when one of them stalls.
+Read top to bottom: the floor restored from disk; the inbox every input goes into; the
+buses and call panels that feed it; the write queues and the lock keeper that act on the
+buses; the engine that decides and commits; the commands, the MQTT uplink and the control
+socket around it. Every object gets its collaborators when it is built, and every
+long-lived task is spawned into the one supervisor, named after what it owns
+(``bus[rs485-a]``, ``callpanel[panel]``, ``mqtt``, ``committer``…). The bus and call-panel
+owners beat a progress monitor: the watchdog is withheld when one of them stalls.
 """
 
 from __future__ import annotations
 
 import functools
+import sqlite3
+import uuid
 from datetime import UTC, datetime
 
 import structlog
@@ -18,15 +23,19 @@ from drivers.lines import CallPanelBus, RtuBus, TcpBus
 from drivers.modbus import ModbusTransport
 from drivers.scheduler import BusScheduler
 from gateway import __version__
-from gateway.adapters import schema
+from gateway.adapters import alarms_store, schema, stays
 from gateway.adapters.control import ControlServer
 from gateway.adapters.mqtt import Uplink
+from gateway.adapters.signals import Broadcast, RetainedChanges
 from gateway.adapters.store import Store
 from gateway.config.floor import FloorConfig
 from gateway.config.load import read_command_key
+from gateway.core.decide import Stored, restore
+from gateway.core.inputs import LinkChanged
+from gateway.engine.actuators import Actuators
 from gateway.engine.commands import CommandProcessor
-from gateway.engine.floor import Floor
-from gateway.engine.handlers import register_handlers
+from gateway.engine.engine import Engine, Inbox
+from gateway.engine.locks import LockKeeper
 from gateway.engine.view import LiveFloorView
 from gateway.supervisor import Supervisor
 
@@ -34,78 +43,106 @@ log = structlog.get_logger("gateway.app")
 
 # A bus owner or call panel that has not turned for this long withholds the watchdog.
 BUS_MAX_SILENCE_S = 15.0
-COMMITTER_MAX_SILENCE_S = 30.0
 
 
-async def build(config: FloorConfig, store: Store, supervisor: Supervisor) -> Floor:
-    """Restore the floor from disk and spawn every task it needs into the supervisor."""
+async def build(config: FloorConfig, store: Store, supervisor: Supervisor) -> Inbox:
+    """Restore the floor from disk, wire it, and spawn its tasks; the inbox takes inputs."""
     started_at = datetime.now(UTC)
-    floor = await Floor.open(config, store)
+    stored, heads = await store.read(_load_stored)
+    state, initial = restore(config.layout(), stored, datetime.now(UTC), new_id=_new_id)
+    inbox = Inbox()
+
     schedulers: dict[str, BusScheduler] = {}
     panels: dict[str, CallPanelDriver] = {}
     for bus in config.buses:
-        if isinstance(bus, (RtuBus, TcpBus)):
-            transport = (
-                ModbusTransport.rtu(bus) if isinstance(bus, RtuBus) else ModbusTransport.tcp(bus)
-            )
-            beat = supervisor.progress(f"bus[{bus.name}]", max_silence_s=BUS_MAX_SILENCE_S).beat
-            sched = BusScheduler(
-                transport,
-                config.devices(bus.name),
-                on_observation=floor.observe,
-                intervals_ms={**config.poll.intervals_ms, **bus.intervals_ms},
-                kind=bus.kind,
-                offline_after=config.poll.offline_after,
-                probe_max_s=config.poll.probe_max_s,
-                beat=beat,
-            )
-            schedulers[bus.name] = sched
-            floor.writers[bus.name] = sched.write
-            floor.readers[bus.name] = sched.read
-            supervisor.spawn(f"bus[{bus.name}]", sched.run)
-            supervisor.spawn(f"actuator[{bus.name}]", functools.partial(floor.actuator, bus.name))
-        elif isinstance(bus, CallPanelBus):
-            beat = supervisor.progress(
-                f"callpanel[{bus.name}]", max_silence_s=BUS_MAX_SILENCE_S
-            ).beat
-            driver = CallPanelDriver(bus, floor.panel_event, beat=beat)
-            panels[bus.name] = driver
-            floor.lamp_senders[bus.name] = driver.send_lamp
-            supervisor.spawn(f"callpanel[{bus.name}]", driver.run)
+        match bus:
+            case RtuBus() | TcpBus():
+                progress = supervisor.progress(f"bus[{bus.name}]", max_silence_s=BUS_MAX_SILENCE_S)
+                transport = (
+                    ModbusTransport.rtu(bus)
+                    if isinstance(bus, RtuBus)
+                    else ModbusTransport.tcp(bus)
+                )
+                schedulers[bus.name] = BusScheduler(
+                    transport,
+                    config.devices(bus.name),
+                    on_observation=inbox.put,
+                    intervals_ms={**config.poll.intervals_ms, **bus.intervals_ms},
+                    kind=bus.kind,
+                    offline_after=config.poll.offline_after,
+                    probe_max_s=config.poll.probe_max_s,
+                    beat=progress.beat,
+                )
+            case CallPanelBus():
+                progress = supervisor.progress(
+                    f"callpanel[{bus.name}]", max_silence_s=BUS_MAX_SILENCE_S
+                )
+                panels[bus.name] = CallPanelDriver(bus, inbox.put, beat=progress.beat)
 
-    key = read_command_key(config.mqtt.command_key_file)
-    uplink_ref: list[Uplink] = []
-    processor = CommandProcessor(
+    device_bus = {ref: info.bus for ref, info in state.layout.devices.items()}
+    actuators = Actuators({name: s.write for name, s in schedulers.items()}, device_bus)
+    locks = LockKeeper(
+        state,
+        readers={name: s.read for name, s in schedulers.items()},
+        writers={name: s.write for name, s in schedulers.items()},
+        submit=inbox.put,
+        heads=heads,
+        slot_verify_s=config.policy.slot_verify_s,
+    )
+    retained = RetainedChanges()
+    committed = Broadcast()
+    engine = Engine(
+        state,
+        initial,
+        inbox,
         store,
-        key,
-        config.gateway.id,
-        on_event_appended=lambda: uplink_ref[0].events_appended() if uplink_ref else None,
+        actuators=actuators,
+        lamps={name: panel.send_lamp for name, panel in panels.items()},
+        locks=locks,
+        retained=retained,
+        outbox=committed,
+    )
+
+    processor = CommandProcessor(
+        store, read_command_key(config.mqtt.command_key_file), inbox.submit
     )
     uplink = Uplink(
         config,
         store,
         version=__version__,
         started_at=started_at,
-        current_state=floor.current_state,
+        current_state=engine.current_state,
         on_command=processor.handle,
+        retained=retained,
+        outbox=committed,
+        on_link=lambda up: inbox.put(LinkChanged(up)),
     )
-    uplink_ref.append(uplink)
-    floor.on_events = uplink.events_appended
-    floor.set_retained = uplink.set_retained
-    floor.link_up = lambda: uplink.connected
-    register_handlers(processor, floor, uplink)
-    supervisor.spawn("mqtt", uplink.run)
-
-    view = LiveFloorView(floor, schedulers, panels, uplink, started_at=started_at)
+    view = LiveFloorView(
+        config,
+        store,
+        engine,
+        inbox,
+        schedulers=schedulers,
+        panels=panels,
+        uplink=uplink,
+        outbox=committed,
+        started_at=started_at,
+    )
     control = ControlServer.for_gateway(view, config.gateway, view.audit)
-    supervisor.spawn("control", control.serve)
 
-    supervisor.spawn("committer", floor.committer)
-    supervisor.spawn("timers", floor.timers)
-    supervisor.spawn("reconciler", floor.locks.reconciler)
-    supervisor.spawn("slot-verify", floor.locks.slot_verifier)
-    supervisor.spawn("access-log", floor.locks.log_reader)
-    supervisor.spawn("point-cache", floor.cache_flusher)
+    for name, scheduler in schedulers.items():
+        supervisor.spawn(f"bus[{name}]", scheduler.run)
+    for name in actuators.buses:
+        supervisor.spawn(f"actuator[{name}]", functools.partial(actuators.run, name))
+    for name, panel in panels.items():
+        supervisor.spawn(f"callpanel[{name}]", panel.run)
+    supervisor.spawn("committer", engine.run)
+    supervisor.spawn("timers", engine.timers)
+    supervisor.spawn("reconciler", locks.reconciler)
+    supervisor.spawn("slot-verify", locks.slot_verifier)
+    supervisor.spawn("access-log", locks.log_reader)
+    supervisor.spawn("mqtt", uplink.run)
+    supervisor.spawn("control", control.serve)
     log.info(
         "floor_built",
         buses=len(schedulers),
@@ -113,4 +150,19 @@ async def build(config: FloorConfig, store: Store, supervisor: Supervisor) -> Fl
         rooms=len(config.rooms),
         events_seq=await store.read(schema.current_seq),
     )
-    return floor
+    return inbox
+
+
+def _load_stored(conn: sqlite3.Connection) -> tuple[Stored, dict[str, int]]:
+    """What the floor kept on disk, and each lock's last access-log entry read."""
+    stored = Stored(
+        schema.load_point_values(conn),
+        stays.load_stays(conn),
+        alarms_store.load_open_alarms(conn),
+        stays.load_welcomed(conn),
+    )
+    return stored, stays.load_log_heads(conn)
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex

@@ -11,19 +11,18 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
 
 from drivers.errors import FloorgateError
 from gateway import __version__
-from gateway.adapters import schema
 from gateway.adapters.sdnotify import Notifier
 from gateway.adapters.store import Store
 from gateway.app import build
 from gateway.config.floor import FloorConfig
 from gateway.config.load import format_report, load_floor
+from gateway.core.inputs import Lifecycle
 from gateway.logging import configure_logging
 from gateway.model.errors import ConfigError, StoreError
 from gateway.supervisor import Supervisor
@@ -91,22 +90,6 @@ async def _serve(config: FloorConfig, supervisor: Supervisor, store: Store) -> i
     """Run the services on an open store until stopped."""
     supervisor.on_stopped(store.close)
 
-    async def startup() -> None:
-        now = datetime.now(UTC)
-        await store.write(
-            lambda c: schema.append_event(
-                c, "gateway.started", room=None, data={"version": __version__}, ts=now
-            )
-        )
-        log.info("gateway_started", version=__version__, floor=config.summary())
-
-    async def stopping() -> None:
-        now = datetime.now(UTC)
-        await store.write(
-            lambda c: schema.append_event(c, "gateway.stopping", room=None, data={}, ts=now)
-        )
-
-    supervisor.on_stopping(stopping)
     progress = supervisor.progress("store", max_silence_s=STORE_MAX_SILENCE_S)
 
     async def store_liveness() -> None:
@@ -117,7 +100,7 @@ async def _serve(config: FloorConfig, supervisor: Supervisor, store: Store) -> i
 
     supervisor.spawn("store-liveness", store_liveness)
     try:
-        await build(config, store, supervisor)
+        inbox = await build(config, store, supervisor)
     except (FloorgateError, OSError) as exc:
         failure = str(exc)
     else:
@@ -126,6 +109,15 @@ async def _serve(config: FloorConfig, supervisor: Supervisor, store: Store) -> i
         log.error("start_failed", error=failure)
         await store.close()
         return EX_FAILURE
+
+    async def startup() -> None:
+        await inbox.submit(Lifecycle("gateway.started", {"version": __version__}))
+        log.info("gateway_started", version=__version__, floor=config.summary())
+
+    async def stopping() -> None:
+        await inbox.submit(Lifecycle("gateway.stopping"))
+
+    supervisor.on_stopping(stopping)
     code = await supervisor.run(startup)
     if supervisor.abandoned:
         # A task ignored cancellation past the shutdown bound; asyncio.run() would wait

@@ -11,25 +11,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from drivers.ids import DeviceRef
 from drivers.panelproto import FaultCode, LampState, Point
 from drivers.profile import PollClass
 from gateway.config.load import load_floor
-from gateway.core.alarms import (
-    Alarm,
-    AlarmKind,
-    Alarms,
-    AlarmState,
-    Effect,
-    FloorLayout,
-    Refusal,
-    Retain,
-    SaveAlarm,
-)
-from gateway.core.effects import Audit, Emit, SetPanelLamp, WritePoint
+from gateway.core.alarms import Alarm, AlarmKind, AlarmLayout, Alarms, AlarmState, Effect, Refusal
+from gateway.core.annunciation import FLOORPANEL
+from gateway.core.effects import Audit, Emit, Retain, SaveAlarm, SetPanelLamp, WritePoint
 
 T0 = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
 LEVELS = ((0, "floor-staff"), (60, "duty-manager"), (180, "security"))
-LAYOUT = FloorLayout(
+LAYOUT = AlarmLayout(
     rio_rooms=frozenset({"1201", "1202"}),
     panel_rooms={"1205": "panel", "1206": "panel"},
     has_floorpanel=True,
@@ -48,7 +40,7 @@ def id_factory() -> Callable[[], str]:
     return lambda: f"a{next(numbers)}"
 
 
-def fresh(layout: FloorLayout = LAYOUT, *, link_up: bool = True) -> Alarms:
+def fresh(layout: AlarmLayout = LAYOUT, *, link_up: bool = True) -> Alarms:
     return Alarms(layout, link_up=link_up, new_id=id_factory())
 
 
@@ -69,7 +61,7 @@ def devices(effects: Iterable[Effect]) -> list[WritePoint | SetPanelLamp]:
 
 
 def lamp(device: str, point: str, on: bool) -> WritePoint:
-    return WritePoint(device, point, on, priority=PollClass.EMERGENCY)
+    return WritePoint(DeviceRef.parse(device), point, on, priority=PollClass.EMERGENCY)
 
 
 def rio_lamps(room: str, on: bool) -> list[WritePoint]:
@@ -238,7 +230,7 @@ def test_escalations_of_several_alarms_interleave_in_time_order() -> None:
 
 
 def test_single_level_floor_repeats_level_0() -> None:
-    layout = FloorLayout(frozenset({"1201"}), {}, False, ((0, "desk"),), repeat_s=30)
+    layout = AlarmLayout(frozenset({"1201"}), {}, False, ((0, "desk"),), repeat_s=30)
     a, _ = bath_call(fresh(layout))
     assert a.next_deadline() == at(30)
     a, fx = a.tick(at(30))
@@ -466,28 +458,28 @@ def test_panel_offline_is_one_roomless_alarm_per_panel_resolved_when_heard() -> 
 # --- room devices and tamper ----------------------------------------------------------
 
 
-def test_room_io_offline_is_call_point_unreachable_until_it_answers() -> None:
+def test_call_point_unreachable_until_its_room_io_answers() -> None:
     a, _ = bath_call(fresh())
-    b, fx = a.device_offline("1201", "tstat", at(1))
-    assert (b, fx) == (a, [])
-    a, fx = a.device_offline("1201", "rio", at(1))
+    a, fx = a.call_point_unreachable("1201", at(1))
     assert [(x.point, x.kind) for x in a.open_alarms()] == [
         ("bath", "call"), ("call_point_unreachable", "technical"),
     ]  # fmt: skip
     assert devices(fx) == []
-    same, fx = a.device_offline("1201", "rio", at(2))
+    same, fx = a.call_point_unreachable("1201", at(2))
     assert (same, fx) == (a, [])
-    a, fx = a.device_online("1201", "rio", at(3))
+    a, fx = a.call_point_reachable("1201", at(3))
     assert [(e.type, e.data["resolved_by"]) for e in emits(fx)] == [("alarm.resolved", "system")]
-    assert devices(fx) == rio_lamps("1201", True)  # re-asserted: it may have restarted
+    assert devices(fx) == []
+    assert a.outputs_for(DeviceRef.parse("1201/rio")) == rio_lamps("1201", True)
 
 
-def test_floor_panel_online_re_asserts_its_outputs_and_raises_nothing_offline() -> None:
+def test_a_device_back_gets_its_outputs_as_the_calls_want_them() -> None:
     a, _ = bath_call(fresh(link_up=False))
-    b, fx = a.device_offline(None, "floorpanel", at(1))
-    assert (b, fx) == (a, [])
-    _, fx = a.device_online(None, "floorpanel", at(2))
-    assert fx == [floor("floor_call_lamp", True), floor("floor_sounder", True)]
+    assert a.outputs_for(DeviceRef.parse("floorpanel")) == [
+        floor("floor_call_lamp", True),
+        floor("floor_sounder", True),
+    ]
+    assert a.outputs_for(DeviceRef.parse("1201/lock")) == []
 
 
 def test_lock_tamper_raises_and_clears_itself() -> None:
@@ -527,7 +519,7 @@ def test_outputs_is_the_whole_annunciation() -> None:
 
 
 def test_a_floor_without_a_panel_writes_no_floor_panel() -> None:
-    layout = FloorLayout(frozenset({"1201"}), {}, False, LEVELS)
+    layout = AlarmLayout(frozenset({"1201"}), {}, False, LEVELS)
     _, fx = bath_call(fresh(layout))
     assert devices(fx) == rio_lamps("1201", True)
 
@@ -545,12 +537,12 @@ def test_layout_validation(
     escalation: tuple[tuple[int, str], ...], repeat_s: int, message: str
 ) -> None:
     with pytest.raises(ValueError, match=message):
-        FloorLayout(frozenset(), {}, False, escalation, repeat_s=repeat_s)
+        AlarmLayout(frozenset(), {}, False, escalation, repeat_s=repeat_s)
 
 
 def test_layout_from_the_demo_floor(write_floor: Callable[..., Path]) -> None:
     config, _ = load_floor(write_floor())
-    layout = FloorLayout.from_floor(config)
+    layout = config.layout().alarms
     assert layout.rio_rooms == {"1201", "1202", "1203", "1204"}
     assert dict(layout.panel_rooms) == {"1205": "panel", "1206": "panel"}
     assert layout.has_floorpanel
@@ -663,11 +655,7 @@ ops = st.one_of(
         st.sampled_from(Point),
     ),
     st.tuples(st.sampled_from(("panel_offline", "panel_online")), st.sampled_from(BUSES)),
-    st.tuples(
-        st.sampled_from(("device_offline", "device_online")),
-        st.sampled_from(("1201", "1202", None)),
-        st.sampled_from(("rio", "lock", "floorpanel")),
-    ),
+    st.tuples(st.sampled_from(("unreachable", "reachable")), st.sampled_from(("1201", "1202"))),
     st.tuples(st.just("tamper"), st.sampled_from(("1201", "1203")), st.booleans()),
     st.tuples(st.sampled_from(("ack", "resolve")), st.integers(0, 6)),
     st.tuples(st.just("link"), st.booleans()),
@@ -770,17 +758,18 @@ class World:
         for call in calls:
             assert call.room is not None
             if call.source is None:
-                assert desired[(f"{call.room}/rio", "dome_lamp")] is True
-                assert desired[(f"{call.room}/rio", "reassure_lamp")] is True
+                rio = DeviceRef.of(call.room, "rio")
+                assert desired[(rio, "dome_lamp")] is True
+                assert desired[(rio, "reassure_lamp")] is True
             else:
                 assert desired[(f"panel:{call.source}", call.room)] in (
                     LampState.ON,
                     LampState.FLASH,
                 )
             assert a.call_state(call.room) in ("active", "acknowledged")
-        assert desired[("floorpanel", "floor_call_lamp")] is bool(calls)
+        assert desired[(FLOORPANEL, "floor_call_lamp")] is bool(calls)
         sounding = any(x.state is AlarmState.ACTIVE and (x.level > 0 or x.latched) for x in calls)
-        assert desired[("floorpanel", "floor_sounder")] is sounding
+        assert desired[(FLOORPANEL, "floor_sounder")] is sounding
         deadline = a.next_deadline()
         assert deadline is None or deadline > now, "tick left nothing due behind"
 
@@ -802,10 +791,11 @@ class World:
                 result = a.panel_offline(bus, now)
             case ("panel_online", str(bus)):
                 result = a.panel_online(bus, now)
-            case ("device_offline" | "device_online" as kind, room, str(role)):
-                assert room is None or isinstance(room, str)
-                change = a.device_offline if kind == "device_offline" else a.device_online
-                result = change(room, role, now)
+            case ("unreachable" | "reachable" as kind, str(room)):
+                change = (
+                    a.call_point_unreachable if kind == "unreachable" else a.call_point_reachable
+                )
+                result = change(room, now)
             case ("tamper", str(room), bool(on)):
                 result = a.tamper(room, on, now)
             case ("ack" | "resolve" as kind, int(index)):

@@ -14,11 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drivers.panelproto import FaultCode, Point
-from gateway.adapters import schema
+from gateway.adapters import journal, schema
 from gateway.adapters.alarms_store import load_alarm, load_open_alarms, save_alarm
 from gateway.adapters.store import Store
-from gateway.core.alarms import Alarm, AlarmKind, Alarms, AlarmState, Effect, SaveAlarm
-from gateway.core.effects import Emit, SetPanelLamp, WritePoint
+from gateway.core.alarms import Alarm, AlarmKind, Alarms, AlarmState, Effect
+from gateway.core.effects import Emit, SaveAlarm, SetPanelLamp, WritePoint
 from gateway.model.errors import StoreError
 from tests.test_alarms import LAYOUT, T0, at, fresh, id_factory, ok
 
@@ -47,7 +47,7 @@ def persist(conn: sqlite3.Connection, effects: list[Effect]) -> None:
         if isinstance(effect, SaveAlarm):
             save_alarm(conn, effect.alarm)
         elif isinstance(effect, Emit):
-            schema.append_event(conn, effect.type, room=effect.room, data=effect.data, ts=T0)
+            journal.append_event(conn, effect.type, room=effect.room, data=effect.data, ts=T0)
 
 
 async def test_saved_alarms_load_back_equal_and_resolved_ones_are_not_open(store: Store) -> None:

@@ -8,9 +8,17 @@ from dataclasses import dataclass, field
 from hypothesis import given
 from hypothesis import strategies as st
 
+from drivers.ids import DeviceRef
 from drivers.panelproto import LampState
 from drivers.profile import PollClass
-from gateway.core.annunciation import CallDemand, Output, changes, desired, outputs_of
+from gateway.core.annunciation import (
+    FLOORPANEL,
+    CallDemand,
+    Output,
+    changes,
+    desired,
+    outputs_of,
+)
 from gateway.core.effects import SetPanelLamp, WritePoint
 
 
@@ -25,7 +33,7 @@ FLOOR = Floor()
 
 
 def coil(device: str, point: str, on: bool) -> WritePoint:
-    return WritePoint(device, point, on, priority=PollClass.EMERGENCY)
+    return WritePoint(DeviceRef.parse(device), point, on, priority=PollClass.EMERGENCY)
 
 
 def call(
@@ -48,15 +56,15 @@ def test_nothing_open_everything_off_in_a_stable_order() -> None:
 
 def test_a_room_io_call_lights_its_room_and_the_floor_call_lamp() -> None:
     out = desired(FLOOR, [call("1202", acknowledged=True)])
-    assert outputs_of(out, "1202/rio") == [
+    assert outputs_of(out, DeviceRef.parse("1202/rio")) == [
         coil("1202/rio", "dome_lamp", True),
         coil("1202/rio", "reassure_lamp", True),
     ]
-    assert outputs_of(out, "1201/rio") == [
+    assert outputs_of(out, DeviceRef.parse("1201/rio")) == [
         coil("1201/rio", "dome_lamp", False),
         coil("1201/rio", "reassure_lamp", False),
     ]
-    assert outputs_of(out, "floorpanel") == [
+    assert outputs_of(out, DeviceRef.parse("floorpanel")) == [
         coil("floorpanel", "floor_call_lamp", True),
         coil("floorpanel", "floor_sounder", False),
     ]
@@ -77,12 +85,12 @@ def test_panel_lamp_on_while_any_call_is_unacknowledged_flash_once_all_are() -> 
 
 def test_the_sounder_follows_any_call_that_wants_it() -> None:
     out = desired(FLOOR, [call("1201"), call("1202", sounding=True)])
-    assert out[("floorpanel", "floor_sounder", "coil")] == coil("floorpanel", "floor_sounder", True)
+    assert out[(FLOORPANEL, "floor_sounder", "coil")] == coil("floorpanel", "floor_sounder", True)
 
 
 def test_no_floor_panel_no_floor_outputs() -> None:
     out = desired(Floor(has_floorpanel=False), [call("1201", sounding=True)])
-    assert outputs_of(out, "floorpanel") == []
+    assert outputs_of(out, DeviceRef.parse("floorpanel")) == []
 
 
 def test_unlisted_rooms_get_their_lamp_and_lose_it_when_the_call_ends() -> None:

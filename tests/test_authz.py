@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+from drivers.ids import DeviceRef
 from gateway.core.authz import (
     CONFLICT,
     INVALID,
@@ -19,10 +20,9 @@ from gateway.core.authz import (
     Refusal,
     RoomOccupied,
     RoomVacant,
-    SaveStay,
     Stay,
 )
-from gateway.core.effects import Audit, Emit, WritePoint
+from gateway.core.effects import Audit, Emit, SaveStay, WritePoint
 from gateway.core.locksync import token_hash
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -283,7 +283,7 @@ def test_unlock_writes_the_pulse_and_audits() -> None:
     same, effects = a.unlock("101", "desk:anna", "guest locked out", T0)
     assert same is a
     assert effects == [
-        WritePoint("101/lock", "unlock", 1, verify=False),
+        WritePoint(DeviceRef.parse("101/lock"), "unlock", 1, verify=False),
         Audit("desk:anna", "unlock", "101", {"reason": "guest locked out"}),
     ]
 

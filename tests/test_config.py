@@ -13,7 +13,7 @@ import pytest
 import tomli_w
 
 from gateway.config.load import load_floor, load_profile, shipped_profiles_dir
-from gateway.core.roles import ROLES
+from gateway.core.kinds import ROLES
 from gateway.daemon import EX_CONFIG, main
 from gateway.model.errors import ConfigError
 from tests.conftest import FLOORS, demo_floor_dict
@@ -95,7 +95,7 @@ FLOOR_MISTAKES: list[tuple[str, Edit, str]] = [
     (
         "unknown device role",
         _set("room.0.devices.0.role", "fridge"),
-        "room[0].devices[0].role: Input should be 'tstat', 'lock' or 'rio'",
+        "room[0].devices[0].role: unknown role 'fridge'; a room's devices are tstat, lock, rio",
     ),
     (
         "role twice in a room",

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.core.effects import Emit, WritePoint
+from gateway.core.effects import Emit
 from gateway.core.locksync import (
     LOG_SEQ_MAX,
     LogEntry,
@@ -18,7 +18,6 @@ from gateway.core.locksync import (
     int_to_token,
     normalize_token,
     plan_slots,
-    slot_writes,
     token_hash,
     token_to_int,
 )
@@ -127,11 +126,6 @@ def test_plan_reaches_exactly_the_desired_set_with_fewest_writes(
             seen.add(v)
     assert len(plan.writes) == must + max(0, len(desired - seen) - must)
     assert len({i for i, _ in plan.writes}) == len(plan.writes)
-
-
-def test_slot_writes_are_verified_writes_of_the_lock() -> None:
-    plan = plan_slots(frozenset({K1}), [0x99])
-    assert slot_writes("1203/lock", plan) == [WritePoint("1203/lock", "slot", V1, index=0)]
 
 
 # -- access log -------------------------------------------------------------------------

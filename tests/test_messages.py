@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from gateway.core.roles import FANS, MODES
+from gateway.core.kinds.tstat import FANS, MODES
 from gateway.model.messages import (
     COMMAND_BODIES,
     AddTokenBody,

@@ -30,6 +30,7 @@ from drivers.errors import (
     ModbusExceptionError,
     WriteFailedError,
 )
+from drivers.ids import DeviceRef
 from drivers.lines import DeviceSpec, RtuBus, TcpBus
 from drivers.modbus import ModbusTransport
 from drivers.observations import (
@@ -43,7 +44,7 @@ from drivers.profile import PollClass, Profile, Table
 from drivers.scheduler import BusScheduler
 from floorsim.sim import FloorSim
 from gateway.config.floor import FloorConfig
-from gateway.core.roles import ROLES, DeviceRole
+from gateway.core.kinds import ROLES
 from tests.conftest import FLOORS
 from tests.test_floorsim_support import load, running
 from tests.waiting import until
@@ -63,6 +64,8 @@ FAST = {
 }
 TIMEOUT_MS = 60
 PROBE_MAX_S = 0.2
+
+dev = DeviceRef.parse  # a device by name, as the bus owner takes it
 
 
 @dataclass
@@ -130,11 +133,11 @@ class Run:
         return [
             o.value
             for o in self.obs
-            if isinstance(o, PointObserved) and o.device == device and o.point == point
+            if isinstance(o, PointObserved) and str(o.device) == device and o.point == point
         ]
 
     def of(self, kind: type, device: str) -> list[Any]:
-        return [o for o in self.obs if isinstance(o, kind) and o.device == device]
+        return [o for o in self.obs if isinstance(o, kind) and str(o.device) == device]
 
 
 @contextlib.asynccontextmanager
@@ -200,16 +203,18 @@ async def bus_run(request: Any, floor: FloorConfig, sim: FloorSim) -> AsyncItera
 
 async def test_every_device_comes_online_with_its_values(bus_run: Run, floor: FloorConfig) -> None:
     devices = floor.devices(bus_run.sched.bus)
-    await until(lambda: all(bus_run.sched.online(d.name) for d in devices))
+    await until(lambda: all(bus_run.sched.online(dev(d.name)) for d in devices))
     for d in devices:
         first = bus_run.obs.index(bus_run.of(DeviceOnline, d.name)[0])
-        values = [o for o in bus_run.obs if isinstance(o, PointObserved) and o.device == d.name]
+        values = [
+            o for o in bus_run.obs if isinstance(o, PointObserved) and str(o.device) == d.name
+        ]
         assert values, d.name
         assert all(bus_run.obs.index(v) > first for v in values)  # online before its values
     rio = f"{bus_run.room}/rio"
     await until(lambda: len(bus_run.rec.to(3)) > 10)
     assert bus_run.points(rio, "bath_count") == [0]  # changes only: no repeats
-    tstat = next(d.name for d in devices if d.role == DeviceRole.TSTAT)
+    tstat = next(d.name for d in devices if d.role == "tstat")
     await until(lambda: bus_run.points(tstat, "sensor_fault"))
     assert bus_run.points(tstat, "sensor_fault") == [False]  # a bit-field member, by role
     assert not [o for o in bus_run.obs if isinstance(o, DeviceOffline | DeviceFault)]
@@ -229,14 +234,14 @@ async def test_a_press_shorter_than_the_poll_interval_is_counted(
 
 async def test_writes_are_verified_by_reading_back(bus_run: Run, sim: FloorSim) -> None:
     room = bus_run.room
-    await until(lambda: bus_run.sched.online(f"{room}/lock"))
+    await until(lambda: bus_run.sched.online(dev(f"{room}/lock")))
     token = 0x0123456789ABCDEF
-    await bus_run.sched.write(f"{room}/lock", "slot", token, index=5)
+    await bus_run.sched.write(dev(f"{room}/lock"), "slot", token, index=5)
     assert sim.slots(room)[5]["token"] == token
     assert bus_run.points(f"{room}/lock", "slot")[-1] == token
-    await bus_run.sched.write(f"{room}/tstat", "setpoint", 21.5, priority=PollClass.SLOW)
+    await bus_run.sched.write(dev(f"{room}/tstat"), "setpoint", 21.5, priority=PollClass.SLOW)
     assert sim.get(f"{room}/tstat", "setpoint") == 21.5
-    await bus_run.sched.write(f"{room}/rio", "dome_lamp", True, priority=PollClass.EMERGENCY)
+    await bus_run.sched.write(dev(f"{room}/rio"), "dome_lamp", True, priority=PollClass.EMERGENCY)
     assert sim.coils(f"{room}/rio")["dome_lamp"] is True
     assert bus_run.points(f"{room}/rio", "dome_lamp")[-1] is True
     # Each write was followed by a read of exactly what it wrote (no poll reads these).
@@ -254,30 +259,32 @@ async def test_writes_are_verified_by_reading_back(bus_run: Run, sim: FloorSim) 
             for t in log[i + 1 :]
         )
     before = len(bus_run.obs)
-    await bus_run.sched.write(f"{room}/tstat", "setpoint", 21.5)  # unchanged: no observation
+    await bus_run.sched.write(dev(f"{room}/tstat"), "setpoint", 21.5)  # unchanged: no observation
     assert not [
         o for o in bus_run.obs[before:] if isinstance(o, PointObserved) and o.point == "setpoint"
     ]
     with pytest.raises(ValueError):
-        await bus_run.sched.write(f"{room}/tstat", "setpoint", 99.0)  # codec: above max
+        await bus_run.sched.write(dev(f"{room}/tstat"), "setpoint", 99.0)  # codec: above max
     with pytest.raises(ValueError):
-        await bus_run.sched.write(f"{room}/lock", "door_open", True)  # read-only role
+        await bus_run.sched.write(dev(f"{room}/lock"), "door_open", True)  # read-only role
 
 
 async def test_on_demand_read_of_the_access_log_and_all_slots(bus_run: Run, sim: FloorSim) -> None:
     room = bus_run.room
     lock = f"{room}/lock"
-    await until(lambda: bus_run.sched.online(lock))
-    await bus_run.sched.write(lock, "slot", 0xC0FFEE, index=0)
+    await until(lambda: bus_run.sched.online(dev(lock)))
+    await bus_run.sched.write(dev(lock), "slot", 0xC0FFEE, index=0)
     sim.present_token(room, 0xC0FFEE)
     await until(lambda: bus_run.points(lock, "log_head")[-1:] == [1])
     got = await bus_run.sched.read(
-        lock, [("log_seq", 1), ("log_result", 1), ("log_token", 1)], priority=PollClass.LOCK
+        dev(lock),
+        [("log_seq", 1), ("log_result", 1), ("log_token", 1)],
+        priority=PollClass.LOCK,
     )
     assert got == {("log_seq", 1): 1, ("log_result", 1): "granted", ("log_token", 1): 0xC0FFEE}
     assert bus_run.points(lock, "log_result") == ["granted"]  # emitted as observed too
     n = len(bus_run.rec.log)
-    slots = await bus_run.sched.read(lock, [("slot", i) for i in range(32)])
+    slots = await bus_run.sched.read(dev(lock), [("slot", i) for i in range(32)])
     assert slots[("slot", 0)] == 0xC0FFEE
     assert sum(1 for t in bus_run.rec.log[n:] if t.unit == 2 and t.address >= 100) == 4
 
@@ -295,9 +302,9 @@ async def test_silent_device_goes_offline_is_probed_and_comes_back(
     last_ok = max(i for i, t in enumerate(to_rio) if t.error is None)
     assert [t.error for t in to_rio[last_ok + 1 :][:3]] == ["BusTimeoutError"] * 3
     with pytest.raises(DeviceUnavailableError):  # at once, without using the bus
-        await bus_run.sched.write(rio, "dome_lamp", True)
+        await bus_run.sched.write(dev(rio), "dome_lamp", True)
     with pytest.raises(DeviceUnavailableError):
-        await bus_run.sched.read(rio, [("bath_count", 0)])
+        await bus_run.sched.read(dev(rio), [("bath_count", 0)])
     offline_at = len(bus_run.rec.to(3))
     # (On TCP up to 3 polls may still have been in flight: they end first.)
     await until(lambda: len(bus_run.rec.to(3)) >= offline_at + 6)
@@ -306,7 +313,7 @@ async def test_silent_device_goes_offline_is_probed_and_comes_back(
     assert all((t.table, t.address, t.count) == (Table.INPUT, 0, 1) for t in probes)
     sim.press(room, "bath", ms=5)  # while it is silent: counted by the device
     sim.clear_fault(rio)
-    await until(lambda: bus_run.sched.online(rio))
+    await until(lambda: bus_run.sched.online(dev(rio)))
     # Every polled point is observed again after coming back, the missed press included.
     await until(lambda: bus_run.points(rio, "window_open") == [False, False])
     await until(lambda: bus_run.points(rio, "bath_count") == [0, 1])
@@ -323,7 +330,7 @@ async def test_emergency_polls_go_on_while_a_device_is_dead(
     """Between two polls of a live rio's counters the dead device gets one timeout at most."""
     devices = floor.devices("rs485-a")
     async with scheduling(rtu_transport(floor), devices, probe_max_s=1.0) as run:
-        await until(lambda: run.sched.online("1202/rio"))
+        await until(lambda: run.sched.online(dev("1202/rio")))
         sim.set_fault("1202/rio", "silent")
         await until(lambda: run.of(DeviceOffline, "1202/rio"))
         start = len(run.rec.log)
@@ -340,17 +347,17 @@ async def test_emergency_polls_go_on_while_a_device_is_dead(
         dead = [t for t in window if t.unit == 6]
         assert dead, "never probed"
         assert len(dead) < len(marks) / 2
-        assert run.sched.online("1201/rio")
+        assert run.sched.online(dev("1201/rio"))
 
 
 async def test_crc_garbage_counts_as_a_failure(floor: FloorConfig, sim: FloorSim) -> None:
     async with scheduling(rtu_transport(floor), floor.devices("rs485-a")) as run:
-        await until(lambda: run.sched.online("1201/tstat"))
+        await until(lambda: run.sched.online(dev("1201/tstat")))
         sim.set_fault("1201/tstat", "corrupt", 2)  # its next two answers
         outcomes = []
         for _ in range(3):  # (a poll of the tstat may take one of them)
             try:
-                await run.sched.read("1201/tstat", [("room_temp", 0)])
+                await run.sched.read(dev("1201/tstat"), [("room_temp", 0)])
             except FrameError:
                 outcomes.append("crc")
             else:
@@ -358,20 +365,20 @@ async def test_crc_garbage_counts_as_a_failure(floor: FloorConfig, sim: FloorSim
         assert outcomes[-1] == "ok"
         assert "crc" in outcomes
         assert run.sched.stats().errors["crc"] == 2
-        assert run.sched.online("1201/tstat")  # two in a row: not offline
+        assert run.sched.online(dev("1201/tstat"))  # two in a row: not offline
         sim.set_fault("1201/tstat", "corrupt", 1000)
         for _ in range(3):
             with contextlib.suppress(FrameError):
-                await run.sched.read("1201/tstat", [("room_temp", 0)])
+                await run.sched.read(dev("1201/tstat"), [("room_temp", 0)])
         with pytest.raises(DeviceUnavailableError):
-            await run.sched.read("1201/tstat", [("room_temp", 0)])
+            await run.sched.read(dev("1201/tstat"), [("room_temp", 0)])
         assert run.of(DeviceOffline, "1201/tstat")[0].reason == "crc"
         assert [t.error for t in run.rec.to(1)[-3:]] == ["FrameError"] * 3
 
 
 async def test_exception_codes(floor: FloorConfig, sim: FloorSim) -> None:
     async with scheduling(rtu_transport(floor), floor.devices("rs485-a")) as run:
-        await until(lambda: run.sched.online("1201/rio") and run.sched.online("1202/rio"))
+        await until(lambda: run.sched.online(dev("1201/rio")) and run.sched.online(dev("1202/rio")))
         sim.set_fault("1201/rio", "exception", 4)
         sim.set_fault("1202/rio", "exception", 6)
         await until(lambda: run.of(DeviceOffline, "1201/rio") and run.of(DeviceOffline, "1202/rio"))
@@ -383,23 +390,23 @@ async def test_exception_codes(floor: FloorConfig, sim: FloorSim) -> None:
         assert errors["exception 04"] >= 3
         assert errors["exception 06"] >= 3
         sim.clear_fault("1201/rio")
-        await until(lambda: run.sched.online("1201/rio"))
+        await until(lambda: run.sched.online(dev("1201/rio")))
 
 
 async def test_a_write_to_a_failing_device_fails_after_its_attempts(
     floor: FloorConfig, sim: FloorSim
 ) -> None:
     async with scheduling(rtu_transport(floor), floor.devices("rs485-a"), offline_after=5) as run:
-        await until(lambda: run.sched.online("1201/tstat"))
+        await until(lambda: run.sched.online(dev("1201/tstat")))
         sim.set_fault("1201/tstat", "silent")
         with pytest.raises(WriteFailedError, match="2 attempts"):
-            await run.sched.write("1201/tstat", "setpoint", 20.0, attempts=2)
+            await run.sched.write(dev("1201/tstat"), "setpoint", 20.0, attempts=2)
         writes = [t for t in run.rec.to(1) if t.op == "write"]
         assert [t.error for t in writes] == ["BusTimeoutError"] * 2
         sim.clear_fault("1201/tstat")
         sim.set_fault("1201/tstat", "exception", 3)  # the device refuses the value: no retry
         with pytest.raises(WriteFailedError, match="exception 03"):
-            await run.sched.write("1201/tstat", "setpoint", 20.0)
+            await run.sched.write(dev("1201/tstat"), "setpoint", 20.0)
         assert len([t for t in run.rec.to(1) if t.op == "write"]) == 3
 
 
@@ -422,7 +429,7 @@ async def test_scan_finds_units_and_their_profiles(floor: FloorConfig, sim: Floo
         assert hits[2].refused == (Table.HOLDING,)
         assert seen == [(i, 5) for i in range(1, 6)]
         assert len(run.rec.to(41)) == 1  # absent: one timeout, not four
-        assert run.sched.online("1201/rio")  # polling went on
+        assert run.sched.online(dev("1201/rio"))  # polling went on
 
 
 async def test_tcp_scan_skips_units_the_gateway_cannot_reach(
@@ -443,7 +450,7 @@ async def test_a_vanished_port_pauses_the_bus_and_it_recovers(
     try:
         transport = rtu_transport(floor)
         async with scheduling(transport, devices, beat=lambda: beats.append(1)) as run:
-            await until(lambda: all(run.sched.online(d.name) for d in devices))
+            await until(lambda: all(run.sched.online(dev(d.name)) for d in devices))
             await first.stop()  # the port disappears
             await until(lambda: all(run.of(DeviceOffline, d.name) for d in devices))
             assert {o.reason for o in run.obs if isinstance(o, DeviceOffline)} == {"bus gone"}
@@ -532,7 +539,7 @@ async def test_a_merged_read_refused_is_split_and_remembered(floor: FloorConfig)
         assert counters()[0] == (3, Table.INPUT, 0, 3)  # merged across the hole: refused
         # Split at once, and never merged across the hole again.
         assert counters()[1:5] == [(3, Table.INPUT, 0, 1), (3, Table.INPUT, 2, 1)] * 2
-        assert run.sched.online("1201/rio")
+        assert run.sched.online(dev("1201/rio"))
         assert run.sched.stats().errors == {"exception 02": 1}
 
 
@@ -547,12 +554,12 @@ async def test_a_value_the_codec_refuses_is_a_fault_not_a_crash(floor: FloorConf
         await until(lambda: run.points("1201/tstat", "fan_speed") == ["auto"])
         await until(lambda: sum(1 for r in bus.reads if r[1] is Table.HOLDING) >= 3)
         assert len(run.of(DeviceFault, "1201/tstat")) == 1  # once, not every poll
-        assert run.sched.online("1201/tstat")
+        assert run.sched.online(dev("1201/tstat"))
         bus.cells[1][(Table.HOLDING, 1)] = 2
         await until(lambda: run.points("1201/tstat", "mode") == ["heat"])
         bus.cells[1][(Table.HOLDING, 1)] = 9
         with pytest.raises(ValueError, match="did not decode"):
-            await run.sched.read("1201/tstat", [("mode", 0)])
+            await run.sched.read(dev("1201/tstat"), [("mode", 0)])
 
 
 async def test_tcp_concurrency_is_bounded(floor: FloorConfig) -> None:
@@ -562,7 +569,7 @@ async def test_tcp_concurrency_is_bounded(floor: FloorConfig) -> None:
         bus.add(unit, rio)
     devices = [spec(rio, u, room=str(1200 + u)) for u in range(1, 13)]
     async with scheduling(bus, devices, intervals_ms=FAST) as run:
-        await until(lambda: all(run.sched.online(d.name) for d in devices))
+        await until(lambda: all(run.sched.online(dev(d.name)) for d in devices))
         await until(lambda: len(bus.reads) > 100)
         assert bus.most_in_flight == 3
     assert bus.closed  # run() closes the transport on its way out
@@ -573,13 +580,13 @@ async def test_bus_gone_on_a_fake_bus_and_requests_on_the_way_out(floor: FloorCo
     rio = rio_profile(floor)
     bus.add(3, rio)
     async with scheduling(bus, [spec(rio, 3)], offline_after=2, intervals_ms=FAST) as run:
-        await until(lambda: run.sched.online("1201/rio"))
+        await until(lambda: run.sched.online(dev("1201/rio")))
         bus.gone = True
         await until(lambda: run.of(DeviceOffline, "1201/rio"))
         assert run.of(DeviceOffline, "1201/rio")[0].reason == "bus gone"
         n = len(bus.reads)
         bus.gone = False
-        await until(lambda: run.sched.online("1201/rio"))
+        await until(lambda: run.sched.online(dev("1201/rio")))
         assert bus.reads[n] == (3, Table.INPUT, 0, 1)  # back on the first probe
     # A request still queued when run() ends fails (it does not hang its caller).
     gone = FakeBus()
@@ -588,7 +595,7 @@ async def test_bus_gone_on_a_fake_bus_and_requests_on_the_way_out(floor: FloorCo
     sched = BusScheduler(gone, [spec(rio, 3)], on_observation=lambda o: None, probe_max_s=5)
     task = asyncio.create_task(sched.run())
     await until(lambda: sched.stats().errors.get("bus gone"))  # the bus pauses
-    write = asyncio.create_task(sched.write("1201/rio", "dome_lamp", True))
+    write = asyncio.create_task(sched.write(dev("1201/rio"), "dome_lamp", True))
     await asyncio.sleep(0)  # let it queue
     assert not write.done()
     task.cancel()
@@ -604,7 +611,7 @@ def test_constructor_checks(floor: FloorConfig) -> None:
         BusScheduler(FakeBus(), [spec(rio, 3), spec(rio, 3)], on_observation=print)
     sched = BusScheduler(FakeBus(), [spec(rio, 3)], on_observation=print)
     with pytest.raises(KeyError):
-        sched.online("9999/rio")
+        sched.online(dev("9999/rio"))
     stats = sched.stats()
     assert (stats.bus, stats.kind, stats.transactions, stats.tx_per_s) == (
         "fake",

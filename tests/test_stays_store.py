@@ -19,7 +19,8 @@ from gateway.adapters.stays import (
     save_stay,
 )
 from gateway.adapters.store import Store
-from gateway.core.authz import Authz, AuthzEffect, Refusal, SaveStay, Stay
+from gateway.core.authz import Authz, AuthzEffect, Refusal, Stay
+from gateway.core.effects import SaveStay
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 H = timedelta(hours=1)

@@ -16,7 +16,7 @@ import sqlite_utils
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.adapters import schema
+from gateway.adapters import journal, schema
 from gateway.adapters import store as store_mod
 from gateway.adapters.store import Store
 from gateway.model.errors import StoreClosedError, StoreCorruptError, StoreError
@@ -64,7 +64,7 @@ def event(
     type_: str = "door.opened", room: str | None = "1203"
 ) -> Callable[[sqlite3.Connection], schema.StoredEvent]:
     def op(conn: sqlite3.Connection) -> schema.StoredEvent:
-        return schema.append_event(conn, type_, room=room, data={"n": 1}, ts=T0)
+        return journal.append_event(conn, type_, room=room, data={"n": 1}, ts=T0)
 
     return op
 
@@ -240,7 +240,7 @@ async def test_seq_is_gapless_and_survives_reopen_and_purge(tmp_path: pathlib.Pa
 
 async def test_stored_event_round_trips(store: Store) -> None:
     def op(conn: sqlite3.Connection) -> schema.StoredEvent:
-        return schema.append_event(
+        return journal.append_event(
             conn, "alarm.raised", room="1203", data={"level": 0, "who": "Zoë"}, ts=T0
         )
 
@@ -255,8 +255,8 @@ async def test_stored_event_round_trips(store: Store) -> None:
 async def test_low_value_events_are_purged_sooner(store: Store) -> None:
     def op(conn: sqlite3.Connection) -> None:
         for low in (False, True, False, True):
-            schema.append_event(conn, "door.opened", room="1203", data={}, ts=T0, low_value=low)
-        schema.append_event(conn, "door.closed", room="1203", data={}, ts=T0, low_value=True)
+            journal.append_event(conn, "door.opened", room="1203", data={}, ts=T0, low_value=low)
+        journal.append_event(conn, "door.closed", room="1203", data={}, ts=T0, low_value=True)
         schema.mark_delivered(conn, [1, 2, 3, 4], T0)  # seq 5 stays undelivered
 
     await store.write(op)
@@ -271,7 +271,7 @@ async def test_low_value_events_are_purged_sooner(store: Store) -> None:
 async def test_event_and_state_change_are_atomic(store: Store) -> None:
     def op(conn: sqlite3.Connection) -> None:
         schema.set_point_value(conn, "1203/rio", "bath_count", 3, 1.0)
-        schema.append_event(conn, "room.dnd", room="1203", data={"on": True}, ts=T0)
+        journal.append_event(conn, "room.dnd", room="1203", data={"on": True}, ts=T0)
         raise Boom
 
     with pytest.raises(Boom):
@@ -294,7 +294,7 @@ async def test_point_values_upsert(store: Store) -> None:
 
 async def test_audit_rows(store: Store) -> None:
     await store.write(
-        lambda c: schema.audit(
+        lambda c: journal.append_audit(
             c, actor="desk-1", action="unlock", room="1203", detail={"reason": "x"}, ts=T0
         )
     )
@@ -306,7 +306,7 @@ def test_append_event_outside_a_transaction_is_refused(tmp_path: pathlib.Path) -
     conn = sqlite3.connect(tmp_path / "x.db", isolation_level=None)
     schema.apply_migrations(conn)
     with pytest.raises(StoreError):
-        schema.append_event(conn, "x", room=None, data={}, ts=T0)
+        journal.append_event(conn, "x", room=None, data={}, ts=T0)
     conn.close()
 
 
@@ -518,7 +518,7 @@ async def test_events_page_by_room_from_either_end(tmp_path: pathlib.Path) -> No
 
         def fill(conn: sqlite3.Connection) -> None:
             for i in range(6):
-                schema.append_event(conn, "e", room="1201" if i % 2 else None, data={}, ts=t)
+                journal.append_event(conn, "e", room="1201" if i % 2 else None, data={}, ts=t)
 
         await store.write(fill)
         last = await store.read(lambda c: schema.events_page(c, None, None, 2))

@@ -19,11 +19,11 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from pydantic import BaseModel
 
 from drivers.backoff import Backoff
-from gateway.adapters import schema
+from gateway.adapters import journal, schema
 from gateway.adapters.mqtt import Uplink
+from gateway.adapters.signals import Broadcast, RetainedChanges
 from gateway.adapters.store import Store
 from gateway.config.floor import (
     FloorConfig,
@@ -33,8 +33,9 @@ from gateway.config.floor import (
     PollSection,
 )
 from gateway.core import commands as checks
-from gateway.engine.commands import CommandProcessor, Decision
-from gateway.model.messages import EventEnvelope, SetLightsBody, Status
+from gateway.engine.commands import CommandProcessor
+from gateway.model.messages import EventEnvelope, Status
+from tests.engine_harness import Clock, Harness, running_engine
 from tests.mosquitto import (  # noqa: F401 (fixtures)
     HOST,
     Collector,
@@ -78,6 +79,8 @@ class Floor:
     """What the engine would give the uplink: current state, and a command sink."""
 
     def __init__(self) -> None:
+        self.retained = RetainedChanges()
+        self.committed = Broadcast()
         self.alarms: dict[str, dict[str, object]] = {}
         self.rooms: dict[str, dict[str, object]] = {"1201": room("1201"), "1203": room("1203")}
         self.commands: list[bytes] = []
@@ -121,6 +124,8 @@ def make_uplink(tmp_path: Path, store: Store, floor: Floor) -> Callable[..., Upl
             started_at=STARTED,
             current_state=floor.current_state,
             on_command=on_command or floor.on_command,
+            retained=floor.retained,
+            outbox=floor.committed,
             backoff=Backoff(initial_s=0.02, cap_s=0.2),
             beat=beat,
             coalesce_s=0.05,
@@ -149,7 +154,7 @@ async def append(store: Store, n: int, *, low_value: bool = False, size: int = 0
         for i in range(n):
             room_id = None if i % 5 == 0 else "1203"
             data = {"i": i, "pad": "x" * size} if size else {"i": i}
-            schema.append_event(conn, "door.opened", room=room_id, data=data, ts=now,
+            journal.append_event(conn, "door.opened", room=room_id, data=data, ts=now,
                                 low_value=low_value)  # fmt: skip
 
     await store.write(op)
@@ -218,7 +223,7 @@ async def test_connect_publishes_status_then_state_then_events_in_order(
         assert await store.read(undelivered) == 0
         # Live events follow as they are appended.
         await append(store, 3)
-        uplink.events_appended()
+        floor.committed.notify()
         await until(lambda: len(seqs(col)) == 153)
         stats = uplink.stats()
         assert stats.connected
@@ -243,7 +248,7 @@ async def test_clean_stop_sends_the_last_events_then_the_offline_status(
             # As the daemon does on a stop: gateway.stopping, then cancel (nobody wakes
             # the drainer: the stop itself sends what is undelivered).
             await store.write(
-                lambda c: schema.append_event(
+                lambda c: journal.append_event(
                     c, "gateway.stopping", room=None, data={}, ts=datetime.now(UTC)
                 )
             )
@@ -258,7 +263,7 @@ async def test_clean_stop_sends_the_last_events_then_the_offline_status(
 
 
 async def test_broker_restarts_while_events_are_appended_lose_nothing(
-    mosquitto: Mosquitto, store: Store, make_uplink: Callable[..., Uplink]
+    mosquitto: Mosquitto, store: Store, floor: Floor, make_uplink: Callable[..., Uplink]
 ) -> None:
     total = 300
     uplink = make_uplink(mosquitto.port)
@@ -269,7 +274,7 @@ async def test_broker_restarts_while_events_are_appended_lose_nothing(
         while appended < total:
             await append(store, 1)
             appended += 1
-            uplink.events_appended()
+            floor.committed.notify()
             await asyncio.sleep(0.002)  # a steady trickle of events, not a wait for anything
 
     async with collecting(mosquitto, f"{ROOT}/events") as col, running(uplink):
@@ -303,11 +308,11 @@ async def test_current_state_goes_out_before_the_backlog_after_reconnect(
         before = len(col.messages)
         # During the outage: a backlog, an emergency, a room change, an alarm cleared.
         await append(store, 400)
-        uplink.events_appended()
+        floor.committed.notify()
         floor.alarms["a-9"] = {"schema": 1, "alarm_id": "a-9", "state": "active"}
         floor.rooms["1201"] = room("1201", occupancy="occupied")
-        uplink.set_retained("rooms/1201/state", floor.rooms["1201"])
-        uplink.set_retained("alarms/a-old", None)
+        floor.retained.set("rooms/1201/state", floor.rooms["1201"])
+        floor.retained.set("alarms/a-old", None)
         mosquitto.start()
         await until(lambda: len(seqs(col)) >= 400, timeout=10)
         # From the new session's online status on; skip the copies the broker sends to the
@@ -354,17 +359,17 @@ async def test_retained_changes_coalesce_latest_wins_and_resync(
     async with collecting(mosquitto, f"{ROOT}/#") as col, running(uplink):
         await until(lambda: len(col.payloads(topic)) == 1)
         for n in range(20):
-            uplink.set_retained("rooms/1203/state", room("1203", n=n))
-        uplink.set_retained("alarms/a-1", {"alarm_id": "a-1"})
+            floor.retained.set("rooms/1203/state", room("1203", n=n))
+        floor.retained.set("alarms/a-1", {"alarm_id": "a-1"})
         await until(lambda: len(col.payloads(f"{ROOT}/alarms/a-1")) == 1)
         assert [json.loads(p).get("n") for p in col.payloads(topic)] == [None, 19]
-        uplink.set_retained("alarms/a-1", None)
+        floor.retained.set("alarms/a-1", None)
         await until(lambda: col.payloads(f"{ROOT}/alarms/a-1")[-1:] == [b""])
         assert await read_retained(mosquitto, f"{ROOT}/alarms/a-1") is None
         assert await read_retained(mosquitto, topic) == col.payloads(topic)[-1]
 
         status_before = len(col.payloads(f"{ROOT}/status"))
-        uplink.republish_all()
+        floor.retained.resync()
         await until(lambda: len(col.payloads(f"{ROOT}/rooms/1201/state")) == 2)
         assert len(col.payloads(f"{ROOT}/status")) == status_before + 1
         resync = [m.topic.value for m in col.messages[-3:]]
@@ -437,16 +442,6 @@ async def test_broker_down_at_start_then_up(
         await eventually(store, lambda c: undelivered(c) == 0)
 
 
-class LightsHandler:
-    def __init__(self) -> None:
-        self.calls: list[SetLightsBody] = []
-
-    def __call__(self, body: BaseModel, now: datetime) -> Decision:
-        assert isinstance(body, SetLightsBody)
-        self.calls.append(body)
-        return Decision(ok=True, result={"pending": []})
-
-
 def signed(env: dict[str, Any], key: bytes = KEY) -> bytes:
     return json.dumps({**env, "sig": checks.sign(env, key)}).encode()
 
@@ -462,15 +457,28 @@ def lights_command(command_id: str, issued_at: datetime) -> dict[str, Any]:
 
 
 async def test_commands_end_to_end_through_the_broker(
-    mosquitto: Mosquitto, store: Store, make_uplink: Callable[..., Uplink]
+    mosquitto: Mosquitto, run_dir: Path, tmp_path: Path
 ) -> None:
-    handler = LightsHandler()
-    uplink: Uplink | None = None
-    processor = CommandProcessor(
-        store, KEY, GATEWAY, on_event_appended=lambda: uplink and uplink.events_appended()
-    )
-    processor.register("set_lights", SetLightsBody, handler)
-    uplink = make_uplink(mosquitto.port, on_command=processor.handle)
+    async with running_engine(run_dir, Clock(live=True)) as floor:
+        processor = CommandProcessor(floor.store, KEY, floor.inbox.submit)
+        uplink = Uplink(
+            floor_config(tmp_path, mosquitto.port),
+            floor.store,
+            version="9.9.9",
+            started_at=STARTED,
+            current_state=floor.engine.current_state,
+            on_command=processor.handle,
+            retained=floor.retained,
+            outbox=floor.committed,
+            backoff=Backoff(initial_s=0.02, cap_s=0.2),
+            coalesce_s=0.05,
+        )
+        await _commands_through_the_broker(mosquitto, floor, uplink)
+
+
+async def _commands_through_the_broker(
+    mosquitto: Mosquitto, floor: Harness, uplink: Uplink
+) -> None:
     now = datetime.now(UTC)
     sends = [
         signed(lights_command("ok-1", now)),
@@ -509,7 +517,8 @@ async def test_commands_end_to_end_through_the_broker(
             (r["id"], r["ok"], r.get("error", {}).get("code"), r.get("duplicate")) for r in replies
         ]
         assert got == expected
-        assert [b.circuits for b in handler.calls] == [{"bath": True}] * 2
+        baths = [w.value for w in floor.actuators.writes if w.point == "light_bath"]
+        assert baths == [True, True]
         rejected = ["unsigned-1", "wrong-key-1", "stale-1", "bad-body-1", "junk-1", "huge-1"]
         await until(lambda: len(seqs(col)) == len(rejected))
         events = [json.loads(p) for p in col.payloads(f"{ROOT}/events")]
@@ -578,6 +587,7 @@ from pathlib import Path
 from gateway.adapters.mqtt import Uplink
 from gateway.adapters.store import Store
 from drivers.backoff import Backoff
+from gateway.adapters.signals import Broadcast, RetainedChanges
 from tests.test_uplink import floor_config
 
 async def main() -> None:
@@ -587,7 +597,8 @@ async def main() -> None:
         return None
     uplink = Uplink(floor_config(directory, port, max_in_flight=4), store, version="child",
                     started_at=datetime.now(UTC), current_state=lambda: [],
-                    on_command=no_command, backoff=Backoff(initial_s=0.02, cap_s=0.2))
+                    on_command=no_command, retained=RetainedChanges(), outbox=Broadcast(),
+                    backoff=Backoff(initial_s=0.02, cap_s=0.2))
     await uplink.run()
 
 asyncio.run(main())

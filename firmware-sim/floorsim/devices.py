@@ -28,7 +28,6 @@ from drivers.profile import Profile
 from floorsim.device import SimDevice
 from floorsim.journal import Journal, SimClock, Stamp
 from floorsim.lock import Lock
-from gateway.core.roles import DeviceRole
 
 __all__ = ["Lock", "RoomIO", "SimDevice", "Thermostat", "make_device"]
 
@@ -49,9 +48,9 @@ def make_device(
 ) -> SimDevice:
     """The simulated device for ``profile``'s kind of device."""
     kinds: dict[str, type[SimDevice]] = {
-        DeviceRole.TSTAT: Thermostat,
-        DeviceRole.LOCK: Lock,
-        DeviceRole.RIO: RoomIO,
+        "tstat": Thermostat,
+        "lock": Lock,
+        "rio": RoomIO,
     }
     cls = kinds.get(profile.device, SimDevice)
     return cls(profile, name=name, room=room, bus=bus, unit=unit, clock=clock, journal=journal)

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from drivers.codec import Value, decode, element_address, encode
 from drivers.profile import DataType, Point, Profile, Table
-from gateway.core.roles import ROLES, ValueKind
+from gateway.core.kinds import ROLES
+from gateway.core.kinds.base import ValueKind
 
 __all__ = [
     "DEVICE_FAILURE",

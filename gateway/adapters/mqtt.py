@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import functools
 import socket
 import sqlite3
@@ -41,19 +42,20 @@ import structlog
 from drivers.backoff import Backoff
 from gateway.adapters import schema
 from gateway.adapters.schema import StoredEvent
+from gateway.adapters.signals import Broadcast, RetainedChanges
 from gateway.adapters.store import Store
 from gateway.config.floor import FloorConfig
 from gateway.model.messages import Status, dumps
 from gateway.model.time import format_ts
 
-__all__ = ["Uplink", "UplinkStats"]
+__all__ = ["LinkState", "Uplink", "UplinkStats"]
 
 READ_BATCH = 500
 """Undelivered events read from the store at once."""
 STATE_WINDOW = 16
 """Retained publishes (status, rooms, alarms) awaiting PUBACK at once."""
 IDLE_POLL_S = 1.0
-"""An idle drainer looks at the outbox this often even if nobody called events_appended."""
+"""An idle drainer looks at the outbox this often even if nobody rang it."""
 HOUSEKEEPING_S = 1.0
 PURGE_EVERY_S = 600.0
 STOP_PUBLISH_S = 2.0
@@ -70,11 +72,35 @@ StateItem = tuple[str, dict[str, object] | None]
 _LINK_ERRORS = (aiomqtt.MqttError, OSError)  # ssl.SSLError and TimeoutError are OSErrors
 
 
+class LinkState(enum.StrEnum):
+    """The link's life cycle; ``up`` (commands flow, the floor counts the link as up) once
+    the broker accepted the connection."""
+
+    DISCONNECTED = "disconnected"  # no connection; waiting out the backoff
+    CONNECTING = "connecting"  # CONNECT sent, no CONNACK yet
+    SYNCING = "syncing"  # connected: status, subscription and the current state going out
+    CONNECTED = "connected"  # current state out; the outbox drains and changes follow
+
+    @property
+    def up(self) -> bool:
+        """The broker accepted the connection."""
+        return self in (LinkState.SYNCING, LinkState.CONNECTED)
+
+
+_TRANSITIONS: dict[LinkState, frozenset[LinkState]] = {
+    LinkState.DISCONNECTED: frozenset({LinkState.CONNECTING}),
+    LinkState.CONNECTING: frozenset({LinkState.SYNCING, LinkState.DISCONNECTED}),
+    LinkState.SYNCING: frozenset({LinkState.CONNECTED, LinkState.DISCONNECTED}),
+    LinkState.CONNECTED: frozenset({LinkState.DISCONNECTED}),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class UplinkStats:
     """The uplink at a glance (outbox figures are refreshed every second)."""
 
     connected: bool
+    link: str  # the LinkState
     since: datetime  # when the link last came up or went down
     reconnects: int  # connections made after the first
     outbox_depth: int  # undelivered events
@@ -97,11 +123,16 @@ class Uplink:
         started_at: datetime,
         current_state: Callable[[], Sequence[StateItem]],
         on_command: Callable[[bytes], Awaitable[bytes | None]],
+        retained: RetainedChanges,
+        outbox: Broadcast,
+        on_link: Callable[[bool], None] = lambda up: None,
         backoff: Backoff | None = None,
         beat: Callable[[], None] | None = None,
         coalesce_s: float = 0.2,
     ) -> None:
-        """``current_state()``: (subtopic, payload) of every open alarm, then every room."""
+        """``current_state()``: (subtopic, payload) of every open alarm, then every room;
+        ``retained``: the retained changes to publish; ``outbox``: rung when events were
+        committed; ``on_link``: told when the link goes up or down."""
         self._mqtt = config.mqtt
         self._gateway_id = config.gateway.id
         self._store = store
@@ -119,15 +150,13 @@ class Uplink:
         status = {"gateway": self._gateway_id, "version": version, "started_at": started_at}
         self._online = Status.model_validate({**status, "online": True}).to_json()
         self._offline = Status.model_validate({**status, "online": False}).to_json()
-        # Retained changes not yet published: subtopic -> payload, latest wins.
-        self._dirty: dict[str, dict[str, object] | None] = {}
-        self._retained_wake = asyncio.Event()
-        self._resync = False
-        self._outbox_wake = asyncio.Event()
+        self._retained = retained
+        self._outbox_wake = outbox.listener()
+        self._on_link = on_link
+        self._link = LinkState.DISCONNECTED
         self._acked: list[int] = []
         self._ack_wake = asyncio.Event()
         self._ack_lock = asyncio.Lock()
-        self._connected = False
         self._since = datetime.now(UTC)
         self._connects = 0
         self._in_flight = 0
@@ -145,29 +174,30 @@ class Uplink:
             tg.create_task(self._mark_loop(), name="uplink-marks")
             await self._connect_loop()
 
-    def events_appended(self) -> None:
-        """Wake the outbox drainer: events were committed."""
-        self._outbox_wake.set()
-
-    def set_retained(self, subtopic: str, payload: dict[str, object] | None) -> None:
-        """Publish ``{root}/{subtopic}`` retained within ``coalesce_s``; None clears it."""
-        self._dirty[subtopic] = payload
-        self._retained_wake.set()
-
-    def republish_all(self) -> None:
-        """Resync: publish the status, then every item of current_state(), then carry on."""
-        self._resync = True
-        self._retained_wake.set()
-
     @property
     def connected(self) -> bool:
         """True while a session with the broker is up."""
-        return self._connected
+        return self._link.up
+
+    @property
+    def link(self) -> LinkState:
+        """Where the link is in its life cycle."""
+        return self._link
+
+    def _to(self, state: LinkState) -> None:
+        """Move the link to ``state``; ValueError for a transition the machine does not have."""
+        if state not in _TRANSITIONS[self._link]:
+            raise ValueError(f"link cannot go from {self._link} to {state}")
+        was_up = self._link.up
+        self._link = state
+        if state.up != was_up:
+            self._on_link(state.up)
 
     def stats(self) -> UplinkStats:
         """Connection and outbox figures."""
         return UplinkStats(
-            connected=self._connected,
+            connected=self._link.up,
+            link=str(self._link),
             since=self._since,
             reconnects=max(self._connects - 1, 0),
             outbox_depth=self._depth,
@@ -208,6 +238,7 @@ class Uplink:
     async def _connect_loop(self) -> None:
         while True:
             self._beat()
+            self._to(LinkState.CONNECTING)
             try:
                 await self._session()
             except* _LINK_ERRORS as group:
@@ -238,7 +269,7 @@ class Uplink:
                     await self._say_offline(client)
                     raise
                 finally:
-                    self._connected = False
+                    self._disconnected()
         except Exception:
             if stopping:
                 # The client's exit (a hung broker) replaced our CancelledError with its own
@@ -280,7 +311,7 @@ class Uplink:
 
     async def _start_session(self, client: aiomqtt.Client) -> None:
         """Status, subscription, then the current state, acknowledged, before any event."""
-        self._connected = True
+        self._to(LinkState.SYNCING)
         self._connects += 1
         self._since = datetime.now(UTC)
         self._failures = 0
@@ -293,17 +324,21 @@ class Uplink:
         )
         await client.publish(self._topic_status, self._online, qos=1, retain=True)
         await client.subscribe(self._topic_cmd, qos=1)
-        self._resync = False
-        self._retained_wake.clear()
+        self._retained.take_resync()  # everything goes out now anyway
         started = time.monotonic()
         items = await self._publish_state(client)
         ms = round((time.monotonic() - started) * 1000, 1)
         log.info("mqtt_current_state_published", items=items, ms=ms)
+        self._to(LinkState.CONNECTED)
         self._backoff.reset()
         await self._flush_acks()  # acks of the last session first: fewer duplicates
 
+    def _disconnected(self) -> None:
+        if self._link is not LinkState.DISCONNECTED:
+            self._to(LinkState.DISCONNECTED)
+
     def _link_down(self, exc: BaseException) -> None:
-        self._connected = False
+        self._disconnected()
         self._since = datetime.now(UTC)
         self._last_error = f"{type(exc).__name__}: {exc}"
         self._failures += 1
@@ -312,7 +347,7 @@ class Uplink:
 
     async def _last_events(self, client: aiomqtt.Client) -> None:
         """Clean stop: deliver what is still undelivered (gateway.stopping), bounded in time."""
-        if not self._connected:
+        if not self._link.up:
             return
         read = functools.partial(schema.undelivered_after, after_seq=0, limit=STOP_DRAIN_MAX)
         try:
@@ -328,7 +363,7 @@ class Uplink:
 
     async def _say_offline(self, client: aiomqtt.Client) -> None:
         """Clean stop: publish the retained offline status ourselves, bounded in time."""
-        if not self._connected:
+        if not self._link.up:
             return
         try:
             async with asyncio.timeout(STOP_PUBLISH_S):
@@ -343,26 +378,25 @@ class Uplink:
     async def _publish_state(self, client: aiomqtt.Client) -> int:
         """Every current-state item, then pending retained changes not superseded by them."""
         snapshot = list(self._current_state())
-        pending, self._dirty = self._dirty, {}
+        pending = self._retained.take()
         fresh = {subtopic for subtopic, _ in snapshot}
         items = snapshot + [(s, p) for s, p in pending.items() if s not in fresh]
         await self._publish_retained(client, items)
         return len(items)
 
     async def _flush_retained(self, client: aiomqtt.Client) -> None:
+        retained = self._retained
         while True:
-            await self._retained_wake.wait()
-            if not self._resync:
+            await retained.wake.wait()
+            if not retained.resync_pending:
                 await asyncio.sleep(self._coalesce_s)  # gather changes arriving meanwhile
-            self._retained_wake.clear()
-            if self._resync:
-                self._resync = False
+            retained.wake.clear()
+            if retained.take_resync():
                 log.info("mqtt_resync")
                 await client.publish(self._topic_status, self._online, qos=1, retain=True)
                 await self._publish_state(client)
             else:
-                pending, self._dirty = self._dirty, {}
-                await self._publish_retained(client, list(pending.items()))
+                await self._publish_retained(client, list(retained.take().items()))
 
     async def _publish_retained(self, client: aiomqtt.Client, items: list[StateItem]) -> None:
         messages = [(f"{self._root}/{s}", b"" if p is None else dumps(p)) for s, p in items]
@@ -370,8 +404,7 @@ class Uplink:
             await _publish_window(client, messages, STATE_WINDOW, retain=True)
         except BaseException:
             # Not known to be out: keep them for the next attempt unless something newer came.
-            for subtopic, payload in items:
-                self._dirty.setdefault(subtopic, payload)
+            self._retained.keep(items)
             raise
 
     # -- outbox --------------------------------------------------------------------------

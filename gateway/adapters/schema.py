@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -182,57 +181,12 @@ def user_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
 
-def append_event(
-    conn: sqlite3.Connection,
-    type: str,
-    *,
-    room: str | None,
-    data: Mapping[str, object],
-    ts: datetime,
-    low_value: bool = False,
-) -> StoredEvent:
-    """Append an event with the next gapless ``seq``; must run inside the caller's transaction."""
-    if not conn.in_transaction:
-        raise StoreError("append_event must run inside a transaction")
-    stamp = format_ts(ts)
-    text = _dumps(dict(data))
-    rows = conn.execute(
-        "UPDATE counters SET value = value + 1 WHERE name = 'event_seq' RETURNING value"
-    ).fetchall()
-    if not rows:
-        raise StoreError("counter event_seq is missing")
-    seq = int(rows[0][0])
-    event_id = uuid.uuid4().hex
-    conn.execute(
-        "INSERT INTO events (seq, id, ts, type, room, data, low_value)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (seq, event_id, stamp, type, room, text, int(low_value)),
-    )
-    return StoredEvent(seq, event_id, stamp, type, room, _loads_object(text))
-
-
 def current_seq(conn: sqlite3.Connection) -> int:
     """Return the last ``seq`` handed out (0 before the first event)."""
     row = conn.execute("SELECT value FROM counters WHERE name = 'event_seq'").fetchone()
     if row is None:
         raise StoreError("counter event_seq is missing")
     return int(row[0])
-
-
-def audit(
-    conn: sqlite3.Connection,
-    *,
-    actor: str,
-    action: str,
-    room: str | None,
-    detail: Mapping[str, object],
-    ts: datetime,
-) -> None:
-    """Record who did what (remote unlock, acknowledgement…) in the audit log."""
-    conn.execute(
-        "INSERT INTO audit (ts, actor, action, room, detail) VALUES (?, ?, ?, ?, ?)",
-        (format_ts(ts), actor, action, room, _dumps(dict(detail))),
-    )
 
 
 def set_point_value(
@@ -243,7 +197,7 @@ def set_point_value(
         "INSERT INTO point_values (device, point, value, updated_at) VALUES (?, ?, ?, ?)"
         " ON CONFLICT (device, point)"
         " DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-        (device, point, _dumps(value), ts),
+        (device, point, json_text(value), ts),
     )
 
 
@@ -420,15 +374,17 @@ _EVENT_COLUMNS = "seq, id, ts, type, room, data"
 
 def _event_from_row(row: tuple[int, str, str, str, str | None, str]) -> StoredEvent:
     seq, event_id, ts, type_, room, data = row
-    return StoredEvent(int(seq), event_id, ts, type_, room, _loads_object(data))
+    return StoredEvent(int(seq), event_id, ts, type_, room, json_object(data))
 
 
-def _dumps(value: object) -> str:
+def json_text(value: object) -> str:
+    """Compact JSON text; NaN/Infinity refused."""
     # Compact, and strict: NaN/Infinity are not JSON and would break consumers upstream.
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def _loads_object(text: str) -> dict[str, object]:
+def json_object(text: str) -> dict[str, object]:
+    """A JSON object read back (StoreError if the text is not one)."""
     value = json.loads(text)
     if not isinstance(value, dict):
         raise StoreError("stored event data is not a JSON object")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from datetime import datetime
 
 from gateway.core.authz import Stay
@@ -109,6 +110,32 @@ def load_log_heads(conn: sqlite3.Connection) -> dict[str, int]:
         device: int(head)
         for device, head in conn.execute("SELECT device, head FROM lock_log_heads")
     }
+
+
+# The stay whose welcome scene ran, per room, lives in the point cache as the value of a
+# pseudo-device ``ROOM/stay``, point ``welcomed`` (that is where it has always been kept).
+_WELCOMED = "welcomed"
+
+
+def save_welcomed(conn: sqlite3.Connection, room: str, stay_id: str) -> None:
+    """The welcome scene ran for this stay of the room: never again for it."""
+    conn.execute(
+        "INSERT INTO point_values (device, point, value, updated_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (device, point)"
+        " DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        (f"{room}/stay", _WELCOMED, json.dumps(stay_id), time.time()),
+    )
+
+
+def load_welcomed(conn: sqlite3.Connection) -> dict[str, str]:
+    """Per room, the stay whose welcome scene ran."""
+    rows = conn.execute("SELECT device, value FROM point_values WHERE point = ?", (_WELCOMED,))
+    out: dict[str, str] = {}
+    for device, value in rows:
+        room, _, role = str(device).rpartition("/")
+        if role == "stay" and room:
+            out[room] = str(json.loads(value))
+    return out
 
 
 def _ts_or_none(dt: datetime | None) -> str | None:

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from drivers.ids import DeviceRef, RoomId
 from drivers.lines import Bus, DeviceSpec, TcpPort
 from drivers.profile import PollClass, Profile
-from gateway.core.roles import ROLES, DeviceRole
+from gateway.core.alarms import AlarmLayout
+from gateway.core.kinds import KINDS, ROOM_KINDS
+from gateway.core.state import DeviceInfo, Layout, Policy, RoomLayout
 
 GATEWAY_ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 # Room ids appear in MQTT topics: no '/', '+', '#', no spaces.
@@ -107,15 +110,17 @@ class FloorPanelSection(_Section):
 class RoomDevice(_Section):
     """A device of a room."""
 
-    role: Literal["tstat", "lock", "rio"]
+    role: str
     profile: str
     bus: str
     unit: UnitId
 
-    @property
-    def device_role(self) -> DeviceRole:
-        """The role as an enum."""
-        return DeviceRole(self.role)
+    @field_validator("role")
+    @classmethod
+    def _known_kind(cls, role: str) -> str:
+        if role not in ROOM_KINDS:
+            raise ValueError(f"unknown role {role!r}; a room's devices are {', '.join(ROOM_KINDS)}")
+        return role
 
 
 class Room(_Section):
@@ -168,16 +173,53 @@ class FloorConfig:
     def devices(self, bus: str | None = None) -> list[DeviceSpec]:
         """Every Modbus device (rooms in file order, then the floor panel), or one bus's."""
         out = [
-            _spec(r.id, d.device_role, d.bus, d.unit, self.profiles[d.profile])
+            _spec(r.id, d.role, d.bus, d.unit, self.profiles[d.profile])
             for r in self.rooms
             for d in r.devices
         ]
         if self.floorpanel is not None:
             fp = self.floorpanel
-            out.append(
-                _spec(None, DeviceRole.FLOORPANEL, fp.bus, fp.unit, self.profiles[fp.profile])
-            )
+            out.append(_spec(None, "floorpanel", fp.bus, fp.unit, self.profiles[fp.profile]))
         return [d for d in out if bus is None or d.bus == bus]
+
+    def layout(self) -> Layout:
+        """The floor as the core sees it: rooms, devices, policy, escalation."""
+        devices = {}
+        for spec in self.devices():
+            by_role = spec.profile.by_role()
+            ranges = {
+                role: (
+                    float("-inf") if p.min is None else p.min,
+                    float("inf") if p.max is None else p.max,
+                )
+                for role, p in by_role.items()
+            }
+            points = frozenset(spec.profile.roles(spec.roles))
+            devices[spec.ref] = DeviceInfo(spec.ref, spec.bus, points, ranges)
+        rooms = tuple(
+            RoomLayout(
+                RoomId(r.id),
+                tuple(sorted((DeviceRef.of(r.id, d.role) for d in r.devices), key=_kind_order)),
+                r.callpanel,
+            )
+            for r in self.rooms
+        )
+        policy = Policy(
+            vacant_setpoint_c=self.policy.vacant_setpoint_c,
+            occupied_setpoint_c=self.policy.occupied_setpoint_c,
+            door_held_open_s=self.policy.door_held_open_s,
+        )
+        alarms = AlarmLayout(
+            rio_rooms=frozenset(
+                r.id for r in self.rooms if any(d.role == "rio" for d in r.devices)
+            ),
+            panel_rooms={r.id: r.callpanel for r in self.rooms if r.callpanel is not None},
+            has_floorpanel=self.floorpanel is not None,
+            escalation=tuple((lv.after_s, lv.notify) for lv in self.escalation),
+            repeat_s=self.policy.alarm_repeat_s,
+            ack_timeout_s=self.policy.alarm_ack_timeout_s,
+        )
+        return Layout(rooms, devices, policy, alarms)
 
     @property
     def database_path(self) -> Path:
@@ -199,5 +241,9 @@ class FloorConfig:
         )
 
 
-def _spec(room: str | None, role: DeviceRole, bus: str, unit: int, profile: Profile) -> DeviceSpec:
-    return DeviceSpec(room, str(role), bus, unit, profile, frozenset(ROLES[role]))
+def _kind_order(device: DeviceRef) -> int:
+    return KINDS[device.role].order
+
+
+def _spec(room: str | None, role: str, bus: str, unit: int, profile: Profile) -> DeviceSpec:
+    return DeviceSpec(room, role, bus, unit, profile, frozenset(KINDS[role].points))

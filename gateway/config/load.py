@@ -37,7 +37,7 @@ from gateway.config.floor import (
     PollSection,
     Room,
 )
-from gateway.core.roles import DeviceRole, role_problems
+from gateway.core.kinds import role_problems
 from gateway.model.errors import ConfigError
 
 SECTIONS = ("gateway", "mqtt", "policy", "escalation", "bus", "floorpanel", "room", "poll")
@@ -424,7 +424,7 @@ class _FloorChecker:
                 return None
             return b
 
-        def check_profile(where: str, name: str, role: DeviceRole) -> Profile | None:
+        def check_profile(where: str, name: str, role: str) -> Profile | None:
             if name not in profiles:
                 self.problem(f"{where}.profile", f"no profile named {name!r}")
                 return None
@@ -442,7 +442,7 @@ class _FloorChecker:
 
         if floorpanel is not None:
             check_modbus_ref("floorpanel", floorpanel.bus)
-            check_profile("floorpanel", floorpanel.profile, DeviceRole.FLOORPANEL)
+            check_profile("floorpanel", floorpanel.profile, "floorpanel")
             claim("floorpanel", floorpanel.bus, floorpanel.unit, "the floor panel")
 
         for i, room in rooms.items():
@@ -460,7 +460,7 @@ class _FloorChecker:
                     )
                 roles.setdefault(dev.role, j)
                 bus = check_modbus_ref(dwhere, dev.bus)
-                prof = check_profile(dwhere, dev.profile, dev.device_role)
+                prof = check_profile(dwhere, dev.profile, dev.role)
                 claim(dwhere, dev.bus, dev.unit, f"room {room.id}'s {dev.role}")
                 if isinstance(bus, CallPanelBus | TcpBus) or bus is None or prof is None:
                     continue

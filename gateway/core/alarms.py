@@ -43,22 +43,18 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from types import MappingProxyType
-from typing import TYPE_CHECKING
 
+from drivers.ids import DeviceRef
 from drivers.panelproto import FaultCode, Point
 from gateway.core import annunciation
 from gateway.core.annunciation import CallDemand, Outputs
-from gateway.core.effects import Audit, Emit, SetPanelLamp, WritePoint
-from gateway.core.roles import DeviceRole
+from gateway.core.effects import Audit, Emit, Retain, SaveAlarm, SetPanelLamp, WritePoint
 from gateway.model.time import format_ts, to_ms
-
-if TYPE_CHECKING:
-    from gateway.config.floor import FloorConfig
 
 __all__ = [
     "BATH", "BED", "CALLPANEL_OFFLINE", "CALL_POINT_FAULT", "CALL_POINT_UNREACHABLE",
-    "LOCK_TAMPER", "OTHER", "Alarm", "AlarmKind", "AlarmState", "Alarms", "Effect",
-    "FloorLayout", "Refusal", "Retain", "SaveAlarm",
+    "LOCK_TAMPER", "OTHER", "Alarm", "AlarmKind", "AlarmLayout", "AlarmState", "Alarms",
+    "Effect", "Refusal", "SaveAlarm",
 ]  # fmt: skip
 
 # mqtt.md "Alarms": call points, and technical alarm points (their causes).
@@ -136,21 +132,6 @@ class Alarm:
 
 
 @dataclass(frozen=True, slots=True)
-class SaveAlarm:
-    """Effect: upsert this alarm in the store (same transaction as its event)."""
-
-    alarm: Alarm
-
-
-@dataclass(frozen=True, slots=True)
-class Retain:
-    """Effect: publish ``payload`` retained at ``{root}/<subtopic>``; None clears it."""
-
-    subtopic: str
-    payload: dict[str, object] | None
-
-
-@dataclass(frozen=True, slots=True)
 class Refusal:
     """A command refused with nothing changed (mqtt.md reply ``error``)."""
 
@@ -163,7 +144,7 @@ Result = tuple["Alarms", list[Effect]]
 
 
 @dataclass(frozen=True, slots=True)
-class FloorLayout:
+class AlarmLayout:
     """What the alarm core needs of the floor file."""
 
     rio_rooms: frozenset[str]
@@ -184,26 +165,12 @@ class FloorLayout:
             raise ValueError("repeat_s and ack_timeout_s must be positive")
         object.__setattr__(self, "panel_rooms", MappingProxyType(dict(self.panel_rooms)))
 
-    @classmethod
-    def from_floor(cls, floor: FloorConfig) -> FloorLayout:
-        """The layout of a validated floor."""
-        return cls(
-            rio_rooms=frozenset(
-                r.id for r in floor.rooms if any(d.role == "rio" for d in r.devices)
-            ),
-            panel_rooms={r.id: r.callpanel for r in floor.rooms if r.callpanel is not None},
-            has_floorpanel=floor.floorpanel is not None,
-            escalation=tuple((lv.after_s, lv.notify) for lv in floor.escalation),
-            repeat_s=floor.policy.alarm_repeat_s,
-            ack_timeout_s=floor.policy.alarm_ack_timeout_s,
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class Alarms:
     """The floor's open alarms (in raise order), immutable; operations return the next value."""
 
-    layout: FloorLayout
+    layout: AlarmLayout
     alarms: tuple[Alarm, ...] = ()
     link_up: bool = True
     new_id: Callable[[], str] = field(default=lambda: uuid.uuid4().hex, compare=False)
@@ -211,7 +178,7 @@ class Alarms:
     @classmethod
     def restore(
         cls,
-        layout: FloorLayout,
+        layout: AlarmLayout,
         open_alarms: Iterable[Alarm],
         now: datetime,
         *,
@@ -298,25 +265,18 @@ class Alarms:
         resend = annunciation.outputs_of(cur._desired(), f"panel:{bus}")
         return cur, effects + [e for e in resend if e not in sent]
 
-    def device_offline(self, room: str | None, role: str, now: datetime) -> Result:
-        """A device went offline; a room's FG-RIO-1 raises call_point_unreachable."""
+    def call_point_unreachable(self, room: str, now: datetime) -> Result:
+        """A room's call input cannot be read (its room I/O is offline)."""
         cur, effects = self.tick(now)
-        if room is None or role != DeviceRole.RIO:
-            return cur, effects
         return _then(effects, cur._raise(room, AlarmKind.TECHNICAL, CALL_POINT_UNREACHABLE, now))
 
-    def device_online(self, room: str | None, role: str, now: datetime) -> Result:
-        """A device answers again: its unreachable alarm resolves; its outputs are re-sent."""
+    def call_point_reachable(self, room: str, now: datetime) -> Result:
+        """A room's call input answers again: its unreachable alarm resolves."""
         cur, effects = self.tick(now)
-        if room is not None and role == DeviceRole.RIO:
-            alarm = cur._find(room, CALL_POINT_UNREACHABLE)
-            if alarm is not None:
-                cur, more = cur._resolve(alarm, SYSTEM, to_ms(now))
-                effects += more
-        device = annunciation.FLOORPANEL if room is None else f"{room}/{role}"
-        sent = {e for e in effects if isinstance(e, WritePoint)}
-        resend = annunciation.outputs_of(cur._desired(), device)
-        return cur, effects + [e for e in resend if e not in sent]
+        alarm = cur._find(room, CALL_POINT_UNREACHABLE)
+        if alarm is None:
+            return cur, effects
+        return _then(effects, cur._resolve(alarm, SYSTEM, to_ms(now)))
 
     def tamper(self, room: str, on: bool, now: datetime) -> Result:
         """A lock's tamper switch: opened raises lock_tamper, closed resolves it."""
@@ -409,6 +369,10 @@ class Alarms:
     def outputs(self) -> list[Effect]:
         """Every lamp and sounder as it should be now (to re-assert at start)."""
         return list(self._desired().values())
+
+    def outputs_for(self, device: DeviceRef | str) -> list[Effect]:
+        """The lamps of one device (or ``panel:<bus>``) as they should be now."""
+        return list(annunciation.outputs_of(self._desired(), device))
 
     # Helpers --------------------------------------------------------------------------
 
@@ -518,7 +482,7 @@ def _opt_ts(dt: datetime | None) -> str | None:
     return None if dt is None else format_ts(dt)
 
 
-def _after_level(layout: FloorLayout, at: datetime, level: int) -> datetime:
+def _after_level(layout: AlarmLayout, at: datetime, level: int) -> datetime:
     """When the step after ``level`` (reached at ``at``) falls due: next level, or a repeat."""
     levels = layout.escalation
     if level + 1 < len(levels):
@@ -526,7 +490,7 @@ def _after_level(layout: FloorLayout, at: datetime, level: int) -> datetime:
     return at + timedelta(seconds=layout.repeat_s)
 
 
-def _scheduled(alarm: Alarm, layout: FloorLayout) -> Alarm:
+def _scheduled(alarm: Alarm, layout: AlarmLayout) -> Alarm:
     """``alarm`` as restored, its times in UTC ms, a next due time if the row lacked one."""
     alarm = replace(alarm, raised_at=to_ms(alarm.raised_at))
     if alarm.next_due_at is not None:

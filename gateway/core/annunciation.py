@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from drivers.ids import DeviceRef
 from drivers.panelproto import LampState
 from drivers.profile import PollClass
 from gateway.core.effects import SetPanelLamp, WritePoint
@@ -27,13 +28,13 @@ __all__ = [
     "desired", "outputs_of",
 ]  # fmt: skip
 
-FLOORPANEL = "floorpanel"  # the floor panel's device name (mqtt.md "device.*" events)
+FLOORPANEL = DeviceRef(None, "floorpanel")  # the floor panel (devices.md FG-FLOORPANEL-1)
 ROOM_LAMPS = ("dome_lamp", "reassure_lamp")  # FG-RIO-1 coils 4 and 5
 FLOOR_CALL_LAMP = "floor_call_lamp"
 FLOOR_SOUNDER = "floor_sounder"
 
 Output = WritePoint | SetPanelLamp
-OutputKey = tuple[str, str, str]  # (device or "panel:<bus>", point or room, kind)
+OutputKey = tuple[DeviceRef | str, str, str]  # (device or "panel:<bus>", point or room, kind)
 Outputs = dict[OutputKey, Output]
 
 
@@ -80,7 +81,8 @@ def desired(annunciators: Annunciators, calls: Iterable[CallDemand]) -> Outputs:
     for room in sorted(rio_rooms):
         lit = any(c.bus is None and c.room == room for c in calls)
         for point in ROOM_LAMPS:
-            out[(f"{room}/rio", point, "coil")] = _coil(f"{room}/rio", point, lit)
+            rio = DeviceRef.of(room, "rio")
+            out[(rio, point, "coil")] = _coil(rio, point, lit)
     for bus, room in sorted(panel_rooms):
         mine = [c for c in calls if c.bus == bus and c.room == room]
         if not mine:
@@ -108,12 +110,12 @@ def changes(before: Outputs, after: Outputs) -> list[Output]:
     return effects + [effect for effect in gone if effect is not None]
 
 
-def outputs_of(outputs: Outputs, device: str) -> list[Output]:
-    """The outputs of one device: ``1203/rio``, ``floorpanel`` or ``panel:<bus>``."""
+def outputs_of(outputs: Outputs, device: DeviceRef | str) -> list[Output]:
+    """The outputs of one device (a room I/O, the floor panel) or of ``panel:<bus>``."""
     return [effect for key, effect in outputs.items() if key[0] == device]
 
 
-def _coil(device: str, point: str, on: bool) -> WritePoint:
+def _coil(device: DeviceRef, point: str, on: bool) -> WritePoint:
     return WritePoint(device, point, on, priority=PollClass.EMERGENCY)
 
 

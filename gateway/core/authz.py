@@ -42,7 +42,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from gateway.core.effects import Audit, Emit, WritePoint
+from drivers.ids import DeviceRef
+from gateway.core.effects import Audit, Emit, SaveStay, WritePoint
 from gateway.core.locksync import normalize_token, token_hash
 from gateway.model.time import format_ts, to_ms
 
@@ -56,7 +57,6 @@ __all__ = [
     "Refusal",
     "RoomOccupied",
     "RoomVacant",
-    "SaveStay",
     "Stay",
 ]
 
@@ -96,13 +96,6 @@ class Refusal:
 
     code: str
     message: str
-
-
-@dataclass(frozen=True, slots=True)
-class SaveStay:
-    """Persist this stay (and replace its stored tokens)."""
-
-    stay: Stay
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,7 +287,7 @@ class Authz:
     ) -> tuple[Authz, list[AuthzEffect]]:
         """Remote momentary unlock (devices.md: write 1, reads back 0), audited."""
         return self, [
-            WritePoint(f"{room}/lock", "unlock", 1, verify=False),
+            WritePoint(DeviceRef.of(room, "lock"), "unlock", 1, verify=False),
             Audit(by, "unlock", room, {"reason": reason}),
         ]
 

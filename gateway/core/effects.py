@@ -1,27 +1,53 @@
-"""Effects as values: what the pure core asks the adapters to do (STYLE.md).
+"""Effects as values: what a decision of the core asks the engine to write and to do.
 
-Core functions take ``(state, input, now)`` and return effects; the floor engine persists
-and carries them out in order. Persisting effects (an event, an audit row, a saved alarm
-or stay) of one decision go into one SQLite transaction; device effects run after the
-commit, so nothing is announced that is not on disk. Each core module adds its own
-``Save…`` effects for its state; the shared ones are here.
+``decide(state, input, now)`` returns a list of these; ``Effect`` is their closed union,
+and every dispatch over it in the engine ends in ``assert_never``. The engine's
+committer writes the persisting ones of one decision in one SQLite transaction — events,
+audit rows, saved records — and only then carries out the others: device writes, panel
+lamps, retained MQTT state, lock reconciliation. Nothing is announced that is not on disk.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Literal
 
+from drivers.ids import DeviceRef, RoomId
 from drivers.observations import PointValue
 from drivers.panelproto import LampState
 from drivers.profile import PollClass
 
-__all__ = ["Audit", "Emit", "SetPanelLamp", "WritePoint"]
+if TYPE_CHECKING:
+    from gateway.core.alarms import Alarm
+    from gateway.core.authz import Stay
+
+__all__ = [
+    "Audit",
+    "DeviceBack",
+    "Effect",
+    "Emit",
+    "MarkWelcomed",
+    "ReadAccessLog",
+    "ReconcileLock",
+    "RecordCommand",
+    "Republish",
+    "Retain",
+    "SaveAlarm",
+    "SaveCounter",
+    "SaveLogHead",
+    "SaveStay",
+    "SetPanelLamp",
+    "WritePoint",
+]
+
+# -- written in the decision's transaction ----------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class Emit:
-    """Append an event to the outbox (mqtt.md "Events"); ``room`` None for floor events."""
+    """Append an event to the outbox (MQTT ``{root}/events``); ``room`` None for the floor's."""
 
     type: str
     room: str | None = None
@@ -31,7 +57,7 @@ class Emit:
 
 @dataclass(frozen=True, slots=True)
 class Audit:
-    """Record who did what (unlock, acknowledgement, drift repair…) in the audit log."""
+    """Record who did what (an unlock, an acknowledgement, a drift repair…) in the audit log."""
 
     actor: str
     action: str
@@ -40,10 +66,61 @@ class Audit:
 
 
 @dataclass(frozen=True, slots=True)
+class SaveAlarm:
+    """Upsert this alarm in the store (same transaction as its event)."""
+
+    alarm: Alarm
+
+
+@dataclass(frozen=True, slots=True)
+class SaveStay:
+    """Persist this stay (and replace its stored tokens)."""
+
+    stay: Stay
+
+
+@dataclass(frozen=True, slots=True)
+class SaveCounter:
+    """Persist the last value seen of a call counter, with the decision it caused."""
+
+    device: DeviceRef
+    point: str
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
+class SaveLogHead:
+    """Persist the last access-log entry read from a lock (with the events it produced)."""
+
+    device: DeviceRef
+    head: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class MarkWelcomed:
+    """The welcome scene ran for this stay (first door opening): never again for it."""
+
+    room: RoomId
+    stay_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordCommand:
+    """The command ``id`` was executed at ``at``: its reply, for 24 h of duplicates."""
+
+    id: str
+    at: datetime
+    reply: bytes
+
+
+# -- carried out after the commit -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
 class WritePoint:
     """Write one point (by role) of a device, verified by read-back, at this priority."""
 
-    device: str  # "1203/rio", "floorpanel"
+    device: DeviceRef
     point: str  # role name, e.g. "dome_lamp", "slot", "setpoint"
     value: PointValue
     index: int = 0
@@ -53,8 +130,69 @@ class WritePoint:
 
 @dataclass(frozen=True, slots=True)
 class SetPanelLamp:
-    """Send ``LAMP,<room>,<state>`` to a call panel (devices.md FG-CALLPANEL-1)."""
+    """Send ``LAMP,<room>,<state>`` to a call panel."""
 
     bus: str
     room: str
     state: LampState
+
+
+@dataclass(frozen=True, slots=True)
+class Retain:
+    """Publish ``payload`` retained at ``{root}/<subtopic>``; None clears it."""
+
+    subtopic: str
+    payload: dict[str, object] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileLock:
+    """Bring the room's lock slots to what is authorised now.
+
+    ``change``: the authorisation changed (what differs is our own pending work);
+    ``verify``: compare with what is known (what differs is drift, repaired and reported).
+    ``read_slots``: read every slot first.
+    """
+
+    room: RoomId
+    cause: Literal["change", "verify"]
+    read_slots: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReadAccessLog:
+    """A lock's log head moved: read its new access-log entries."""
+
+    device: DeviceRef
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceBack:
+    """A device answers again: make the writes still pending for it."""
+
+    device: DeviceRef
+
+
+@dataclass(frozen=True, slots=True)
+class Republish:
+    """Publish the status, every open alarm and every room state again (``resync``)."""
+
+
+Effect = (
+    Emit
+    | Audit
+    | SaveAlarm
+    | SaveStay
+    | SaveCounter
+    | SaveLogHead
+    | MarkWelcomed
+    | RecordCommand
+    | WritePoint
+    | SetPanelLamp
+    | Retain
+    | ReconcileLock
+    | ReadAccessLog
+    | DeviceBack
+    | Republish
+)
+"""Every effect of the core, once: the engine's dispatches are exhaustive over this union."""

@@ -15,7 +15,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from gateway.core.effects import Emit, WritePoint
+from gateway.core.effects import Emit
 
 __all__ = [
     "LOG_SEQ_MAX",
@@ -28,7 +28,6 @@ __all__ = [
     "int_to_token",
     "normalize_token",
     "plan_slots",
-    "slot_writes",
     "token_hash",
     "token_to_int",
 ]
@@ -122,11 +121,6 @@ def plan_slots(desired: frozenset[str], slots: Sequence[int | None]) -> SlotPlan
         removed=len(dirty),
         unplaced=len(missing) - len(placed),
     )
-
-
-def slot_writes(device: str, plan: SlotPlan) -> list[WritePoint]:
-    """The plan as verified ``slot`` writes of ``device`` (e.g. ``1203/lock``)."""
-    return [WritePoint(device, "slot", value, index=i) for i, value in plan.writes]
 
 
 # -- access log -------------------------------------------------------------------------

@@ -1,70 +1,100 @@
-"""The locks: keep every lock's slots equal to what is authorised, follow its access log.
+"""The lock keeper: every lock's slots kept equal to what is authorised; access logs followed.
 
-Slots are written and cleared until they equal ``authz.desired_tokens(room, now)``: on every
-authorisation change, when a lock answers again (all 32 slots read first), at start-up and
-every ``policy.slot_verify_s``. A difference that is not our own pending work is repaired
-and reported once as ``lock.drift_repaired`` (and audited). The access log is followed from
-``log_head``: new ring entries become ``access.*`` events with the token's hash, never the
-token.
+Slots are written and cleared until they equal ``authz.desired_tokens(room, now)``: on
+every authorisation change, when a lock answers again (every slot read first), at start-up
+and every ``policy.slot_verify_s``. A difference that is not our own pending work is drift:
+it is repaired, and reported once (``LockRepaired`` into the inbox: the committer emits
+``lock.drift_repaired`` and audits it). The access log is followed from ``log_head``: new
+ring entries go to the inbox (``AccessLogRead``), where they become ``access.*`` events
+with the token's hash, never the token.
+
+The keeper reads the floor state (the committer's) between its awaits and never changes
+it: what it learns goes in through the inbox like any other input.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Literal, Protocol
 
 import structlog
 
+from drivers.codec import Value
 from drivers.errors import BusError
+from drivers.ids import DeviceRef, RoomId
 from drivers.profile import PollClass
 from gateway.core import locksync
-from gateway.core.effects import Audit, Emit
+from gateway.core.inputs import AccessLogRead, Input, LockRepaired
+from gateway.core.kinds.lock import SLOT_COUNT
+from gateway.core.state import FloorState
 
-if TYPE_CHECKING:
-    from gateway.engine.floor import Floor
+__all__ = ["LockKeeper", "Reader", "Writer"]
 
-log = structlog.get_logger("gateway.engine.locks")
+log = structlog.get_logger("gateway.locks")
 
-LOCK_SLOTS = 32
 ROOMS_AT_ONCE = 8  # rooms of one bus reconciled concurrently
+Cause = Literal["change", "verify", "read"]
 
 
-@dataclass(frozen=True, slots=True)
-class SaveLogHead:
-    """Persist the last access-log entry read from a lock (with the events it produced)."""
+class Reader(Protocol):
+    """A bus owner's on-demand read (drivers.scheduler.BusScheduler.read)."""
 
-    device: str
-    head: int | None
+    def __call__(
+        self, device: DeviceRef, wants: Sequence[tuple[str, int]], *, priority: PollClass
+    ) -> Awaitable[dict[tuple[str, int], Value]]:
+        """Read ``(role, index)`` elements now."""
+        ...
+
+
+class Writer(Protocol):
+    """A bus owner's verified write (drivers.scheduler.BusScheduler.write)."""
+
+    def __call__(
+        self, device: DeviceRef, point: str, value: Value, *, index: int, priority: PollClass
+    ) -> Awaitable[None]:
+        """Write ``point[index]`` and read it back."""
+        ...
 
 
 class LockKeeper:
-    """Reconciler and access-log follower of every lock of the floor (two owned tasks)."""
+    """Reconciler, slot verifier and access-log follower of every lock of the floor."""
 
-    def __init__(self, floor: Floor) -> None:
-        self.floor = floor
-        self._followers: dict[str, locksync.LogFollower] = {}
-        self._log_reads: asyncio.Queue[str] = asyncio.Queue()
-        # per bus: room -> "change" | "verify" | "read", and the event that wakes its worker
-        self._wanted: dict[str, dict[str, str]] = {}
+    def __init__(
+        self,
+        state: FloorState,
+        readers: Mapping[str, Reader],
+        writers: Mapping[str, Writer],
+        submit: Callable[[Input], None],
+        *,
+        heads: Mapping[str, int],
+        slot_verify_s: float,
+        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        """``heads``: each lock's last access-log entry read before the restart."""
+        self._state = state
+        self._readers = readers
+        self._writers = writers
+        self._submit = submit
+        self._slot_verify_s = slot_verify_s
+        self._wall = wall
+        self._bus: dict[RoomId, str] = {}
+        self._followers: dict[DeviceRef, locksync.LogFollower] = {}
+        for ref, info in state.layout.devices.items():
+            if ref.role == "lock" and ref.room is not None:
+                self._bus[ref.room] = info.bus
+                self._followers[ref] = locksync.LogFollower(heads.get(str(ref)))
+        self._log_reads: asyncio.Queue[DeviceRef] = asyncio.Queue()
+        # per bus: room -> what is wanted of its lock, and the event that wakes its worker
+        self._wanted: dict[str, dict[RoomId, Cause]] = {}
         self._wake: dict[str, asyncio.Event] = {}
-        self._unsynced: set[str] = set()  # rooms whose lock has authorisation changes to apply
+        self._unsynced: set[RoomId] = set()  # rooms whose lock has our changes to apply
 
-    def load(self, heads: dict[str, int]) -> None:
-        """Resume each lock's access log after the last entry read before the restart."""
-        for device in self.floor.device_bus:
-            if device.endswith("/lock"):
-                self._followers[device] = locksync.LogFollower(heads.get(device))
-
-    def log_head_seen(self, device: str) -> None:
-        """A lock's log head changed: read its new entries (in the log-reader task)."""
-        self._log_reads.put_nowait(device)
-
-    def want(self, room: str, cause: str, *, read_slots: bool = False) -> None:
-        """Ask for the room's lock to be reconciled: ``change`` (authorisation changed),
-        ``verify`` (compare with what is known) or, with ``read_slots``, ``read`` first."""
-        device = f"{room}/lock"
-        bus = self.floor.device_bus.get(device)
+    def want(self, room: RoomId, cause: Literal["change", "verify"], *, read_slots: bool) -> None:
+        """Reconcile the room's lock: ``change`` (authorisation changed), ``verify`` (compare
+        with what is known) or, with ``read_slots``, read every slot first."""
+        bus = self._bus.get(room)
         if bus is None:
             return
         wanted = self._wanted.setdefault(bus, {})
@@ -75,16 +105,33 @@ class LockKeeper:
             wanted[room] = "read" if read_slots else cause
         self._wake.setdefault(bus, asyncio.Event()).set()
 
-    async def reconciler(self) -> None:
-        """Keep every lock's slots equal to what is authorised for its room right now.
+    def read_log(self, device: DeviceRef) -> None:
+        """A lock's log head changed: read its new entries (in the log-reader task)."""
+        self._log_reads.put_nowait(device)
 
-        One worker per bus, so a busy RS-485 line never delays the locks of another; on
-        each bus, authorisation changes go before verification and start-up reads.
+    async def reconciler(self) -> None:
+        """One worker per bus, so a busy RS-485 line never delays the locks of another.
+
+        On each bus, authorisation changes go before verification and start-up reads.
         """
-        buses = sorted({self.floor.device_bus[d] for d in self._followers})
         async with asyncio.TaskGroup() as tg:
-            for bus in buses:
+            for bus in sorted(set(self._bus.values())):
                 tg.create_task(self._bus_worker(bus), name=f"reconciler[{bus}]")
+
+    async def slot_verifier(self) -> None:
+        """Read every lock's slots every ``slot_verify_s`` and repair any drift."""
+        while True:
+            await asyncio.sleep(self._slot_verify_s)
+            for room in self._state.room_ids():
+                self.want(room, "verify", read_slots=True)
+
+    async def log_reader(self) -> None:
+        """Follow each lock's access log: read new ring entries."""
+        while True:
+            device = await self._log_reads.get()
+            await self._read_log(device)
+
+    # -- reconciling ------------------------------------------------------------------------
 
     async def _bus_worker(self, bus: str) -> None:
         wake = self._wake.setdefault(bus, asyncio.Event())
@@ -98,39 +145,39 @@ class LockKeeper:
             # the bus owner, which runs them back to back between emergency polls.
             order = sorted(wanted, key=lambda r: wanted[r] != "change")[:ROOMS_AT_ONCE]
             batch = [(room, wanted.pop(room)) for room in order]
-            await asyncio.gather(*(self._reconcile(room, cause) for room, cause in batch))
+            await asyncio.gather(*(self._reconcile(room, bus, cause) for room, cause in batch))
 
-    async def _reconcile(self, room: str, cause: str) -> None:
-        device = f"{room}/lock"
-        bus = self.floor.device_bus[device]
-        if not self.floor.rooms.online(device):
-            # Done when it answers (DeviceOnline → _device_back). A lock that was offline
-            # then holds what is no longer authorised: drift, repaired and reported (issue
-            # 6: "lock offline during checkout → cleared on return and
-            # lock.drift_repaired"). One not yet heard since start is merely pending.
-            if self.floor.rooms.known_offline(device):
+    async def _reconcile(self, room: RoomId, bus: str, cause: Cause) -> None:
+        device = DeviceRef(room, "lock")
+        points = self._state.points
+        if not points.online(device):
+            # Done when it answers (it is read and reconciled then). A lock that went
+            # offline holds what may no longer be authorised: what it differs by then is
+            # drift, repaired and reported. One not yet heard since start is merely pending.
+            if points.known_offline(device):
                 self._unsynced.discard(room)
             return
-        # Slot verification is a slow read (drivers issue, class 4); only the read that an
-        # authorisation change waits on goes at lock priority.
+        # Slot verification is a slow read; only the read that an authorisation change
+        # waits on goes at lock priority.
         priority = PollClass.LOCK if cause == "change" else PollClass.SLOW
-        fresh = cause == "read" or any(
-            self.floor.rooms.last_known(device, "slot", i) is None for i in range(LOCK_SLOTS)
-        )
-        if fresh and not await self._read_slots(device, bus, priority):
+        known = self._known_slots(device)
+        fresh = cause == "read" or None in known
+        slots = await self._read_slots(device, bus, priority) if fresh else known
+        if slots is None:
             return
-        plan = self._plan(room, device)
+        plan = self._plan(room, slots)
         if plan.writes and not fresh and room not in self._unsynced:
             # Suspected drift, seen by polls that may straddle a change (32 slots are four
             # reads): confirm on one fresh read, so a repair is planned and reported once.
-            if not await self._read_slots(device, bus, priority):
+            slots = await self._read_slots(device, bus, priority)
+            if slots is None:
                 return
-            plan = self._plan(room, device)
+            plan = self._plan(room, slots)
         if not plan.writes:
             self._unsynced.discard(room)
             return
         # Queued together, the writes go on the line back to back when it has a gap.
-        write = self.floor.writers[bus]
+        write = self._writers[bus]
         results = await asyncio.gather(
             *(
                 write(device, "slot", value, index=index, priority=PollClass.LOCK)
@@ -143,69 +190,57 @@ class LockKeeper:
         if unexpected:
             raise unexpected[0]
         if failed:
-            log.info("slot_write_failed", device=device, error=str(failed[0]))
-            self.want(room, cause)
+            log.info("slot_write_failed", device=str(device), error=str(failed[0]))
+            self.want(room, "change" if cause == "change" else "verify", read_slots=cause == "read")
             return
         drift = room not in self._unsynced
         self._unsynced.discard(room)
         if drift:
-            data = {"added": plan.added, "removed": plan.removed, "device": device}
-            self.floor.submit(
-                [
-                    Emit("lock.drift_repaired", room, data),
-                    Audit("gateway", "lock.drift_repaired", room, data),
-                ]
-            )
-        log.info("lock_reconciled", device=device, added=plan.added, removed=plan.removed)
+            self._submit(LockRepaired(room, device, plan.added, plan.removed, drift=True))
+        log.info("lock_reconciled", device=str(device), added=plan.added, removed=plan.removed)
 
-    async def _read_slots(self, device: str, bus: str, priority: PollClass) -> bool:
-        """Read all of a lock's slots (the values arrive as observations); False on failure."""
+    async def _read_slots(
+        self, device: DeviceRef, bus: str, priority: PollClass
+    ) -> list[int | None] | None:
+        """Every slot of a lock, read now (None on failure).
+
+        The values also reach the floor state as observations, but through the inbox: what
+        was just read is what the plan must use, not what the state has taken in so far.
+        """
+        wants = [("slot", i) for i in range(SLOT_COUNT)]
         try:
-            await self.floor.readers[bus](
-                device, [("slot", i) for i in range(LOCK_SLOTS)], priority=priority
-            )
+            values = await self._readers[bus](device, wants, priority=priority)
         except BusError as exc:
-            log.info("slot_read_failed", device=device, error=str(exc))
-            return False
-        return True
+            log.info("slot_read_failed", device=str(device), error=str(exc))
+            return None
+        return [_int_or_none(values.get(want)) for want in wants]
 
-    def _plan(self, room: str, device: str) -> locksync.SlotPlan:
-        """The writes that make the lock's known slots what is authorised now."""
-        desired = self.floor.authz.desired_tokens(room, self.floor.wall())
-        known = self.floor.rooms.last_known
-        return locksync.plan_slots(
-            desired, [_int_or_none(known(device, "slot", i)) for i in range(LOCK_SLOTS)]
-        )
+    def _known_slots(self, device: DeviceRef) -> list[int | None]:
+        """What the floor state knows of a lock's slots (None: never read)."""
+        known = self._state.points.last_known
+        return [_int_or_none(known(device, "slot", i)) for i in range(SLOT_COUNT)]
 
-    async def slot_verifier(self) -> None:
-        """Read every lock's slots every ``policy.slot_verify_s`` and repair any drift."""
-        while True:
-            await asyncio.sleep(self.floor.config.policy.slot_verify_s)
-            for room in self.floor.rooms.rooms():
-                self.want(room, "verify", read_slots=True)
+    def _plan(self, room: RoomId, slots: list[int | None]) -> locksync.SlotPlan:
+        """The writes that make these slots what is authorised now."""
+        return locksync.plan_slots(self._state.authz.desired_tokens(room, self._wall()), slots)
 
-    async def log_reader(self) -> None:
-        """Follow each lock's access log: read new ring entries, emit access events."""
-        while True:
-            device = await self._log_reads.get()
-            await self._read_log(device)
+    # -- the access log -------------------------------------------------------------------
 
-    async def _read_log(self, device: str) -> None:
-        head = self.floor.rooms.last_known(device, "log_head")
+    async def _read_log(self, device: DeviceRef) -> None:
+        head = self._state.points.last_known(device, "log_head")
         follower = self._followers.get(device)
-        if follower is None or not isinstance(head, int):
+        if follower is None or device.room is None or not isinstance(head, int):
             return
         read = follower.on_head(head)
         if read is None:
             return
-        room = device.rsplit("/", 1)[0]
         wants = [(p, k) for k in read.indices for p in ("log_seq", "log_result", "log_token")]
         try:
-            values = await self.floor.readers[self.floor.device_bus[device]](
+            values = await self._readers[self._bus[device.room]](
                 device, wants, priority=PollClass.LOCK
             )
         except BusError as exc:
-            log.info("access_log_read_failed", device=device, error=str(exc))
+            log.info("access_log_read_failed", device=str(device), error=str(exc))
             return
         entries = []
         for k in read.indices:
@@ -216,20 +251,8 @@ class LockKeeper:
             )
             if isinstance(seq, int) and isinstance(result, str) and isinstance(token, int):
                 entries.append((seq, result, token))
-        effects: list[Any] = []
-        if read.gap:
-            effects.append(
-                Audit("gateway", "access_log.gap", room, {"device": device, "lost": read.gap})
-            )
-        for entry in follower.on_entries(entries):
-            stay_id = (
-                self.floor.authz.stay_of_token(room, locksync.int_to_token(entry.token))
-                if entry.token
-                else None
-            )
-            effects.append(locksync.access_event(entry, room, stay_id))
-        effects.append(SaveLogHead(device, follower.last_seen))
-        self.floor.submit(effects)
+        new = follower.on_entries(entries)
+        self._submit(AccessLogRead(device, tuple(new), read.gap, follower.last_seen))
 
 
 def _int_or_none(value: object) -> int | None:

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
 
 from drivers.callpanel import CallPanelDriver
 from drivers.scheduler import BusScheduler
 from gateway import __version__
 from gateway.adapters import schema
 from gateway.adapters.mqtt import Uplink
-from gateway.core.alarms import Refusal, SaveAlarm
-from gateway.core.effects import Audit
-from gateway.engine.floor import Floor
+from gateway.adapters.signals import Broadcast
+from gateway.adapters.store import Store
+from gateway.config.floor import FloorConfig
+from gateway.core.alarms import Alarm, Refusal
+from gateway.core.inputs import AlarmAction, AuditAction
+from gateway.engine.engine import Engine, Inbox
 from gateway.model.errors import ViewRefused
 from gateway.model.time import format_ts
 from gateway.model.views import (
@@ -40,35 +41,33 @@ class LiveFloorView:
 
     def __init__(
         self,
-        floor: Floor,
+        config: FloorConfig,
+        store: Store,
+        engine: Engine,
+        inbox: Inbox,
+        *,
         schedulers: Mapping[str, BusScheduler],
         panels: Mapping[str, CallPanelDriver],
         uplink: Uplink,
-        *,
+        outbox: Broadcast,
         started_at: datetime,
     ) -> None:
-        self.floor = floor
+        """The view of the running floor; changes go in through the engine's inbox."""
+        self.config = config
+        self.engine = engine
+        self.inbox = inbox
         self.schedulers = schedulers
         self.panels = panels
         self.uplink = uplink
+        self.committed = outbox
         self.started_at = started_at
-        self._event_waiters: list[asyncio.Future[None]] = []
-        previous = floor.on_events
-
-        def events_appended() -> None:
-            previous()
-            waiters, self._event_waiters = self._event_waiters, []
-            for w in waiters:
-                if not w.done():
-                    w.set_result(None)
-
-        floor.on_events = events_appended
+        self.store = store
 
     async def audit(self, actor: str, action: str, detail: dict[str, object]) -> None:
         """Persist a changing control request in the audit log."""
         room = detail.get("room")
-        effect = Audit(actor, f"floorctl.{action}", room if isinstance(room, str) else None, detail)
-        await self.floor.store.write(lambda c: self.floor.persist(c, [effect]))
+        where = room if isinstance(room, str) else None
+        await self.inbox.submit(AuditAction(actor, f"floorctl.{action}", where, detail))
 
     def status(self) -> Status:
         """The gateway at a glance."""
@@ -81,7 +80,7 @@ class LiveFloorView:
                 BusHealth(name, "callpanel", 0.0, 0.0, () if online else (f"panel {name}",))
             )
         return Status(
-            gateway=self.floor.config.gateway.id,
+            gateway=self.config.gateway.id,
             version=__version__,
             started_at=format_ts(self.started_at),
             uptime_s=round((now - self.started_at).total_seconds(), 1),
@@ -95,7 +94,7 @@ class LiveFloorView:
                 shed=up.shed,
             ),
             buses=tuple(buses),
-            open_alarms=len(self.floor.alarms.open_alarms()),
+            open_alarms=len(self.engine.state.alarms.open_alarms()),
         )
 
     def floor_map(self) -> list[RoomRow]:
@@ -105,23 +104,21 @@ class LiveFloorView:
     def rooms(self) -> list[RoomRow]:
         """Every room, in floor-file order."""
         return [
-            RoomRow.from_snapshot(self.floor.room_snapshot(r)) for r in self.floor.rooms.rooms()
+            RoomRow.from_snapshot(self.engine.room_snapshot(r))
+            for r in self.engine.state.room_ids()
         ]
 
     async def room(self, room: str) -> RoomDetail:
         """Everything about one room."""
-        if room not in self.floor.rooms.rooms():
-            raise KeyError(room)
-        events = await self.floor.store.read(
-            lambda c: schema.events_page(c, None, room, RECENT_EVENTS)
-        )
+        snapshot = self.engine.room_snapshot(room)  # KeyError for a room not on the floor
+        events = await self.store.read(lambda c: schema.events_page(c, None, room, RECENT_EVENTS))
         return RoomDetail(
             room=room,
-            snapshot=self.floor.room_snapshot(room),
+            snapshot=snapshot,
             devices=tuple(d for d in self.devices() if d.room == room),
             alarms=tuple(
                 AlarmRow.from_snapshot(a.snapshot())
-                for a in self.floor.alarms.open_alarms()
+                for a in self.engine.state.alarms.open_alarms()
                 if a.room == room
             ),
             events=tuple(EventRow.from_stored(e) for e in events),
@@ -131,7 +128,7 @@ class LiveFloorView:
         """Every Modbus device's health, in floor-file order."""
         stats = {d.name: d for s in self.schedulers.values() for d in s.stats().devices}
         out = []
-        for spec in self.floor.config.devices():
+        for spec in self.config.devices():
             st = stats.get(spec.name)
             out.append(
                 DeviceRow(
@@ -153,44 +150,38 @@ class LiveFloorView:
 
     def alarms(self) -> list[AlarmRow]:
         """The open alarms, oldest first."""
-        return [AlarmRow.from_snapshot(a.snapshot()) for a in self.floor.alarms.open_alarms()]
+        return [
+            AlarmRow.from_snapshot(a.snapshot()) for a in self.engine.state.alarms.open_alarms()
+        ]
 
     async def ack_alarm(self, alarm_id: str, by: str, actor: str) -> AlarmRow:
         """Acknowledge an alarm from the floor."""
-        return await self._alarm_change(self.floor.ack_alarm, alarm_id, by)
+        return await self._alarm_change(AlarmAction("ack", alarm_id, by))
 
     async def resolve_alarm(self, alarm_id: str, by: str, actor: str) -> AlarmRow:
         """Resolve an alarm from the floor (a bathroom call is refused)."""
-        return await self._alarm_change(self.floor.resolve_alarm, alarm_id, by)
+        return await self._alarm_change(AlarmAction("resolve", alarm_id, by))
 
-    async def _alarm_change(
-        self, op: Callable[[str, str], Any], alarm_id: str, by: str
-    ) -> AlarmRow:
-        result = op(alarm_id, by)
-        if isinstance(result, Refusal):
-            raise ViewRefused(result.code, result.message)
-        saved = [
-            e.alarm for e in result if isinstance(e, SaveAlarm) and e.alarm.alarm_id == alarm_id
-        ]
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.floor.submit(result, done=done)
-        await done  # committed: the event is on disk before floorctl hears "done"
-        return AlarmRow.from_snapshot(saved[-1].snapshot())
+    async def _alarm_change(self, action: AlarmAction) -> AlarmRow:
+        outcome = await self.inbox.submit(action)  # committed: the event is on disk
+        if isinstance(outcome, Refusal):
+            raise ViewRefused(outcome.code, outcome.message)
+        if not isinstance(outcome, Alarm):
+            raise ViewRefused("internal", f"alarm {action.alarm_id} was not changed")
+        return AlarmRow.from_snapshot(outcome.snapshot())
 
     async def events(self, since_seq: int | None, room: str | None, limit: int) -> list[EventRow]:
         """Stored events in seq order."""
-        rows = await self.floor.store.read(lambda c: schema.events_page(c, since_seq, room, limit))
+        rows = await self.store.read(lambda c: schema.events_page(c, since_seq, room, limit))
         return [EventRow.from_stored(e) for e in rows]
 
     def wait_events(self) -> Awaitable[None]:
         """Resolves once new events are appended."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._event_waiters.append(fut)
-        return fut
+        return self.committed.next()
 
     async def outbox(self) -> OutboxInfo:
         """The outbox's depth and what it keeps."""
-        depth, oldest_seq, oldest_ts, last_delivered, kept = await self.floor.store.read(_outbox)
+        depth, oldest_seq, oldest_ts, last_delivered, kept = await self.store.read(_outbox)
         return OutboxInfo(
             depth=depth,
             oldest_undelivered_seq=oldest_seq,
@@ -203,14 +194,12 @@ class LiveFloorView:
     async def scan(self, bus: str, progress: Callable[[ScanProgress], None]) -> list[ScanHit]:
         """Probe unit ids 1-247 on a Modbus bus between its normal work."""
         sched = self.schedulers[bus]
-        configured = {d.unit: d.name for d in self.floor.config.devices(bus)}
+        configured = {d.unit: d.name for d in self.config.devices(bus)}
 
         def on_progress(done: int, total: int, found: int) -> None:
             progress(ScanProgress(done, total, found))
 
-        hits = await sched.scan(
-            range(1, 248), on_progress, profiles=self.floor.config.profiles.values()
-        )
+        hits = await sched.scan(range(1, 248), on_progress, profiles=self.config.profiles.values())
         return [
             ScanHit(
                 unit=h.unit,

@@ -75,8 +75,8 @@ RoomId = Annotated[str, Field(min_length=1, max_length=32, description="A room o
 Setpoint = Annotated[
     float, Field(ge=5.0, le=35.0, description="°C; the room's profile may narrow the range")
 ]
-Mode = Literal["auto", "cool", "heat", "fan_only"]  # gateway.core.roles.MODES
-Fan = Literal["auto", "low", "medium", "high"]  # gateway.core.roles.FANS
+Mode = Literal["auto", "cool", "heat", "fan_only"]  # gateway.core.kinds.tstat.MODES
+Fan = Literal["auto", "low", "medium", "high"]  # gateway.core.kinds.tstat.FANS
 Circuit = Literal["entry", "main", "bedside", "bath"]
 ErrorCode = Literal["unauthenticated", "stale", "invalid", "unknown_room", "conflict", "internal"]
 EventType = Literal[

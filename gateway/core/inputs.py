@@ -1,0 +1,140 @@
+"""Everything that may change the floor's state, as values: the inputs of ``decide``.
+
+Observations of the buses, call-panel messages, the passing of time, the MQTT link, signed
+commands, floorctl actions, what the lock keeper found and read, and the daemon's own
+lifecycle. The engine's committer takes them one at a time, in arrival order, so the
+order of ``seq`` in the outbox is the order of decisions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel
+
+from drivers.ids import DeviceRef, RoomId
+from drivers.observations import DriverObservation
+from drivers.panelproto import CallCancelled, CallPlaced, LineFault, PanelOffline, PanelOnline
+from gateway.core.locksync import LogEntry
+
+__all__ = [
+    "AccessLogRead",
+    "AlarmAction",
+    "AuditAction",
+    "ClockJumped",
+    "CommandRefused",
+    "Input",
+    "Lifecycle",
+    "LinkChanged",
+    "LockRepaired",
+    "PanelEvent",
+    "RunCommand",
+    "Tick",
+]
+
+PanelEvent = CallPlaced | CallCancelled | LineFault | PanelOffline | PanelOnline
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Time passed: apply whatever fell due (stay boundaries, escalations, door timers)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LinkChanged:
+    """The MQTT link to the central system went up or down."""
+
+    up: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ClockJumped:
+    """The wall clock was stepped: every lock is checked against the new time."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class RunCommand:
+    """A signed, fresh, well-formed command to execute (its reply is the outcome)."""
+
+    id: str
+    type: str
+    body: BaseModel
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRefused:
+    """A command refused before a handler ran: ``command.rejected``, the reply recorded or not."""
+
+    id: str
+    code: str
+    message: str
+    recorded: bool  # passed the signature and freshness checks: counts as executed
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmAction:
+    """A technician acknowledges or resolves an alarm from the floor (floorctl)."""
+
+    op: Literal["ack", "resolve"]
+    alarm_id: str
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditAction:
+    """A changing control request, recorded in the audit log."""
+
+    actor: str
+    action: str
+    room: str | None
+    detail: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class LockRepaired:
+    """The lock keeper brought a lock's slots in line with what is authorised."""
+
+    room: RoomId
+    device: DeviceRef
+    added: int
+    removed: int
+    drift: bool  # what it found differed from our own pending work: report it
+
+
+@dataclass(frozen=True, slots=True)
+class AccessLogRead:
+    """New entries of a lock's access log, the entries lost from its ring, the new head."""
+
+    device: DeviceRef
+    entries: Sequence[LogEntry]
+    gap: int
+    last_seen: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Lifecycle:
+    """The daemon started or is stopping (``gateway.started`` / ``gateway.stopping``)."""
+
+    event: Literal["gateway.started", "gateway.stopping"]
+    data: Mapping[str, object] = field(default_factory=dict)
+
+
+Input = (
+    DriverObservation
+    | PanelEvent
+    | Tick
+    | LinkChanged
+    | ClockJumped
+    | RunCommand
+    | CommandRefused
+    | AlarmAction
+    | AuditAction
+    | LockRepaired
+    | AccessLogRead
+    | Lifecycle
+)
+"""Every input of the floor, once: ``decide`` is exhaustive over this union."""

@@ -1,0 +1,125 @@
+"""The floor's state as the pure core holds it, and the layout it was built from.
+
+``FloorState`` is owned by the engine's committer and changed only by
+``gateway.core.decide.decide``: authorisation and alarms are immutable values swapped for
+their successors, the point table and the kinds' own states are updated in place (a copy
+per observation would cost more than it protects). ``Layout`` is what the core needs of
+the floor file, built once by ``gateway.config``; the core never reads the floor file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from drivers.ids import DeviceRef, RoomId
+from gateway.core.alarms import AlarmLayout, Alarms
+from gateway.core.authz import Authz
+from gateway.core.effects import Effect, WritePoint
+from gateway.core.points import PointTable
+
+if TYPE_CHECKING:
+    from gateway.core.kinds.base import DeviceKind, RoomChange
+
+__all__ = ["DeviceInfo", "Effects", "FloorState", "Layout", "Policy", "RoomLayout"]
+
+Effects = list[Effect]
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Room behaviour the hotel chose ([policy] of the floor file)."""
+
+    vacant_setpoint_c: float = 26.0
+    occupied_setpoint_c: float = 22.0
+    door_held_open_s: int = 120
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """A Modbus device as the core needs it: its bus, the roles its profile provides."""
+
+    ref: DeviceRef
+    bus: str
+    points: frozenset[str]  # roles the profile maps (bit-field members included)
+    ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # role -> min, max
+
+
+@dataclass(frozen=True, slots=True)
+class RoomLayout:
+    """A room: its devices (in the room state's order) and its call panel, if any."""
+
+    room: RoomId
+    devices: tuple[DeviceRef, ...]
+    callpanel: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """The floor as the core sees it: rooms, devices, policy, escalation."""
+
+    rooms: tuple[RoomLayout, ...]
+    devices: Mapping[DeviceRef, DeviceInfo]
+    policy: Policy
+    alarms: AlarmLayout
+
+    def room(self, room: str) -> RoomLayout | None:
+        """The room with this id, or None when it is not on this floor."""
+        for r in self.rooms:
+            if r.room == room:
+                return r
+        return None
+
+    def device(self, room: str, role: str) -> DeviceRef | None:
+        """The room's device of this role, or None."""
+        ref = DeviceRef.of(room, role)
+        return ref if ref in self.devices else None
+
+    def has_point(self, device: DeviceRef, point: str) -> bool:
+        """True when the device's profile has a point playing this role."""
+        info = self.devices.get(device)
+        return info is not None and point in info.points
+
+    def point_range(self, device: DeviceRef, point: str) -> tuple[float, float]:
+        """The profile's accepted range of a numeric point (unbounded if it names none)."""
+        info = self.devices.get(device)
+        if info is None:
+            return float("-inf"), float("inf")
+        return info.ranges.get(point, (float("-inf"), float("inf")))
+
+
+@dataclass(slots=True)
+class FloorState:
+    """Everything the core decides from; see the module doc for who may change it."""
+
+    layout: Layout
+    registry: Mapping[str, DeviceKind]  # the device kinds (gateway.core.kinds.KINDS)
+    points: PointTable
+    authz: Authz
+    alarms: Alarms
+    welcomed: dict[RoomId, str]  # room -> stay whose welcome scene ran
+    kinds: dict[str, object]  # each kind's own state, by role
+    link_up: bool = False
+    dirty_rooms: set[RoomId] = field(default_factory=set)  # room states to publish again
+
+    def room_ids(self) -> list[RoomId]:
+        """Every room, in floor-file order."""
+        return [r.room for r in self.layout.rooms]
+
+    def touch(self, room: str | None) -> None:
+        """The room's published state may have changed."""
+        if room is not None and self.layout.room(room) is not None:
+            self.dirty_rooms.add(RoomId(room))
+
+    def room_writes(self, room: str, change: RoomChange) -> list[WritePoint]:
+        """What a room change asks of the room's devices, for the points they have."""
+        layout = self.layout.room(room)
+        if layout is None:
+            return []
+        return [
+            write
+            for device in layout.devices
+            for write in self.registry[device.role].room_writes(device, change)
+            if self.layout.has_point(device, write.point)
+        ]

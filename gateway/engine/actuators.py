@@ -1,0 +1,87 @@
+"""Device writes, one queue and one task per bus; a write an offline device missed waits.
+
+A write that cannot be made because its device is offline stays pending and is made as
+soon as the device answers again (``resend``): "a device that is offline is brought in
+line as soon as it answers again". A newer write of the same point supersedes an older
+one still queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+
+import structlog
+
+from drivers.errors import BusError, DeviceUnavailableError
+from drivers.ids import DeviceRef
+from gateway.core.effects import WritePoint
+
+__all__ = ["Actuators", "WriteFn"]
+
+log = structlog.get_logger("gateway.actuators")
+
+
+WriteFn = Callable[..., Awaitable[None]]
+"""A bus owner's write: ``(device, point, value, *, index, priority, verify)``."""
+
+
+class Actuators:
+    """The write queues of every bus."""
+
+    def __init__(self, writers: Mapping[str, WriteFn], device_bus: Mapping[DeviceRef, str]) -> None:
+        """``writers``: each bus's write function; ``device_bus``: every device's bus."""
+        self._writers = dict(writers)
+        self._device_bus = dict(device_bus)
+        self._queues: dict[str, asyncio.Queue[WritePoint]] = {
+            bus: asyncio.Queue() for bus in self._writers
+        }
+        self._pending: dict[tuple[DeviceRef, str, int], WritePoint] = {}
+
+    @property
+    def buses(self) -> list[str]:
+        """The buses with a write queue (one ``run`` task each)."""
+        return list(self._queues)
+
+    def enqueue(self, write: WritePoint) -> None:
+        """Queue a write on its device's bus (pending until it is made)."""
+        bus = self._device_bus.get(write.device)
+        if bus is None or bus not in self._queues:
+            return
+        self._pending[(write.device, write.point, write.index)] = write
+        self._queues[bus].put_nowait(write)
+
+    def resend(self, device: DeviceRef) -> None:
+        """The device answers again: queue the writes it missed."""
+        for key, write in list(self._pending.items()):
+            if key[0] == device:
+                self.enqueue(write)
+
+    async def run(self, bus: str) -> None:
+        """Make the queued writes of one bus, verified; keep the failed ones pending."""
+        queue = self._queues[bus]
+        write_fn = self._writers[bus]
+        while True:
+            write = await queue.get()
+            key = (write.device, write.point, write.index)
+            if self._pending.get(key) is not write:
+                continue  # superseded by a newer write of the same point
+            try:
+                await write_fn(
+                    write.device,
+                    write.point,
+                    write.value,
+                    index=write.index,
+                    priority=write.priority,
+                    verify=write.verify,
+                )
+            except DeviceUnavailableError:
+                log.debug("write_pending", device=str(write.device), point=write.point)
+                continue
+            except (BusError, ValueError) as exc:
+                log.warning(
+                    "write_failed", device=str(write.device), point=write.point, error=str(exc)
+                )
+                continue
+            if self._pending.get(key) is write:
+                del self._pending[key]

@@ -1,0 +1,374 @@
+"""The floor engine: one door into the state, one committer, then the work on the floor.
+
+Every input — a bus observation, a call-panel message, the passing of time, the MQTT link,
+a command, a floorctl action, what the lock keeper found — is put in the ``Inbox``. One
+task, ``Engine.run``, takes what is queued, runs ``decide`` on each input in arrival order,
+writes each decision's persisting effects (events, audit rows, saved records, the command
+replay record) through the store's group commit — one transaction for the batch, in
+decision order — and only then carries out the rest: device writes, call-panel lamps,
+retained MQTT state, lock reconciliation. So ``seq`` order is decision order, and nothing
+is announced or done that is not on disk. Whoever submitted an input and waits for it is
+answered after its commit.
+
+A failed commit (the store cannot write) stops the engine: the supervisor stops the daemon
+and systemd restarts it from what is on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import assert_never
+
+import structlog
+
+from drivers.panelproto import LampState
+from gateway.adapters import alarms_store, journal, schema, stays
+from gateway.adapters.signals import Broadcast, RetainedChanges
+from gateway.adapters.store import Store
+from gateway.core.clock import ClockWatch
+from gateway.core.decide import (
+    Decision,
+    Outcome,
+    current_state,
+    decide,
+    next_deadline,
+    room_snapshot,
+)
+from gateway.core.effects import (
+    Audit,
+    DeviceBack,
+    Effect,
+    Emit,
+    MarkWelcomed,
+    ReadAccessLog,
+    ReconcileLock,
+    RecordCommand,
+    Republish,
+    Retain,
+    SaveAlarm,
+    SaveCounter,
+    SaveLogHead,
+    SaveStay,
+    SetPanelLamp,
+    WritePoint,
+)
+from gateway.core.inputs import ClockJumped, Input, RunCommand, Tick
+from gateway.core.state import FloorState
+from gateway.engine.actuators import Actuators
+from gateway.engine.locks import LockKeeper
+from gateway.model.messages import Reply, ReplyError
+
+__all__ = ["CACHE_FLUSH_S", "CLOCK_CHECK_S", "Engine", "Inbox"]
+
+log = structlog.get_logger("gateway.engine")
+
+CACHE_FLUSH_S = 2.0  # point values are written to the cache at most this often
+CLOCK_CHECK_S = 1.0  # how often the wall clock is compared with the monotonic one
+REPLAY_WINDOW = timedelta(hours=24)  # a command id executed in this window is a duplicate
+PURGE_COMMANDS_EVERY = timedelta(hours=1)
+
+LampSender = Callable[[str, LampState], None]
+
+
+@dataclass(slots=True)
+class _Item:
+    input: Input
+    future: asyncio.Future[Outcome] | None
+
+
+class Inbox:
+    """The engine's input queue: every input of the floor, in arrival order."""
+
+    def __init__(self) -> None:
+        """Empty."""
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+
+    def put(self, item: Input) -> None:
+        """Queue an input nobody waits for (an observation, a tick)."""
+        self._queue.put_nowait(_Item(item, None))
+
+    def submit(self, item: Input) -> Awaitable[Outcome]:
+        """Queue an input; the result resolves with its outcome once it is committed."""
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Item(item, future))
+        return future
+
+    async def take(self) -> list[_Item]:
+        """Wait for an input, then take everything queued."""
+        items = [await self._queue.get()]
+        while not self._queue.empty():
+            items.append(self._queue.get_nowait())
+        return items
+
+
+class Engine:
+    """The committer, and the one who carries out what was decided."""
+
+    def __init__(
+        self,
+        state: FloorState,
+        initial: Sequence[Effect],
+        inbox: Inbox,
+        store: Store,
+        *,
+        actuators: Actuators,
+        lamps: Mapping[str, LampSender],
+        locks: LockKeeper,
+        retained: RetainedChanges,
+        outbox: Broadcast,
+        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+        mono: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """The floor restored (``state``), with what restoring it decided (``initial``)."""
+        self.state = state
+        self._initial = list(initial)
+        self._inbox = inbox
+        self._store = store
+        self._actuators = actuators
+        self._lamps = lamps
+        self._locks = locks
+        self._retained = retained
+        self._outbox = outbox
+        self._wall = wall
+        self._mono = mono
+        self._deadlines_moved = asyncio.Event()
+        self._deadline: datetime | None = None
+        self._next_flush = 0.0
+        self._purged_at: datetime | None = None
+
+    # -- the committer ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Decide, commit and act on every input, in order, until cancelled."""
+        await self._commit([(None, Decision(self._initial), self._wall())])
+        self._initial = []
+        while True:
+            items = await self._inbox.take()
+            decided = [(item.future, self._decide(item.input), self._wall()) for item in items]
+            await self._commit(decided)
+
+    def current_state(self) -> list[tuple[str, dict[str, object] | None]]:
+        """Every open alarm, then every room state (what goes out first on a connect)."""
+        return current_state(self.state, self._wall())
+
+    def room_snapshot(self, room: str) -> dict[str, object]:
+        """The room state document of one room, now (KeyError for a room not on the floor)."""
+        layout = self.state.layout.room(room)
+        if layout is None:
+            raise KeyError(room)
+        return room_snapshot(self.state, layout.room, self._wall())
+
+    def _decide(self, item: Input) -> Decision:
+        try:
+            return decide(self.state, item, self._wall())
+        except Exception:  # a bug in a decision must not stop the floor: logged, skipped
+            log.exception("decision_failed", input=type(item).__name__)
+            if isinstance(item, RunCommand):
+                return Decision([], _internal_reply(item.id))
+            return Decision([])
+
+    async def _commit(
+        self, decided: Sequence[tuple[asyncio.Future[Outcome] | None, Decision, datetime]]
+    ) -> None:
+        """Persist each decision (one op each, one transaction for all), then act, in order."""
+        ops: list[Awaitable[None]] = []
+        for _, decision, now in decided:
+            if any(_persists(e) for e in decision.effects):
+                op = functools.partial(self._persist, decision.effects, now)
+                ops.append(self._store.write(op))
+            else:
+                ops.append(_nothing())
+        if self._mono() >= self._next_flush:
+            self._next_flush = self._mono() + CACHE_FLUSH_S
+            dirty = self.state.points.take_dirty()
+            if dirty:
+                ops.append(self._store.write(functools.partial(_write_cache, dirty, time.time())))
+        results = await asyncio.gather(*ops, return_exceptions=True)
+        emitted = False
+        failure: BaseException | None = None
+        for (future, decision, _), result in zip(decided, results, strict=False):
+            if isinstance(result, BaseException):
+                failure = failure or result
+                _fail(future, result)
+                continue
+            emitted = self._act(decision.effects) or emitted
+            if future is not None and not future.done():
+                future.set_result(decision.outcome)
+        self._publish_rooms()
+        if emitted:
+            self._outbox.notify()
+        deadline = next_deadline(self.state, self._wall())
+        if deadline != self._deadline:
+            self._deadline = deadline
+            self._deadlines_moved.set()
+        if failure is not None:
+            log.error("commit_failed", error=str(failure))
+            raise failure
+
+    def _persist(self, effects: Sequence[Effect], now: datetime, conn: sqlite3.Connection) -> None:
+        """Write one decision's persisting effects (inside the store's transaction)."""
+        for effect in effects:
+            match effect:
+                case Emit(type=type_, room=room, data=data, low_value=low):
+                    journal.append_event(conn, type_, room=room, data=data, ts=now, low_value=low)
+                case Audit(actor=actor, action=action, room=room, detail=detail):
+                    journal.append_audit(
+                        conn, actor=actor, action=action, room=room, detail=detail, ts=now
+                    )
+                case SaveAlarm(alarm=alarm):
+                    alarms_store.save_alarm(conn, alarm)
+                case SaveStay(stay=stay):
+                    stays.save_stay(conn, stay)
+                case SaveCounter(device=device, point=point, value=value):
+                    schema.set_point_value(conn, str(device), point, value, time.time())
+                case SaveLogHead(device=device, head=head):
+                    if head is not None:
+                        stays.save_log_head(conn, str(device), head)
+                case MarkWelcomed(room=room, stay_id=stay_id):
+                    stays.save_welcomed(conn, room, stay_id)
+                case RecordCommand(id=command_id, at=at, reply=reply):
+                    schema.record_command(conn, command_id, at, reply.decode())
+                    self._purge_commands(conn, at)
+                case (
+                    WritePoint()
+                    | SetPanelLamp()
+                    | Retain()
+                    | ReconcileLock()
+                    | ReadAccessLog()
+                    | DeviceBack()
+                    | Republish()
+                ):
+                    pass  # carried out after the commit
+                case _:
+                    assert_never(effect)
+
+    def _act(self, effects: Sequence[Effect]) -> bool:
+        """Carry out a committed decision's device and link effects; True if it emitted."""
+        emitted = False
+        for effect in effects:
+            match effect:
+                case Emit():
+                    emitted = True
+                case WritePoint():
+                    self._actuators.enqueue(effect)
+                case SetPanelLamp(bus=bus, room=room, state=lamp):
+                    sender = self._lamps.get(bus)
+                    if sender is not None:
+                        sender(room, lamp)
+                case Retain(subtopic=subtopic, payload=payload):
+                    self._retained.set(subtopic, payload)
+                case ReconcileLock(room=room, cause=cause, read_slots=read_slots):
+                    self._locks.want(room, cause, read_slots=read_slots)
+                case ReadAccessLog(device=device):
+                    self._locks.read_log(device)
+                case DeviceBack(device=device):
+                    self._actuators.resend(device)
+                case Republish():
+                    self._retained.resync()
+                case (
+                    Audit()
+                    | SaveAlarm()
+                    | SaveStay()
+                    | SaveCounter()
+                    | SaveLogHead()
+                    | MarkWelcomed()
+                    | RecordCommand()
+                ):
+                    pass  # written in the transaction
+                case _:
+                    assert_never(effect)
+        return emitted
+
+    def _publish_rooms(self) -> None:
+        if not self.state.dirty_rooms:
+            return
+        now = self._wall()
+        rooms, self.state.dirty_rooms = self.state.dirty_rooms, set()
+        for room in self.state.room_ids():
+            if room in rooms:
+                self._retained.set(f"rooms/{room}/state", room_snapshot(self.state, room, now))
+
+    def _purge_commands(self, conn: sqlite3.Connection, now: datetime) -> None:
+        """Replay records older than the 24 h window go, at most hourly."""
+        if self._purged_at is not None and now - self._purged_at < PURGE_COMMANDS_EVERY:
+            return
+        self._purged_at = now
+        purged = schema.purge_commands(conn, now - REPLAY_WINDOW)
+        if purged:
+            log.info("command_cache_purged", records=purged)
+
+    # -- time -----------------------------------------------------------------------------
+
+    async def timers(self) -> None:
+        """Tick at the next stay boundary, escalation or door deadline; watch the clock."""
+        clock = ClockWatch()
+        while True:
+            now = self._wall()
+            jump = clock.observe(self._mono(), now)
+            if jump is not None:
+                log.warning("clock_jump", seconds=jump.seconds)
+                self._inbox.put(ClockJumped(jump.seconds))
+            self._inbox.put(Tick())
+            deadline = next_deadline(self.state, now)
+            wait = CLOCK_CHECK_S
+            if deadline is not None:
+                wait = min(wait, max(0.0, (deadline - now).total_seconds()))
+            self._deadlines_moved.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._deadlines_moved.wait(), timeout=wait)
+
+
+def _persists(effect: Effect) -> bool:
+    """Whether an effect is written in the decision's transaction."""
+    match effect:
+        case (
+            Emit()
+            | Audit()
+            | SaveAlarm()
+            | SaveStay()
+            | SaveCounter()
+            | SaveLogHead()
+            | MarkWelcomed()
+            | RecordCommand()
+        ):
+            return True
+        case (
+            WritePoint()
+            | SetPanelLamp()
+            | Retain()
+            | ReconcileLock()
+            | ReadAccessLog()
+            | DeviceBack()
+            | Republish()
+        ):
+            return False
+        case _:
+            assert_never(effect)
+
+
+async def _nothing() -> None:
+    """A decision with nothing to write."""
+
+
+def _write_cache(
+    dirty: dict[tuple[str, str], object], stamp: float, conn: sqlite3.Connection
+) -> None:
+    for (device, point), value in dirty.items():
+        schema.set_point_value(conn, device, point, value, stamp)
+
+
+def _fail(future: asyncio.Future[Outcome] | None, exc: BaseException) -> None:
+    if future is not None and not future.done():
+        future.set_exception(exc)
+
+
+def _internal_reply(command_id: str) -> bytes:
+    error = ReplyError(code="internal", message="the gateway failed to execute it")
+    return Reply(id=command_id, ok=False, error=error).to_json()
