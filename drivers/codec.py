@@ -148,8 +148,8 @@ def _float_raw(point: Point, value: Value) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{point.name}: expects a number, not {value!r}")  # noqa: TRY004
     _check_number(point, value)
-    number = (value - point.offset) / point.scale
     try:
+        number = (value - point.offset) / point.scale
         packed = b"" if math.isinf(number) else struct.pack(">f", number)
     except OverflowError:
         packed = b""

@@ -87,6 +87,8 @@ def test_values_beyond_float32_are_refused_not_clamped() -> None:
         encode(pt(), 3.5e38)
     with pytest.raises(ValueError, match="float32 range"):
         encode(pt(scale=1e-300), 1.0)  # raw 1e300
+    with pytest.raises(ValueError, match="float32 range"):
+        encode(pt(), 10**400)  # beyond even a double
 
 
 def test_scale_and_offset_apply_in_decimal() -> None:
