@@ -16,8 +16,18 @@ enum                        the name (``str``); an unknown raw value is a ValueE
 bitfield                    ``dict[str, bool]`` of the named bits
 u16/i16/u32/i32/u64         ``int`` when unscaled (scale 1, offset 0), else ``float``
                             (``raw * scale + offset``, rounded to the scale's decimals)
+f32                         ``float``: the shortest decimal that is the same float32,
+                            then ``* scale + offset`` in decimal arithmetic; any NaN
+                            is ``None``; ±infinity is a ValueError
 no_value sentinel           ``None`` (decode); ``encode(None)`` writes the first sentinel
+                            (a quiet NaN for an f32 without sentinels)
 ==========================  ====================================================
+
+``word_order`` applies to every multi-register type alike: ``big`` puts the most
+significant word in the first register, ``little`` reverses the words; the bytes of a
+register are always big-endian. An f32 encodes ``(value - offset) / scale`` rounded to
+the nearest float32, and refuses values beyond the float32 range rather than writing
+infinity.
 
 A u16 register playing a BOOL role (``power``, ``keypad_lock``) decodes as its ``int``;
 the caller interprets it. Every refusal is a ``ValueError`` naming the point and the
@@ -27,6 +37,7 @@ offending value; nothing is clamped or turned into ``None`` silently.
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 
@@ -37,6 +48,7 @@ __all__ = ["Value", "decode", "element_address", "encode"]
 Value = bool | int | float | str | dict[str, bool] | None
 
 _WORD = 0xFFFF
+_QUIET_NAN_F32 = 0x7FC0_0000
 
 
 def decode(point: Point, raw: Sequence[int], index: int = 0) -> Value:
@@ -54,6 +66,8 @@ def decode(point: Point, raw: Sequence[int], index: int = 0) -> Value:
     unsigned = _join(raw[: point.type.width], point.word_order)
     if point.no_value and _is_no_value(point, unsigned):
         return None
+    if point.type.is_float:
+        return _decode_float(point, unsigned)
     number = _to_signed(unsigned, point) if point.type.signed else unsigned
     if point.type is DataType.BITFIELD:
         return {name: bool(number >> bit & 1) for name, bit in (point.bits or {}).items()}
@@ -82,16 +96,22 @@ def encode(point: Point, value: Value, index: int = 0) -> list[int]:
             return [int(value)]
         raise ValueError(f"{point.name}: a bit takes True/False (or 0/1), not {value!r}")
     if value is None:
-        if not point.no_value:
-            raise ValueError(f"{point.name}: has no 'no value' sentinel, cannot encode None")
-        return _split(_unsigned(point.no_value[0], point), point)
-    number = _raw_number(point, value)
-    lo, hi = point.raw_range
-    if not lo <= number <= hi:
-        raise ValueError(
-            f"{point.name}: {value!r} needs raw {number}, outside the {point.type} range {lo}..{hi}"
-        )
-    unsigned = _unsigned(number, point)
+        if point.no_value:
+            return _split(_unsigned(point.no_value[0], point), point)
+        if point.type.is_float:
+            return _split(_QUIET_NAN_F32, point)
+        raise ValueError(f"{point.name}: has no 'no value' sentinel, cannot encode None")
+    if point.type.is_float:
+        unsigned = _float_raw(point, value)
+    else:
+        number = _raw_number(point, value)
+        lo, hi = point.raw_range
+        if not lo <= number <= hi:
+            raise ValueError(
+                f"{point.name}: {value!r} needs raw {number}, "
+                f"outside the {point.type} range {lo}..{hi}"
+            )
+        unsigned = _unsigned(number, point)
     if point.no_value and _is_no_value(point, unsigned):
         raise ValueError(f"{point.name}: {value!r} encodes to the 'no value' sentinel")
     return _split(unsigned, point)
@@ -106,6 +126,60 @@ def element_address(point: Point, index: int = 0) -> int:
 # -- helpers -------------------------------------------------------------------------------
 
 
+def _decode_float(point: Point, unsigned: int) -> float | None:
+    """An f32 bit pattern as its engineering value (NaN: None; infinity: ValueError)."""
+    packed = unsigned.to_bytes(4, "big")
+    (number,) = struct.unpack(">f", packed)
+    if math.isnan(number):
+        return None
+    if math.isinf(number):
+        raise ValueError(f"{point.name}: raw {unsigned:#010x} is {number} (float32 infinity)")
+    short = _shortest_f32(number, packed)
+    if point.scale == 1 and point.offset == 0:
+        return float(short)
+    value = float(Decimal(short) * Decimal(repr(point.scale)) + Decimal(repr(point.offset)))
+    if not math.isfinite(value):
+        raise ValueError(f"{point.name}: raw {unsigned:#010x} scales beyond a finite number")
+    return value
+
+
+def _float_raw(point: Point, value: Value) -> int:
+    """The f32 bit pattern for ``value`` (min/max and the float32 range checked)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{point.name}: expects a number, not {value!r}")  # noqa: TRY004
+    _check_number(point, value)
+    try:
+        number = (value - point.offset) / point.scale
+        packed = b"" if math.isinf(number) else struct.pack(">f", number)
+    except OverflowError:
+        packed = b""
+    if not packed:
+        raise ValueError(f"{point.name}: {value!r} is outside the float32 range")
+    return int.from_bytes(packed, "big")
+
+
+def _shortest_f32(number: float, packed: bytes) -> str:
+    """The shortest decimal text that rounds to the same float32 (9 digits always do)."""
+    for digits in range(1, 9):
+        text = f"{number:.{digits}g}"
+        try:
+            if struct.pack(">f", float(text)) == packed:
+                return text
+        except OverflowError:
+            continue
+    return f"{number:.9g}"
+
+
+def _check_number(point: Point, value: int | float) -> None:
+    """ValueError if ``value`` is not finite or is outside the point's min/max."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{point.name}: {value!r} is not a finite number")
+    if point.min is not None and value < point.min:
+        raise ValueError(f"{point.name}: {value!r} is below the minimum {point.min:g}")
+    if point.max is not None and value > point.max:
+        raise ValueError(f"{point.name}: {value!r} is above the maximum {point.max:g}")
+
+
 def _raw_number(point: Point, value: Value) -> int:
     """The raw integer for ``value`` (before the raw-range check)."""
     if point.type is DataType.BITFIELD:
@@ -118,12 +192,7 @@ def _raw_number(point: Point, value: Value) -> int:
         return int(value)
     if not isinstance(value, int | float):
         raise ValueError(f"{point.name}: expects a number, not {value!r}")  # noqa: TRY004 (one error type for callers)
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{point.name}: {value!r} is not a finite number")
-    if point.min is not None and value < point.min:
-        raise ValueError(f"{point.name}: {value!r} is below the minimum {point.min:g}")
-    if point.max is not None and value > point.max:
-        raise ValueError(f"{point.name}: {value!r} is above the maximum {point.max:g}")
+    _check_number(point, value)
     if point.scale == 1 and point.offset == 0:
         if isinstance(value, float) and not value.is_integer():
             raise ValueError(f"{point.name}: an unscaled integer cannot take {value!r}")

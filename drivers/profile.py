@@ -52,17 +52,23 @@ class DataType(enum.StrEnum):
     U32 = "u32"
     I32 = "i32"
     U64 = "u64"
+    F32 = "f32"
     BITFIELD = "bitfield"
 
     @property
     def width(self) -> int:
         """Registers (or bits, for BIT) one value occupies."""
-        return {"u32": 2, "i32": 2, "u64": 4}.get(self.value, 1)
+        return {"u32": 2, "i32": 2, "f32": 2, "u64": 4}.get(self.value, 1)
 
     @property
     def signed(self) -> bool:
         """True for two's-complement types."""
         return self in (DataType.I16, DataType.I32)
+
+    @property
+    def is_float(self) -> bool:
+        """True for IEEE 754 types (their raw integer is the bit pattern)."""
+        return self is DataType.F32
 
 
 class PollClass(enum.StrEnum):
@@ -151,7 +157,7 @@ class Point(_Model):
 
     @property
     def raw_range(self) -> tuple[int, int]:
-        """Smallest and largest raw integer of the data type."""
+        """Smallest and largest raw integer of the data type (for f32: its bit patterns)."""
         if self.type is DataType.BIT:
             return 0, 1
         bits = 16 * self.type.width
@@ -186,8 +192,8 @@ def _point_problems(p: Point) -> list[str]:
         if not lo <= raw <= hi and not (p.type.signed and 0 <= raw <= (hi - lo)):
             out.append(f"no_value {raw:#x} is outside the raw range of {p.type}")
     if p.enum is not None:
-        if p.type in (DataType.BIT, DataType.BITFIELD):
-            out.append("enum needs an integer type, not bit or bitfield")
+        if p.type in (DataType.BIT, DataType.BITFIELD) or p.type.is_float:
+            out.append(f"enum needs an integer type, not {p.type}")
         for key in p.enum:
             if not re.fullmatch(r"-?\d+|0x[0-9a-fA-F]+", key):
                 out.append(f"enum key {key!r} is not an integer raw value")

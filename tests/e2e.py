@@ -100,11 +100,15 @@ def floor_file(
     run_dir: Path,
     broker: Mosquitto,
     modbus_port: int,
+    *,
     policy: dict[str, Any] | None = None,
     escalation: list[int] | None = None,
+    edit: Callable[[dict[str, Any]], None] | None = None,
 ) -> Path:
     """The demo floor on this test's broker and Modbus port, escalating within seconds."""
     data = demo_floor_dict()
+    if edit is not None:
+        edit(data)
     data["policy"].update(policy or {})
     data["escalation"] = [
         {"after_s": after, "notify": f"level-{i}"} for i, after in enumerate(escalation or [0, 1])
@@ -143,10 +147,11 @@ async def running(
     broker: Mosquitto,
     policy: dict[str, Any] | None = None,
     escalation: list[int] | None = None,
+    edit: Callable[[dict[str, Any]], None] | None = None,
 ) -> AsyncIterator[Floor]:
     """floorsim, a central collector and floorgated, until the block ends."""
     modbus_port = free_port()
-    path = floor_file(run_dir, broker, modbus_port, policy, escalation)
+    path = floor_file(run_dir, broker, modbus_port, policy=policy, escalation=escalation, edit=edit)
     config, _ = load_floor(path)
     key = bytes.fromhex((run_dir / "command.key").read_text().strip())
     async with (

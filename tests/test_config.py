@@ -333,7 +333,7 @@ PROFILE_MISTAKES: list[tuple[str, dict[str, Any], str]] = [
      "point[1].address: input 0 is already point[0] (room_temp)"),
     ("write on a read-only table", _profile(p0__access="rw"), "access 'rw' on table input"),
     ("no value out of range", _profile(p0__no_value=[0x1FFFF]), "no_value 0x1ffff is outside"),
-    ("bad data type", _profile(p0__type="f32"), "point[0].type: Input should be"),
+    ("bad data type", _profile(p0__type="f64"), "point[0].type: Input should be"),
     ("min above max", _profile(p1__min=40.0), "point[1]: min 40.0 is above max 35.0"),
 ]  # fmt: skip
 

@@ -26,7 +26,7 @@ import structlog
 from drivers.lines import CallPanelBus, RtuBus, TcpBus
 from drivers.profile import Table
 from floorsim.callpanel import CallPanel
-from floorsim.devices import Lock, RoomIO, SimDevice, Thermostat, make_device
+from floorsim.devices import Lock, RoomIO, SimDevice, Thermostat, connect_room, make_device
 from floorsim.faults import MODBUS_FAULTS, PANEL_FAULTS, FaultBook
 from floorsim.journal import Journal, SimClock
 from floorsim.modbus import ModbusBus, TcpServer
@@ -379,6 +379,7 @@ class FloorSim:
         if cfg.floorpanel is not None:
             fp = cfg.floorpanel
             placed.append(("floorpanel", None, fp.profile, fp.bus, fp.unit))
+        by_room: dict[str, list[SimDevice]] = {}
         for name, room, profile, bus_name, unit in placed:
             dev = make_device(
                 cfg.profiles[profile],
@@ -391,6 +392,10 @@ class FloorSim:
             )
             self.devices[name] = dev
             self.modbus[bus_name].devices[unit] = dev
+            if room is not None:
+                by_room.setdefault(room, []).append(dev)
+        for devs in by_room.values():
+            connect_room(devs)
         for bus in cfg.buses:
             if isinstance(bus, RtuBus):
                 self.lines[bus.name] = RtuLine(
