@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -38,6 +39,7 @@ import structlog
 from drivers.backoff import Backoff
 from gateway.adapters import journal, schema
 from gateway.adapters.mqtt import Uplink
+from gateway.adapters.signals import Broadcast, RetainedChanges
 from gateway.adapters.store import Store
 from gateway.config.floor import (
     FloorConfig,
@@ -47,8 +49,9 @@ from gateway.config.floor import (
     PollSection,
 )
 from gateway.core import commands as checks
-from gateway.engine.commands import CommandProcessor, Decision
-from gateway.model.messages import SetLightsBody
+from gateway.core.inputs import CommandRefused, Input, RunCommand
+from gateway.engine.commands import CommandProcessor
+from gateway.model.messages import Reply, ReplyError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.mosquitto
 from tests.mosquitto import HOST, Mosquitto, make_certs
@@ -135,6 +138,18 @@ def floor_config(directory: Path, port: int, window: int) -> FloorConfig:
     )
 
 
+async def _decide_lights(store: Store, item: Input) -> bytes:
+    """A stand-in engine for ``set_lights``: the reply, recorded in one transaction."""
+    now = datetime.now(UTC)
+    if isinstance(item, RunCommand):
+        reply = Reply(id=item.id, ok=True, result={"pending": []}).to_json()
+    else:
+        assert isinstance(item, CommandRefused)
+        reply = Reply(id=item.id, ok=False, error=ReplyError(code="invalid", message="")).to_json()
+    await store.write(lambda conn: schema.record_command(conn, item.id, now, reply.decode()))
+    return reply
+
+
 async def append(store: Store, n: int, stamp: bool = False) -> None:
     now = datetime.now(UTC)
     data = {"t": time.monotonic()} if stamp else {}
@@ -160,10 +175,8 @@ async def run(events: int, rooms: int, window: int) -> None:
     floor = Floor(rooms)
     config = floor_config(work, broker.port, window)
     key = bytes.fromhex(config.mqtt.command_key_file.read_text())
-    processor = CommandProcessor(store, key, "bench-12")
-    processor.register(
-        "set_lights", SetLightsBody, lambda b, n: Decision(ok=True, result={"pending": []})
-    )
+    processor = CommandProcessor(store, key, functools.partial(_decide_lights, store))
+    committed = Broadcast()
     uplink = Uplink(
         config,
         store,
@@ -171,6 +184,8 @@ async def run(events: int, rooms: int, window: int) -> None:
         started_at=datetime.now(UTC),
         current_state=floor.current_state,
         on_command=processor.handle,
+        retained=RetainedChanges(),
+        outbox=committed,
         backoff=Backoff(initial_s=0.05, cap_s=0.5),
     )
     sub = await asyncio.create_subprocess_exec(
@@ -198,7 +213,7 @@ async def run(events: int, rooms: int, window: int) -> None:
         for _ in range(events // 5000):
             await append(store, 5000)
         await append(store, events % 5000)
-        uplink.events_appended()
+        committed.notify()
         lags: list[float] = []
         t_restart = time.monotonic()
         broker.start()
@@ -216,7 +231,7 @@ async def run(events: int, rooms: int, window: int) -> None:
         t_steady = time.monotonic()
         for _ in range(1000):
             await append(store, 1, stamp=True)
-            uplink.events_appended()
+            committed.notify()
             await asyncio.sleep(0.005)
         async with asyncio.timeout(60):
             await _until_drained(store)

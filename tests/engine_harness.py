@@ -119,16 +119,20 @@ def demo_config(run_dir: Path) -> FloorConfig:
 
 @contextlib.asynccontextmanager
 async def running_engine(
-    run_dir: Path, clock: Clock | None = None, stored: Stored | None = None
+    run_dir: Path,
+    clock: Clock | None = None,
+    stored: Stored | None = None,
+    *,
+    inbox: Inbox | None = None,
 ) -> AsyncIterator[Harness]:
     """The demo floor's engine, running over a fresh store in ``run_dir``."""
     clock = clock or Clock()
     config = demo_config(run_dir)
     store = await Store.open(run_dir / "floor.db", synchronous="NORMAL")
-    state, initial = restore(
+    state, restored = restore(
         config.layout(), stored or Stored({}, [], [], {}), clock(), new_id=lambda: uuid.uuid4().hex
     )
-    inbox = Inbox()
+    inbox = inbox or Inbox()
     actuators = RecordingActuators()
     locks = RecordingLocks(state, inbox.put)
     retained, committed = RetainedChanges(), Broadcast()
@@ -139,7 +143,7 @@ async def running_engine(
 
     engine = Engine(
         state,
-        initial,
+        restored,
         inbox,
         store,
         actuators=actuators,

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-import sqlite_utils
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -357,10 +356,13 @@ async def test_upgrade_from_migration_1(tmp_path: pathlib.Path) -> None:
     async with await Store.open(path) as s:
         assert s.schema_version == schema.LATEST_VERSION
 
-        def inspect(conn: sqlite3.Connection) -> tuple[list[str], dict[str, type], int]:
-            db = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
+        def inspect(conn: sqlite3.Connection) -> tuple[list[str], list[str], int]:
+            tables = [
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            ]
+            columns = [r[1] for r in conn.execute("PRAGMA table_info(events)")]
             low = conn.execute("SELECT low_value FROM events").fetchone()[0]
-            return db.table_names(), db["events"].columns_dict, low
+            return tables, columns, low
 
         tables, columns, low = await s.read(inspect)
         assert {"audit", "stays", "tokens", "events", "counters"} <= set(tables)

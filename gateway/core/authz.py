@@ -232,12 +232,10 @@ class Authz:
     def checkout(self, room: str, stay_id: str, now: datetime) -> Outcome:
         """Revoke every token of the stay now; the room becomes vacant if it was occupied."""
         now = to_ms(now)
-        base, pre = self._at(room, now)
-        s = base.stay(room, stay_id)
-        if s is None:
-            return Refusal(CONFLICT, f"no stay {stay_id} in room {room}")
-        if s.ended(now):
-            return Refusal(CONFLICT, f"stay {stay_id} has ended")
+        found = self._open_stay(room, stay_id, now)
+        if isinstance(found, Refusal):
+            return found
+        base, pre, s = found
         ended = _ended(s, now, "command")
         effects: list[AuthzEffect] = [
             SaveStay(ended),
@@ -250,12 +248,10 @@ class Authz:
     def extend(self, room: str, stay_id: str, valid_until: datetime, now: datetime) -> Outcome:
         """Move the end of a stay that has not ended."""
         now, vu = to_ms(now), to_ms(valid_until)
-        base, pre = self._at(room, now)
-        s = base.stay(room, stay_id)
-        if s is None:
-            return Refusal(CONFLICT, f"no stay {stay_id} in room {room}")
-        if s.ended(now):
-            return Refusal(CONFLICT, f"stay {stay_id} has ended")
+        found = self._open_stay(room, stay_id, now)
+        if isinstance(found, Refusal):
+            return found
+        base, pre, s = found
         if vu <= s.valid_from:
             return Refusal(INVALID, "valid_until must be after valid_from")
         if vu <= now:
@@ -388,12 +384,10 @@ class Authz:
             tok = normalize_token(token)
         except ValueError as exc:
             return Refusal(INVALID, str(exc))
-        base, pre = self._at(room, now)
-        s = base.stay(room, stay_id)
-        if s is None:
-            return Refusal(CONFLICT, f"no stay {stay_id} in room {room}")
-        if s.ended(now):
-            return Refusal(CONFLICT, f"stay {stay_id} has ended")
+        found = self._open_stay(room, stay_id, now)
+        if isinstance(found, Refusal):
+            return found
+        base, pre, s = found
         if add:
             if tok in s.tokens:
                 return base._unchanged(room, pre)
@@ -409,6 +403,18 @@ class Authz:
         detail = {"stay_id": stay_id, "token_hash": token_hash(tok)}
         effects: list[AuthzEffect] = [SaveStay(new), Audit("central", action, room, detail)]
         return base._changed(new, now, pre, effects)
+
+    def _open_stay(
+        self, room: str, stay_id: str, now: datetime
+    ) -> tuple[Authz, list[AuthzEffect], Stay] | Refusal:
+        """The stay, not ended, with what was due in its room applied first (see ``_at``)."""
+        base, pre = self._at(room, now)
+        s = base.stay(room, stay_id)
+        if s is None:
+            return Refusal(CONFLICT, f"no stay {stay_id} in room {room}")
+        if s.ended(now):
+            return Refusal(CONFLICT, f"stay {stay_id} has ended")
+        return base, pre, s
 
     def _overlapping(
         self, room: str, stay_id: str, vf: datetime, vu: datetime, now: datetime

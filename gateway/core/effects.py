@@ -9,10 +9,10 @@ lamps, retained MQTT state, lock reconciliation. Nothing is announced that is no
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, assert_never
 
 from drivers.ids import DeviceRef, RoomId
 from drivers.observations import PointValue
@@ -24,11 +24,13 @@ if TYPE_CHECKING:
     from gateway.core.authz import Stay
 
 __all__ = [
+    "Action",
     "Audit",
     "DeviceBack",
     "Effect",
     "Emit",
     "MarkWelcomed",
+    "Persisted",
     "ReadAccessLog",
     "ReconcileLock",
     "RecordCommand",
@@ -40,6 +42,7 @@ __all__ = [
     "SaveStay",
     "SetPanelLamp",
     "WritePoint",
+    "split",
 ]
 
 # -- written in the decision's transaction ----------------------------------------------
@@ -178,21 +181,43 @@ class Republish:
     """Publish the status, every open alarm and every room state again (``resync``)."""
 
 
-Effect = (
-    Emit
-    | Audit
-    | SaveAlarm
-    | SaveStay
-    | SaveCounter
-    | SaveLogHead
-    | MarkWelcomed
-    | RecordCommand
-    | WritePoint
-    | SetPanelLamp
-    | Retain
-    | ReconcileLock
-    | ReadAccessLog
-    | DeviceBack
-    | Republish
+Persisted = (
+    Emit | Audit | SaveAlarm | SaveStay | SaveCounter | SaveLogHead | MarkWelcomed | RecordCommand
 )
+"""Written in the decision's transaction."""
+Action = WritePoint | SetPanelLamp | Retain | ReconcileLock | ReadAccessLog | DeviceBack | Republish
+"""Carried out once the decision is committed."""
+Effect = Persisted | Action
 """Every effect of the core, once: the engine's dispatches are exhaustive over this union."""
+
+
+def split(effects: Iterable[Effect]) -> tuple[list[Persisted], list[Action]]:
+    """A decision's effects: what is written, and what is done after, each in order."""
+    persisted: list[Persisted] = []
+    actions: list[Action] = []
+    for effect in effects:
+        match effect:
+            case (
+                Emit()
+                | Audit()
+                | SaveAlarm()
+                | SaveStay()
+                | SaveCounter()
+                | SaveLogHead()
+                | MarkWelcomed()
+                | RecordCommand()
+            ):
+                persisted.append(effect)
+            case (
+                WritePoint()
+                | SetPanelLamp()
+                | Retain()
+                | ReconcileLock()
+                | ReadAccessLog()
+                | DeviceBack()
+                | Republish()
+            ):
+                actions.append(effect)
+            case _:
+                assert_never(effect)
+    return persisted, actions

@@ -42,11 +42,13 @@ from gateway.core.decide import (
     room_snapshot,
 )
 from gateway.core.effects import (
+    Action,
     Audit,
     DeviceBack,
     Effect,
     Emit,
     MarkWelcomed,
+    Persisted,
     ReadAccessLog,
     ReconcileLock,
     RecordCommand,
@@ -58,6 +60,7 @@ from gateway.core.effects import (
     SaveStay,
     SetPanelLamp,
     WritePoint,
+    split,
 )
 from gateway.core.inputs import ClockJumped, Input, RunCommand, Tick
 from gateway.core.state import FloorState
@@ -179,10 +182,10 @@ class Engine:
     ) -> None:
         """Persist each decision (one op each, one transaction for all), then act, in order."""
         ops: list[Awaitable[None]] = []
-        for _, decision, now in decided:
-            if any(_persists(e) for e in decision.effects):
-                op = functools.partial(self._persist, decision.effects, now)
-                ops.append(self._store.write(op))
+        plans = [split(decision.effects) for _, decision, _ in decided]
+        for (_, _, now), (persisted, _) in zip(decided, plans, strict=True):
+            if persisted:
+                ops.append(self._store.write(functools.partial(self._persist, persisted, now)))
             else:
                 ops.append(_nothing())
         if self._mono() >= self._next_flush:
@@ -193,12 +196,15 @@ class Engine:
         results = await asyncio.gather(*ops, return_exceptions=True)
         emitted = False
         failure: BaseException | None = None
-        for (future, decision, _), result in zip(decided, results, strict=False):
+        for (future, decision, _), (persisted, actions), result in zip(
+            decided, plans, results, strict=False
+        ):
             if isinstance(result, BaseException):
                 failure = failure or result
                 _fail(future, result)
                 continue
-            emitted = self._act(decision.effects) or emitted
+            emitted = emitted or any(isinstance(e, Emit) for e in persisted)
+            self._act(actions)
             if future is not None and not future.done():
                 future.set_result(decision.outcome)
         self._publish_rooms()
@@ -212,7 +218,9 @@ class Engine:
             log.error("commit_failed", error=str(failure))
             raise failure
 
-    def _persist(self, effects: Sequence[Effect], now: datetime, conn: sqlite3.Connection) -> None:
+    def _persist(
+        self, effects: Sequence[Persisted], now: datetime, conn: sqlite3.Connection
+    ) -> None:
         """Write one decision's persisting effects (inside the store's transaction)."""
         for effect in effects:
             match effect:
@@ -236,28 +244,15 @@ class Engine:
                 case RecordCommand(id=command_id, at=at, reply=reply):
                     schema.record_command(conn, command_id, at, reply.decode())
                     self._purge_commands(conn, at)
-                case (
-                    WritePoint()
-                    | SetPanelLamp()
-                    | Retain()
-                    | ReconcileLock()
-                    | ReadAccessLog()
-                    | DeviceBack()
-                    | Republish()
-                ):
-                    pass  # carried out after the commit
                 case _:
                     assert_never(effect)
 
-    def _act(self, effects: Sequence[Effect]) -> bool:
-        """Carry out a committed decision's device and link effects; True if it emitted."""
-        emitted = False
-        for effect in effects:
-            match effect:
-                case Emit():
-                    emitted = True
+    def _act(self, actions: Sequence[Action]) -> None:
+        """Carry out a committed decision's device and link effects, in order."""
+        for action in actions:
+            match action:
                 case WritePoint():
-                    self._actuators.enqueue(effect)
+                    self._actuators.enqueue(action)
                 case SetPanelLamp(bus=bus, room=room, state=lamp):
                     sender = self._lamps.get(bus)
                     if sender is not None:
@@ -272,19 +267,8 @@ class Engine:
                     self._actuators.resend(device)
                 case Republish():
                     self._retained.resync()
-                case (
-                    Audit()
-                    | SaveAlarm()
-                    | SaveStay()
-                    | SaveCounter()
-                    | SaveLogHead()
-                    | MarkWelcomed()
-                    | RecordCommand()
-                ):
-                    pass  # written in the transaction
                 case _:
-                    assert_never(effect)
-        return emitted
+                    assert_never(action)
 
     def _publish_rooms(self) -> None:
         if not self.state.dirty_rooms:
@@ -323,34 +307,6 @@ class Engine:
             self._deadlines_moved.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._deadlines_moved.wait(), timeout=wait)
-
-
-def _persists(effect: Effect) -> bool:
-    """Whether an effect is written in the decision's transaction."""
-    match effect:
-        case (
-            Emit()
-            | Audit()
-            | SaveAlarm()
-            | SaveStay()
-            | SaveCounter()
-            | SaveLogHead()
-            | MarkWelcomed()
-            | RecordCommand()
-        ):
-            return True
-        case (
-            WritePoint()
-            | SetPanelLamp()
-            | Retain()
-            | ReconcileLock()
-            | ReadAccessLog()
-            | DeviceBack()
-            | Republish()
-        ):
-            return False
-        case _:
-            assert_never(effect)
 
 
 async def _nothing() -> None:
