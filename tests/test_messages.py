@@ -89,7 +89,7 @@ def test_unknown_values_are_null_and_written_as_null() -> None:
         {"lock_battery": "87"},
         {"deadbolt": 0},
         {"ts": "2026-11-23T06:03:22+08:00"},
-        {"devices": {"fridge": "online"}},
+        {"devices": {"tstat": "broken"}},
         {"climate": {**ROOM_STATE["climate"], "mode": "turbo"}},
         {"schema": 2},
     ],

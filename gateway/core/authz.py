@@ -44,7 +44,7 @@ from datetime import datetime
 
 from drivers.ids import DeviceRef
 from gateway.core.effects import Audit, Emit, SaveStay, WritePoint
-from gateway.core.locksync import normalize_token, token_hash
+from gateway.core.locksync import SLOT_COUNT, normalize_token, token_hash
 from gateway.model.time import format_ts, to_ms
 
 __all__ = [
@@ -62,7 +62,6 @@ __all__ = [
 
 CONFLICT = "conflict"
 INVALID = "invalid"
-DEFAULT_SLOT_COUNT = 32  # devices.md FG-LOCK-1
 _PREFERENCE_KEYS = ("setpoint_c", "scene")
 
 
@@ -137,7 +136,7 @@ class Authz:
         self,
         rooms: Mapping[str, tuple[Stay, ...]],
         *,
-        slot_count: int = DEFAULT_SLOT_COUNT,
+        slot_count: int = SLOT_COUNT,
         last_tick: datetime | None = None,
     ) -> None:
         """Wrap stays grouped by room (use ``from_stays``)."""
@@ -148,7 +147,7 @@ class Authz:
         self._last_tick = last_tick
 
     @classmethod
-    def from_stays(cls, stays: Iterable[Stay], *, slot_count: int = DEFAULT_SLOT_COUNT) -> Authz:
+    def from_stays(cls, stays: Iterable[Stay], *, slot_count: int = SLOT_COUNT) -> Authz:
         """Rebuild from stored stays; ValueError on a duplicate (room, stay_id)."""
         rooms: dict[str, list[Stay]] = {}
         for s in stays:

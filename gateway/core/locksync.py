@@ -20,6 +20,7 @@ from gateway.core.effects import Emit
 __all__ = [
     "LOG_SEQ_MAX",
     "RING_SIZE",
+    "SLOT_COUNT",
     "LogEntry",
     "LogFollower",
     "LogRead",
@@ -32,6 +33,7 @@ __all__ = [
     "token_to_int",
 ]
 
+SLOT_COUNT = 32  # devices.md, FG-LOCK-1: 32 credential slots
 LOG_SEQ_MAX = 0xFFFF  # devices.md: log_head "wraps 65535 -> 1"
 RING_SIZE = 16  # devices.md: "ring of the 16 newest entries"
 TOKEN_MAX = 2**64 - 1

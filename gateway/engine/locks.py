@@ -27,7 +27,7 @@ from drivers.ids import DeviceRef, RoomId
 from drivers.profile import PollClass
 from gateway.core import locksync
 from gateway.core.inputs import AccessLogRead, Input, LockRepaired
-from gateway.core.kinds.lock import SLOT_COUNT
+from gateway.core.locksync import SLOT_COUNT
 from gateway.core.state import FloorState
 
 __all__ = ["LockKeeper", "Reader", "Writer"]

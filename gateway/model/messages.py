@@ -179,6 +179,13 @@ class RoomLights(Message):
     bath: bool | None
 
 
+class RoomMeter(Message):
+    """The room's energy meter: cumulative energy and the power now; ``null`` where unknown."""
+
+    energy_kwh: float | None
+    power_w: float | None
+
+
 class RoomState(Message):
     """``{root}/rooms/{room}/state`` (retained): a room snapshot, republished on change."""
 
@@ -196,10 +203,16 @@ class RoomState(Message):
     dnd: bool | None
     mur: bool | None
     window_open: bool | None
-    call: Literal["idle", "active", "acknowledged"]
-    devices: dict[Literal["tstat", "lock", "rio"], Literal["online", "offline"]] = Field(
-        description="Each of the room's device roles, online or offline"
+    meter: RoomMeter | None = Field(
+        default=None, description="Present only for a room with an energy meter"
     )
+    call: Literal["idle", "active", "acknowledged"]
+    devices: dict[str, Literal["online", "offline"]] = Field(
+        description="Each of the room's devices by role (tstat, lock, rio, meter), online or"
+        " offline"
+    )
+
+    omit_when_none: ClassVar[frozenset[str]] = frozenset({"meter"})
 
 
 AlarmPoint = Literal[

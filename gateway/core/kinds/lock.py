@@ -19,7 +19,6 @@ from gateway.core.effects import Emit, MarkWelcomed, ReadAccessLog, ReconcileLoc
 from gateway.core.kinds.base import DeviceKind, Observed, RoleSpec, ValueKind, Values, Welcome
 from gateway.core.state import Effects, FloorState
 
-SLOT_COUNT = 32  # devices.md: FG-LOCK-1 has 32 credential slots
 ACCESS_RESULTS = ("granted", "denied", "denied_deadbolt", "remote_unlock")
 _B = RoleSpec(ValueKind.BOOL)
 
