@@ -6,7 +6,8 @@ buses; the engine that decides and commits; the commands, the MQTT uplink and th
 socket around it. Every object gets its collaborators when it is built, and every
 long-lived task is spawned into the one supervisor, named after what it owns
 (``bus[rs485-a]``, ``callpanel[panel]``, ``mqtt``, ``committer``…). The bus and call-panel
-owners beat a progress monitor: the watchdog is withheld when one of them stalls.
+owners and the committer beat a progress monitor: the watchdog is withheld when one of
+them stalls.
 """
 
 from __future__ import annotations
@@ -41,8 +42,10 @@ from gateway.supervisor import Supervisor
 
 log = structlog.get_logger("gateway.app")
 
-# A bus owner or call panel that has not turned for this long withholds the watchdog.
+# A bus owner or call panel that has not turned for this long withholds the watchdog, and
+# so does a committer that has not committed (it commits a tick at least every second).
 BUS_MAX_SILENCE_S = 15.0
+COMMITTER_MAX_SILENCE_S = 30.0
 
 
 async def build(config: FloorConfig, store: Store, supervisor: Supervisor) -> Inbox:

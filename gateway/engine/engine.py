@@ -128,8 +128,11 @@ class Engine:
         outbox: Broadcast,
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
         mono: Callable[[], float] = time.monotonic,
+        beat: Callable[[], None] = lambda: None,
     ) -> None:
-        """The floor restored (``state``), with what restoring it decided (``initial``)."""
+        """The floor restored (``state``), with what restoring it decided (``initial``);
+        ``beat`` after every batch (the timers queue a tick at least every second, so a
+        committer that stops beating is stuck)."""
         self.state = state
         self._initial = list(initial)
         self._inbox = inbox
@@ -141,6 +144,7 @@ class Engine:
         self._outbox = outbox
         self._wall = wall
         self._mono = mono
+        self._beat = beat
         self._deadlines_moved = asyncio.Event()
         self._deadline: datetime | None = None
         self._next_flush = 0.0
@@ -156,6 +160,7 @@ class Engine:
             items = await self._inbox.take()
             decided = [(item.future, self._decide(item.input), self._wall()) for item in items]
             await self._commit(decided)
+            self._beat()
 
     def current_state(self) -> list[tuple[str, dict[str, object] | None]]:
         """Every open alarm, then every room state (what goes out first on a connect)."""
