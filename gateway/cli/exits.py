@@ -27,7 +27,6 @@ __all__ = [
     "EX_UNAVAILABLE",
     "EX_USAGE",
     "Failure",
-    "UsageError",
     "failure",
 ]
 
@@ -36,10 +35,6 @@ EX_ERROR = 1
 EX_USAGE = 2
 EX_UNAVAILABLE = 69
 EX_INTERRUPTED = 130
-
-
-class UsageError(Exception):
-    """A command line floorctl cannot act on (exit 2); the message says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +46,7 @@ class Failure:
 
 
 def failure(
-    exc: ViewRefused | DaemonUnreachableError | UsageError | FloorFileError | KeyboardInterrupt,
+    exc: ViewRefused | DaemonUnreachableError | FloorFileError | KeyboardInterrupt,
     socket: SocketChoice | None,
 ) -> Failure:
     """The exit code and the stderr lines for ``exc`` (``socket``: where floorctl asked)."""
@@ -60,7 +55,7 @@ def failure(
             return Failure(EX_ERROR, [exc.message])
         case DaemonUnreachableError():
             return Failure(EX_UNAVAILABLE, _unreachable(str(exc), socket))
-        case UsageError() | FloorFileError():
+        case FloorFileError():
             return Failure(EX_USAGE, [str(exc)])
         case KeyboardInterrupt():
             return Failure(EX_INTERRUPTED, [])

@@ -29,7 +29,7 @@ from gateway.cli import (
 )
 from gateway.cli.common import Context, Parser
 from gateway.cli.discovery import ENV_CONFIG, FloorFileError
-from gateway.cli.exits import EX_OK, EX_USAGE, UsageError
+from gateway.cli.exits import EX_OK, EX_USAGE
 from gateway.model.errors import DaemonUnreachableError, ViewRefused
 
 __all__ = ["GROUPS", "build_parser", "main"]
@@ -57,13 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         render.show(args.handler(ctx, args), as_json=args.json, out=ctx.out, err=ctx.err)
-    except (
-        ViewRefused,
-        DaemonUnreachableError,
-        UsageError,
-        FloorFileError,
-        KeyboardInterrupt,
-    ) as exc:
+    except (ViewRefused, DaemonUnreachableError, FloorFileError, KeyboardInterrupt) as exc:
         end = exits.failure(exc, ctx.socket)
         for line in end.lines:
             print(f"floorctl: {line}", file=sys.stderr)

@@ -29,6 +29,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gateway.cli.alarm_ids import short_ids
+from gateway.cli.floormap import LEGEND, FloorMapRenderable, floor_map, room_flags
 from gateway.cli.results import EventStream, Notice, Output, Script
 from gateway.model.views import (
     AlarmRow,
@@ -65,29 +66,6 @@ __all__ = [
 # Decimal places by the unit a key ends with (the first suffix that fits).
 ROUNDING: tuple[tuple[str, int], ...] = (("_ms", 1), ("_s", 1), ("_c", 1), ("_rate", 3))
 
-# The floor map's cell: a room's id over six fixed slots, each a letter or a blank.
-# (letter, meaning, style) in slot order; style repeats the letter in colour.
-LEGEND: tuple[tuple[str, str, str], ...] = (
-    ("O", "occupied", "green"),
-    (".", "vacant", "dim"),
-    ("/", "door open", "bold cyan"),
-    ("D", "do not disturb", "blue"),
-    ("M", "make up room", "cyan"),
-    ("!", "call active", "bold white on red"),
-    ("a", "call acknowledged", "black on yellow"),
-    ("X", "device offline", "bold magenta"),
-)
-# A cell's background, by its most urgent state.
-_CELL_STYLES = {
-    "call_active": "bold white on red",
-    "call_acknowledged": "black on yellow",
-    "offline": "white on magenta",
-    "door_open": "black on cyan",
-    "dnd": "white on blue",
-    "mur": "black on bright_cyan",
-    "occupied": "black on green",
-    "vacant": "",
-}
 _STATE_STYLES = {"active": "bold red", "acknowledged": "yellow", "resolved": "green"}
 _TS = re.compile(r"^(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}:\d{2})(?:\.\d+)?Z$")
 
@@ -121,42 +99,6 @@ def json_value(value: Result | EventRow) -> dict[str, Any]:
     key = "events" if isinstance(value, EventRow) else ""
     doc: dict[str, Any] = _floor_events_roomless(_rounded(value.to_json(), key), key)
     return doc
-
-
-def room_flags(row: RoomRow) -> str:
-    """The six map slots of a room: occupancy, door, DND, MUR, call, devices (see LEGEND)."""
-    occupancy = {"occupied": "O", "vacant": "."}.get(row.occupancy or "", "?")
-    door = "/" if row.door == "open" else " "
-    call = {"active": "!", "acknowledged": "a"}.get(row.call, " ")
-    return "".join(
-        (
-            occupancy,
-            door,
-            "D" if row.dnd else " ",
-            "M" if row.mur else " ",
-            call,
-            "X" if row.offline else " ",
-        )
-    )
-
-
-def floor_map(rows: Sequence[RoomRow], width: int) -> RenderableType:
-    """The floor at a glance: a grid of room cells within ``width`` columns, and a legend."""
-    cell = max([6, *(len(r.room) for r in rows)]) + 2
-    per_line = max(1, (width + 1) // (cell + 1))
-    lines: list[Text] = []
-    for start in range(0, len(rows), per_line):
-        chunk = rows[start : start + per_line]
-        top, bottom = Text(), Text()
-        for i, row in enumerate(chunk):
-            style = _CELL_STYLES[_cell_state(row)]
-            if i:
-                top.append(" ")
-                bottom.append(" ")
-            top.append(f" {row.room:<{cell - 2}} ", style=style)
-            bottom.append(f" {room_flags(row):<{cell - 2}} ", style=style)
-        lines += [top, bottom, Text()]
-    return Group(_floor_summary(rows, width), Text(), *lines, _legend(width))
 
 
 def event_line(event: EventRow, *, header: bool = False) -> RenderableType:
@@ -199,7 +141,7 @@ def _renderable(result: Result) -> RenderableType:
         case Status():
             return _status(result)
         case FloorMap():
-            return _FloorMapRenderable(result.rooms)
+            return FloorMapRenderable(result.rooms)
         case RoomTable():
             return _rooms(result.rooms)
         case RoomDetail():
@@ -220,16 +162,6 @@ def _renderable(result: Result) -> RenderableType:
             return _outbox(result)
         case ScanResult():
             return _scan(result)
-
-
-class _FloorMapRenderable:
-    """Lays the map out at the width of the console it is printed on."""
-
-    def __init__(self, rows: Sequence[RoomRow]) -> None:
-        self.rows = rows
-
-    def __rich_console__(self, console: Console, options: Any) -> Iterator[RenderableType]:
-        yield floor_map(self.rows, options.max_width)
 
 
 def _status(s: Status) -> RenderableType:
@@ -397,64 +329,6 @@ def _scan(r: ScanResult) -> RenderableType:
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-def _cell_state(row: RoomRow) -> str:
-    if row.call == "active":
-        return "call_active"
-    if row.call == "acknowledged":
-        return "call_acknowledged"
-    if row.offline:
-        return "offline"
-    if row.door == "open":
-        return "door_open"
-    if row.dnd:
-        return "dnd"
-    if row.mur:
-        return "mur"
-    return "occupied" if row.occupancy == "occupied" else "vacant"
-
-
-def _floor_summary(rows: Sequence[RoomRow], width: int) -> Text:
-    counts = [
-        (sum(r.occupancy == "occupied" for r in rows), "occupied", ""),
-        (sum(r.call == "active" for r in rows), "call active", "bold red"),
-        (sum(r.call == "acknowledged" for r in rows), "call acknowledged", "yellow"),
-        (sum(bool(r.offline) for r in rows), "with a device offline", "magenta"),
-        (sum(r.door == "open" for r in rows), "door open", "cyan"),
-    ]
-    parts = [(f"{len(rows)} rooms", "bold")]
-    parts += [(f"{n} {label}", style) for n, label, style in counts if n or label == "occupied"]
-    return _packed(parts, " · ", width)
-
-
-def _legend(width: int) -> Text:
-    parts: list[tuple[str, str] | list[tuple[str, str]]] = [
-        [(letter, style), (f" {meaning}", "dim")] for letter, meaning, style in LEGEND
-    ]
-    legend = _packed(parts, "  ", width)
-    legend.append("\nslots: occupancy, door, DND, MUR, call, devices", style="dim")
-    return legend
-
-
-def _packed(
-    parts: Sequence[tuple[str, str] | list[tuple[str, str]]], separator: str, width: int
-) -> Text:
-    """Parts (each one or more styled pieces) joined, breaking lines only between parts."""
-    text, line = Text(), 0
-    for part in parts:
-        pieces = [part] if isinstance(part, tuple) else part
-        size = sum(len(piece) for piece, _ in pieces)
-        if line and line + len(separator) + size > width:
-            text.append("\n")
-            line = 0
-        elif line:
-            text.append(separator)
-            line += len(separator)
-        for piece, style in pieces:
-            text.append(piece, style=style)
-        line += size
-    return text
 
 
 def _event_table(
