@@ -87,8 +87,9 @@ FLOOR_MISTAKES: list[tuple[str, Edit, str]] = [
     (
         "unknown profile",
         _set("room.0.devices.0.profile", "fg-tstat-9"),
-        "room[0].devices[0].profile: no profile named 'fg-tstat-9' (known: fg-floorpanel-1, "
-        "fg-lock-1, fg-rio-1, fg-tstat-1, siemens-rdf302; did you mean 'fg-tstat-1'?)",
+        "room[0].devices[0].profile: no profile named 'fg-tstat-9' (known: eastron-sdm120, "
+        "fg-floorpanel-1, fg-lock-1, fg-rio-1, fg-tstat-1, siemens-rdf302; did you mean "
+        "'fg-tstat-1'?)",
     ),
     (
         "unknown profile, nothing like it",
