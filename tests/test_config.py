@@ -94,8 +94,8 @@ FLOOR_MISTAKES: list[tuple[str, Edit, str]] = [
     (
         "unknown profile, nothing like it",
         _set("room.0.devices.0.profile", "acme-9000"),
-        "no profile named 'acme-9000' (known: fg-floorpanel-1, fg-lock-1, fg-rio-1, "
-        "fg-tstat-1, siemens-rdf302)",
+        "no profile named 'acme-9000' (known: eastron-sdm120, fg-floorpanel-1, fg-lock-1, "
+        "fg-rio-1, fg-tstat-1, siemens-rdf302)",
     ),
     (
         "profile of another kind",
@@ -495,8 +495,8 @@ def test_check_names_the_line_of_each_problem(
         f"  line {line('fg-rio-2')}: room[1].devices[2].bus: no bus named 'rs485-b' "
         "(buses: rs485-a, lan, panel)",
         f"  line {line('fg-rio-2')}: room[1].devices[2].profile: no profile named 'fg-rio-2' "
-        "(known: fg-floorpanel-1, fg-lock-1, fg-rio-1, fg-tstat-1, siemens-rdf302; "
-        "did you mean 'fg-rio-1'?)",
+        "(known: eastron-sdm120, fg-floorpanel-1, fg-lock-1, fg-rio-1, fg-tstat-1, "
+        "siemens-rdf302; did you mean 'fg-rio-1'?)",
     ]
 
 
