@@ -310,8 +310,11 @@ class Engine:
             if deadline is not None:
                 wait = min(wait, max(0.0, (deadline - now).total_seconds()))
             self._deadlines_moved.clear()
+            # asyncio.timeout, not wait_for: wait_for (3.11) can swallow the cancel of a stop
+            # that arrives as the wait ends, and the loop would outlive the shutdown bound.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._deadlines_moved.wait(), timeout=wait)
+                async with asyncio.timeout(wait):
+                    await self._deadlines_moved.wait()
 
 
 async def _nothing() -> None:
