@@ -334,6 +334,9 @@ class BusScheduler:
         else:
             req = self._requests[key]
             if req.future.done():  # the caller gave up while it waited
+                # Forget it here: done() is about to drop its entry, and the caller's
+                # _submit (yet to resume) must not look that entry up.
+                del self._requests[key]
                 return
             try:
                 result = await req.action()

@@ -596,6 +596,25 @@ async def test_bus_gone_on_a_fake_bus_and_requests_on_the_way_out(floor: FloorCo
         await write
 
 
+async def test_a_request_given_up_as_its_turn_comes_fails_only_with_cancellation() -> None:
+    sched = BusScheduler(FakeBus(), [], on_observation=lambda o: None)
+    task = asyncio.create_task(sched.run())
+    try:
+        scan = asyncio.ensure_future(sched.scan([3]))
+        await asyncio.sleep(0)  # one turn: the scan queues its step and wakes the idle worker
+        # Given up before it resumes: the worker (first in line) finds the step abandoned
+        # and drops it; the caller then must not look for it (it raised KeyError).
+        scan.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await scan
+        assert not task.done()
+        assert await sched.scan([3]) == []  # the bus serves on
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def test_constructor_checks(floor: FloorConfig) -> None:
     rio = rio_profile(floor)
     with pytest.raises(ValueError, match="twice"):
