@@ -596,6 +596,52 @@ async def test_bus_gone_on_a_fake_bus_and_requests_on_the_way_out(floor: FloorCo
         await write
 
 
+class AnswerOnCue(FakeBus):
+    """Waits for an answer with asyncio.wait_for, as pymodbus does; after ``hold()`` the
+    next read waits until the test gives its answer (``answer``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holding = False
+        self.answer: asyncio.Future[None] | None = None
+
+    def hold(self) -> None:
+        self.holding = True
+
+    async def read(self, unit: int, table: Table, address: int, count: int) -> list[int]:
+        if self.holding:
+            self.holding = False
+            self.answer = asyncio.get_running_loop().create_future()
+            await asyncio.wait_for(self.answer, timeout=30)
+        return await super().read(unit, table, address, count)
+
+
+async def test_an_answer_arriving_with_the_stop_does_not_keep_the_bus_running() -> None:
+    # On Python 3.11 asyncio.wait_for returns the answer and drops a cancel that lands in
+    # the same loop iteration (CPython gh-86296): the bus polled on past a daemon's stop.
+    bus = AnswerOnCue()
+    sched = BusScheduler(bus, [], on_observation=lambda o: None)
+    task = asyncio.create_task(sched.run())
+    try:
+        bus.hold()
+        scan = asyncio.ensure_future(sched.scan([3]))
+        await until(lambda: bus.answer is not None)
+        assert bus.answer is not None
+        bus.answer.set_result(None)  # the answer comes in...
+        task.cancel()  # ...as the bus is stopped
+        done, _ = await asyncio.wait({task}, timeout=10)
+        assert task in done, "the bus kept running after it was cancelled"
+        assert task.cancelled()
+    finally:
+        task.cancel()
+        for t in asyncio.all_tasks():  # a worker that lost its cancel ignores run()'s next
+            if t.get_name().startswith(f"bus[{bus.bus}]#"):
+                t.cancel()
+        with contextlib.suppress(asyncio.CancelledError, BusGoneError):
+            await task
+            await scan
+
+
 async def test_a_request_given_up_as_its_turn_comes_fails_only_with_cancellation() -> None:
     sched = BusScheduler(FakeBus(), [], on_observation=lambda o: None)
     task = asyncio.create_task(sched.run())
