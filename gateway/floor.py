@@ -483,8 +483,12 @@ class Floor:
             if deadline is not None:
                 wait = min(wait, max(0.0, (deadline - now).total_seconds()))
             self._timers_changed.clear()
+            # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that lands while the
+            # event is being set (CPython gh-86296), and observations set it many times a
+            # second, so a stop could leave this loop running past the shutdown bound.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._timers_changed.wait(), timeout=wait)
+                async with asyncio.timeout(wait):
+                    await self._timers_changed.wait()
 
     def tick(self, now: datetime) -> None:
         """Apply every boundary, escalation and door deadline that is due at ``now``."""
