@@ -383,6 +383,40 @@ async def test_commands_sent_while_away_arrive_on_return(
             await until(lambda: floor.commands == [b"while away"])
 
 
+async def test_a_stop_as_a_command_is_answered_still_stops_the_uplink(
+    mosquitto: Mosquitto, make_uplink: Callable[..., Uplink]
+) -> None:
+    # On Python 3.11 asyncio.wait_for (aiomqtt's PUBACK wait, here the handler's) returns
+    # and drops a cancel that lands in the same loop iteration (CPython gh-86296): the
+    # command reader then read on, and a stop waited for the shutdown bound.
+    answers: list[asyncio.Future[None]] = []
+
+    async def on_command(payload: bytes) -> bytes | None:
+        answers.append(asyncio.get_running_loop().create_future())
+        await asyncio.wait_for(answers[-1], timeout=30)
+        return None
+
+    uplink = make_uplink(mosquitto.port, on_command=on_command)
+    task = asyncio.create_task(uplink.run(), name="uplink")
+    try:
+        async with collecting(mosquitto, f"{ROOT}/#") as col:
+            # The room states follow the subscription to {root}/cmd.
+            await until(lambda: col.payloads(f"{ROOT}/rooms/1203/state"))
+        async with aiomqtt.Client(HOST, mosquitto.port) as central:
+            await central.publish(f"{ROOT}/cmd", b"{}", qos=1)
+        await until(lambda: answers)
+        answers[0].set_result(None)  # the command is answered...
+        task.cancel()  # ...as the daemon stops
+        done, _ = await asyncio.wait({task}, timeout=10)
+        assert task in done, "the uplink kept running after it was cancelled"
+    finally:
+        for t in asyncio.all_tasks():  # a reader that lost its cancel ignores the next
+            if t.get_name().startswith("uplink"):
+                t.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def test_tls_with_client_certificate_and_password(
     mosquitto: Mosquitto, make_uplink: Callable[..., Uplink]
 ) -> None:
