@@ -79,15 +79,16 @@ class Floor:
         return [e for e in self.all_events() if e["type"] == type_]
 
     def all_events(self) -> list[dict[str, Any]]:
-        """Every event received on {root}/events, in arrival order."""
-        return self.docs("events")
+        """Every event received on {root}/events, each once (duplicates dropped by ``id``:
+        delivery is at least once), in order of first arrival."""
+        return self.events.unique(f"{ROOT}/events")
 
     def docs(self, subtopic: str) -> list[dict[str, Any]]:
         """Every JSON payload received on {root}/{subtopic}, in arrival order."""
         return [json.loads(p) for p in self.events.payloads(f"{ROOT}/{subtopic}")]
 
     async def event(self, type_: str, room: str | None = None, n: int = 1) -> dict[str, Any]:
-        """Wait for the n-th event of a type (for a room)."""
+        """Wait for the n-th distinct event of a type (for a room)."""
 
         def found() -> list[dict[str, Any]]:
             return [e for e in self.typed(type_) if room is None or e.get("room") == room]

@@ -11,13 +11,15 @@ read root-only files, hence ``user root``; a missing client certificate shows up
 a timeout. ``set_tcp_nodelay true``, as a deployment should set it: with Nagle on, a
 command's round trip took 44 ms instead of 2-3 ms here (bench/mqtt.py).
 
-``Collector`` subscribes (persistent session, reconnecting) and keeps every message.
+``Collector`` subscribes (persistent session, reconnecting) and keeps every message;
+``Collector.unique`` counts each event once, as the central system must.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -28,6 +30,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import pytest
@@ -237,6 +240,19 @@ class Collector:
     def payloads(self, topic: str) -> list[bytes]:
         """Payloads received on exactly ``topic``, in arrival order."""
         return [bytes(m.payload) for m in self.messages if m.topic.value == topic]  # type: ignore[arg-type]
+
+    def unique(self, topic: str) -> list[dict[str, Any]]:
+        """JSON documents received on ``topic``, each ``id`` once, in order of first arrival.
+
+        Events are delivered at least once (mqtt-api.md): after a broken link, a restart or
+        a kill -9, one may arrive again with the same ``id`` and ``seq``, and the central
+        system drops the repeat by ``id``. Count events with this, never by arrival.
+        """
+        seen: dict[str, dict[str, Any]] = {}
+        for payload in self.payloads(topic):
+            doc = json.loads(payload)
+            seen.setdefault(doc["id"], doc)
+        return list(seen.values())
 
     async def run(self) -> None:
         """Collect until cancelled."""

@@ -156,11 +156,8 @@ async def append(store: Store, n: int, *, low_value: bool = False, size: int = 0
 
 
 def seqs(collector: Collector) -> list[int]:
-    return [json.loads(p)["seq"] for p in collector.payloads(f"{ROOT}/events")]
-
-
-def first_occurrences(values: list[int]) -> list[int]:
-    return list(dict.fromkeys(values))
+    """The seq of each event received, each event once (by id), in order of first arrival."""
+    return [e["seq"] for e in collector.unique(f"{ROOT}/events")]
 
 
 async def eventually(
@@ -209,9 +206,10 @@ async def test_connect_publishes_status_then_state_then_events_in_order(
         status = Status.model_validate_json(col.payloads(f"{ROOT}/status")[0])
         assert (status.online, status.gateway, status.version) == (True, GATEWAY, "9.9.9")
         assert status.started_at == STARTED
-        envelopes = [EventEnvelope.model_validate_json(p) for p in col.payloads(f"{ROOT}/events")]
+        events = col.unique(f"{ROOT}/events")
+        envelopes = [EventEnvelope.model_validate(e) for e in events]
         assert envelopes[0].room is None
-        assert "room" not in json.loads(col.payloads(f"{ROOT}/events")[0])
+        assert "room" not in events[0]
         assert envelopes[1].room == "1203"
         assert envelopes[1].data == {"i": 1}
         assert all(e.gateway == GATEWAY for e in envelopes)
@@ -283,7 +281,7 @@ async def test_broker_restarts_while_events_are_appended_lose_nothing(
             await until(lambda: uplink.connected)
         await producer
         await until(lambda: set(seqs(col)) >= set(range(1, total + 1)), timeout=10)
-        assert first_occurrences(seqs(col)) == list(range(1, total + 1))
+        assert seqs(col) == list(range(1, total + 1))
         await eventually(store, lambda c: undelivered(c) == 0)
         await uplink.maintain(datetime.now(UTC), purge=False)
         stats = uplink.stats()
@@ -326,7 +324,7 @@ async def test_current_state_goes_out_before_the_backlog_after_reconnect(
         ]
         assert live[4].payload == b""  # the clearing of a resolved alarm is not lost
         assert json.loads(live[2].payload)["occupancy"] == "occupied"  # type: ignore[arg-type]
-        assert first_occurrences(seqs(col)) == list(range(1, 401))
+        assert seqs(col) == list(range(1, 401))
 
 
 async def test_link_lost_while_sending_the_current_state_is_noticed_at_once(
@@ -546,7 +544,7 @@ async def test_commands_end_to_end_through_the_broker(
         assert [b.circuits for b in handler.calls] == [{"bath": True}] * 2
         rejected = ["unsigned-1", "wrong-key-1", "stale-1", "bad-body-1", "junk-1", "huge-1"]
         await until(lambda: len(seqs(col)) == len(rejected))
-        events = [json.loads(p) for p in col.payloads(f"{ROOT}/events")]
+        events = col.unique(f"{ROOT}/events")
         assert [e["type"] for e in events] == ["command.rejected"] * len(rejected)
         assert [e["data"]["id"] for e in events] == rejected
         assert "room" not in events[0]
@@ -676,5 +674,5 @@ async def test_kill_9_publishes_the_will_and_a_restart_loses_nothing(
         uplink = make_uplink(mosquitto.port)
         async with running(uplink):
             await until(lambda: set(seqs(col)) >= set(range(1, total + 1)), timeout=20)
-            assert first_occurrences(seqs(col)) == list(range(1, total + 1))
+            assert seqs(col) == list(range(1, total + 1))
             await eventually(store, lambda c: undelivered(c) == 0)
