@@ -218,10 +218,18 @@ class Central:
         """Payloads received on {root}/sub, decoded."""
         return [json.loads(p) for t, p, _ in self.messages if t == f"{ROOT}/{sub}" and p]
 
+    def unique_events(self) -> list[dict[str, Any]]:
+        """Events received so far, each once: delivery is at least once, so a repeat (same
+        ``id`` and ``seq``) is dropped by ``id``, as mqtt.md tells a central system to."""
+        seen: dict[str, dict[str, Any]] = {}
+        for e in self.docs("events"):
+            seen.setdefault(e["id"], e)
+        return list(seen.values())
+
     def events(self, type_: str, room: str | None = None) -> list[dict[str, Any]]:
         """Events of a type received so far."""
         return [
-            e for e in self.docs("events") if e["type"] == type_ and room in (None, e.get("room"))
+            e for e in self.unique_events() if e["type"] == type_ and room in (None, e.get("room"))
         ]
 
     async def wait(self, cond: Callable[[], Any], what: str, limit_s: float = WAIT_S) -> Any:
@@ -321,16 +329,22 @@ async def story(run_dir: Path, floor: Path, broker: Broker, key: bytes) -> None:
         say(f"The broker ({broker.name}) goes down; a guest in 1203 calls meanwhile")
         await broker.stop()
         await central.wait(lambda: not central.connected.is_set(), "the link down")
-        before = len(central.docs("events"))
+        before = len(central.unique_events())
         run(*ctl, "press", "1203", "bed", "--ms", "100")
         run(*ctl, "dnd", "1202", "on", show=False)
-        await asyncio.sleep(1.0)  # the story pauses: the outage lasts a moment
+        await central.wait(
+            lambda: (
+                _recorded(floorctl, "1203", "alarm.raised")
+                and _recorded(floorctl, "1202", "room.dnd")
+            ),
+            "the call and the do-not-disturb in the gateway's outbox",
+        )
         run(*floorctl, "outbox")
         say("The broker comes back: current state first, then the backlog in seq order")
         await broker.start()
         await central.event("alarm.raised", "1203")
         await central.event("room.dnd", "1202")
-        seqs = [e["seq"] for e in central.docs("events")]
+        seqs = [e["seq"] for e in central.unique_events()]
         missing = sorted(set(range(min(seqs), max(seqs) + 1)) - set(seqs))
         note(f"{len(seqs) - before} events arrived after the outage; seq gaps: {missing or 'none'}")
         run(*floorctl, "floor")
@@ -438,6 +452,11 @@ def _slot_has(ctl: list[str], room: str, token: str) -> bool:
 
 def _coil(ctl: list[str], device: str, point: str) -> bool:
     return run(*ctl, "get", device, point, show=False).strip().lower() == "true"
+
+
+def _recorded(floorctl: list[str], room: str, type_: str) -> bool:
+    doc = json.loads(run(*floorctl, "events", "--room", room, "--json", show=False) or "{}")
+    return any(e["type"] == type_ for e in doc.get("events", []))
 
 
 def _all_online(floorctl: list[str]) -> bool:
