@@ -135,7 +135,10 @@ def test_journal_query_filters_and_bounds() -> None:
 
 def test_sim_clock_scales_and_rescales() -> None:
     clock = SimClock(1000.0)
-    r0, t0 = time.monotonic(), clock.now()
+    # Device time read outside the real interval on both sides: a preemption between two
+    # clock reads cannot make the measured interval the longer one.
+    t0 = clock.now()
+    r0 = time.monotonic()
     while time.monotonic() - r0 < 0.005:  # let some real time pass (measured, not slept)
         pass
     real = time.monotonic() - r0
