@@ -362,8 +362,11 @@ async def test_retained_changes_coalesce_latest_wins_and_resync(
         assert await read_retained(mosquitto, topic) == col.payloads(topic)[-1]
 
         status_before = len(col.payloads(f"{ROOT}/status"))
+        before = len(col.payloads(topic))
         uplink.republish_all()
-        await until(lambda: len(col.payloads(f"{ROOT}/rooms/1201/state")) == 2)
+        # Until the last of the three is in: 1201's alone may be read before 1203's.
+        await until(lambda: len(col.payloads(topic)) == before + 1)
+        assert len(col.payloads(f"{ROOT}/rooms/1201/state")) == 2
         assert len(col.payloads(f"{ROOT}/status")) == status_before + 1
         resync = [m.topic.value for m in col.messages[-3:]]
         assert resync == [f"{ROOT}/status", f"{ROOT}/rooms/1201/state", topic]
