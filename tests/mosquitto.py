@@ -283,7 +283,7 @@ async def collecting(
     collector = Collector(broker, topic, identifier=identifier)
     task = asyncio.create_task(collector.run(), name=f"collector[{identifier}]")
     try:
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(20):
             await collector.connected.wait()
         yield collector
     finally:

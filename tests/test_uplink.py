@@ -280,7 +280,7 @@ async def test_broker_restarts_while_events_are_appended_lose_nothing(
             mosquitto.start()
             await until(lambda: uplink.connected)
         await producer
-        await until(lambda: set(seqs(col)) >= set(range(1, total + 1)), timeout=10)
+        await until(lambda: set(seqs(col)) >= set(range(1, total + 1)), timeout=30)
         assert seqs(col) == list(range(1, total + 1))
         await eventually(store, lambda c: undelivered(c) == 0)
         await uplink.maintain(datetime.now(UTC), purge=False)
@@ -307,7 +307,7 @@ async def test_current_state_goes_out_before_the_backlog_after_reconnect(
         uplink.set_retained("rooms/1201/state", floor.rooms["1201"])
         uplink.set_retained("alarms/a-old", None)
         mosquitto.start()
-        await until(lambda: len(seqs(col)) >= 400, timeout=10)
+        await until(lambda: len(seqs(col)) >= 400, timeout=30)
         # From the new session's online status on; skip the copies the broker sends to the
         # collector on resubscribing (retain flag) and its redeliveries of older messages.
         live = [m for m in col.messages[before:] if not m.retain]
@@ -339,7 +339,7 @@ async def test_link_lost_while_sending_the_current_state_is_noticed_at_once(
     floor.current_state = current_state  # type: ignore[method-assign]
     uplink = make_uplink(mosquitto.port)
     async with running(uplink):
-        await until(lambda: uplink.stats().failures >= 1, timeout=10)
+        await until(lambda: uplink.stats().failures >= 1, timeout=30)
         # Seen by the message reader, not by waiting out the PUBACK timeout.
         assert "timed out" not in (uplink.stats().last_error or "")
 
