@@ -60,7 +60,10 @@ FAST = {
     PollClass.ROOM: 20,
     PollClass.SLOW: 50,
 }
-TIMEOUT_MS = 60
+# floorsim answers in the test's own event loop: on a loaded machine an answer can be tens
+# of ms late, and a spurious timeout shows as a timeout, a CRC error (its late bytes)
+# or a device offline. 250 ms: silent devices are still found quickly.
+TIMEOUT_MS = 250
 PROBE_MAX_S = 0.2
 
 
@@ -336,7 +339,7 @@ async def test_emergency_polls_go_on_while_a_device_is_dead(
         def live_polls() -> list[Tx]:
             return [t for t in run.rec.log[start:] if t.unit == 3 and t.table is Table.INPUT]
 
-        await until(lambda: len(live_polls()) >= 15, timeout=10)
+        await until(lambda: len(live_polls()) >= 15, timeout=30)
         window = run.rec.log[start:]
         marks = [i for i, t in enumerate(window) if t.unit == 3 and t.table is Table.INPUT]
         for a, b in itertools.pairwise(marks):
@@ -455,7 +458,7 @@ async def test_a_vanished_port_pauses_the_bus_and_it_recovers(
             async with running(floor):  # back, on a new pty behind the same path
                 await until(
                     lambda: all(len(run.of(DeviceOnline, d.name)) == 2 for d in devices),
-                    timeout=10,
+                    timeout=30,
                 )
             n = len(beats)
             await until(lambda: len(beats) > n)
