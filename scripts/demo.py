@@ -57,11 +57,14 @@ def note(text: str) -> None:
     print(f"    {text}", flush=True)
 
 
-def free_port() -> int:
-    """A free loopback TCP port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free loopback TCP ports (bound at once: one at a time, the kernel
+    may hand out the same port twice)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
 
 
 def run(*args: str, show: bool = True) -> str:
@@ -358,8 +361,9 @@ def main() -> int:
     """Set up, run the story, clean up."""
     run_dir = Path(tempfile.mkdtemp(prefix="floorgate-demo-"))
     os.environ["FLOORGATE_RUN_DIR"] = str(run_dir)
-    os.environ["FLOORGATE_MODBUS_PORT"] = str(free_port())
-    os.environ["FLOORGATE_MQTT_PORT"] = port = str(free_port())
+    modbus_port, mqtt_port = free_ports(2)
+    os.environ["FLOORGATE_MODBUS_PORT"] = str(modbus_port)
+    os.environ["FLOORGATE_MQTT_PORT"] = port = str(mqtt_port)
     key_hex = secrets.token_hex(32)
     (run_dir / "command.key").write_text(key_hex + "\n")
     (run_dir / "command.key").chmod(0o600)

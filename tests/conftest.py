@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import tomli_w
 
-from tests.mosquitto import free_port
+from tests.mosquitto import free_ports
 
 REPO = Path(__file__).resolve().parent.parent
 FLOORS = REPO / "config" / "floors"
@@ -31,8 +31,9 @@ def run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     d.mkdir()
     (d / "command.key").write_text(secrets.token_hex(32) + "\n")
     monkeypatch.setenv("FLOORGATE_RUN_DIR", str(d))
-    monkeypatch.setenv("FLOORGATE_MQTT_PORT", str(free_port()))
-    monkeypatch.setenv("FLOORGATE_MODBUS_PORT", str(free_port()))
+    mqtt_port, modbus_port = free_ports(2)
+    monkeypatch.setenv("FLOORGATE_MQTT_PORT", str(mqtt_port))
+    monkeypatch.setenv("FLOORGATE_MODBUS_PORT", str(modbus_port))
     return d
 
 

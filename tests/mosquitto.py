@@ -75,9 +75,19 @@ def make_certs(directory: Path) -> Certs:
 
 def free_port() -> int:
     """A TCP port free on the loopback interface right now."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports free on the loopback interface right now.
+
+    Bound all at once: one at a time, the kernel may hand out the same port again.
+    """
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind((HOST, 0))
+        return [int(s.getsockname()[1]) for s in socks]
 
 
 @dataclass
@@ -86,16 +96,19 @@ class Mosquitto:
 
     directory: Path
     certs: Certs
-    port: int = field(default_factory=free_port)
-    auth_port: int = field(default_factory=free_port)
-    tls_port: int = field(default_factory=free_port)
+    port: int = 0  # 0: three distinct free ports are picked
+    auth_port: int = 0
+    tls_port: int = 0
     username: str = "floor"
     password: str = field(default_factory=lambda: secrets.token_hex(8))
     host: str = HOST
     process: subprocess.Popen[bytes] | None = None
+    _started: bool = False
 
     def __post_init__(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
+        if not (self.port and self.auth_port and self.tls_port):
+            self.port, self.auth_port, self.tls_port = free_ports(3)
         passwd = self.directory / "passwd"
         subprocess.run(
             ["mosquitto_passwd", "-b", "-c", str(passwd), self.username, self.password],
@@ -103,6 +116,10 @@ class Mosquitto:
             capture_output=True,
         )
         self.password_file.write_text(self.password + "\n")
+        self._write_config()
+
+    def _write_config(self) -> None:
+        passwd = self.directory / "passwd"
         c = self.certs
         self.config.write_text(
             f"""per_listener_settings true
@@ -153,8 +170,26 @@ require_certificate true
         return self.process is not None and self.process.poll() is None
 
     def start(self) -> None:
-        """Start mosquitto and return once all three listeners accept connections."""
+        """Start mosquitto and return once all three listeners accept connections.
+
+        The first start moves to other free ports if one was taken meanwhile (by another
+        process, between free_ports() and the bind); a restart keeps its ports.
+        """
         assert not self.running, "already running"
+        first = not self._started
+        self._started = True
+        for attempt in range(3):
+            try:
+                self._start()
+                return
+            except RuntimeError as exc:
+                if not first or "Address already in use" not in str(exc) or attempt == 2:
+                    raise
+            self._close()
+            self.port, self.auth_port, self.tls_port = free_ports(3)
+            self._write_config()
+
+    def _start(self) -> None:
         self.process = subprocess.Popen(
             [MOSQUITTO, "-c", str(self.config)],
             stdout=subprocess.DEVNULL,
