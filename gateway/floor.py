@@ -360,6 +360,7 @@ class Floor:
         ``done`` (optional) resolves once they are committed and acted on.
         """
         if effects or done is not None:
+            self.locks.changing(effects)  # a stay boundary: see LockKeeper.changing
             self._commits.put_nowait(_Batch(list(effects), done))
 
     def persist(self, conn: sqlite3.Connection, effects: Iterable[Effect]) -> None:

@@ -116,6 +116,7 @@ class _Handlers:
         if isinstance(result, AuthzRefusal):
             return Decision(ok=False, code=result.code, message=result.message)
         self.floor.authz, effects = result
+        self.floor.locks.changing(effects)  # before any await: see LockKeeper.changing
         self.floor.timers_changed()
         devices = [f"{room}/lock"] if lock else []
         devices += [w.device for w in effects if isinstance(w, WritePoint)]

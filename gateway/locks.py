@@ -11,6 +11,7 @@ token.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ import structlog
 
 from gateway.config.profile import PollClass
 from gateway.core import locksync
+from gateway.core.authz import LocksChanged
 from gateway.core.effects import Audit, Emit
 from gateway.errors import BusError
 
@@ -74,6 +76,14 @@ class LockKeeper:
         elif wanted.get(room) != "change":
             wanted[room] = "read" if read_slots else cause
         self._wake.setdefault(bus, asyncio.Event()).set()
+
+    def changing(self, effects: Iterable[object]) -> None:
+        """Authorisation changed (the rooms of ``LocksChanged`` in ``effects``), and is not
+        yet committed and applied (``want(room, "change")``): a verification planning with
+        the new authorisation meanwhile is applying our own pending work, not drift."""
+        for effect in effects:
+            if isinstance(effect, LocksChanged):
+                self._unsynced.update(effect.rooms)
 
     async def reconciler(self) -> None:
         """Keep every lock's slots equal to what is authorised for its room right now.
