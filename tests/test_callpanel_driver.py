@@ -239,9 +239,9 @@ async def test_silent_panel_goes_offline_then_online_on_next_frame(panel: PanelE
         assert OFFLINE_S - EARLY_S <= rec.timed[0][0] - started < OFFLINE_S + LATE_S
         assert driver.state is PanelState.OFFLINE
         sent = panel.send(Heartbeat(1))
-        await until(lambda: len(rec.events) == 2)
+        await until(lambda: len(rec.events) >= 2)
         assert rec.events[1] == PanelOnline(BUS)
-        await until(lambda: len(rec.events) == 3)
+        await until(lambda: len(rec.events) >= 3)
         assert rec.events[2] == PanelOffline(BUS)
         # The deadline counts from the last frame.
         assert OFFLINE_S - EARLY_S <= rec.timed[2][0] - sent < OFFLINE_S + LATE_S
