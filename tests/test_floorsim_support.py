@@ -45,7 +45,7 @@ async def running(config: FloorConfig, **kwargs: Any) -> AsyncIterator[FloorSim]
 
 @contextlib.asynccontextmanager
 async def rtu_client(
-    port: Path, *, baud: int = 19200, parity: str = "N", timeout: float = 0.25
+    port: Path, *, baud: int = 19200, parity: str = "N", timeout: float = 1.0
 ) -> AsyncIterator[AsyncModbusSerialClient]:
     """A connected pymodbus RTU client on a pty link: no retries, short timeout."""
     client = AsyncModbusSerialClient(
@@ -60,7 +60,7 @@ async def rtu_client(
 
 @contextlib.asynccontextmanager
 async def tcp_client(
-    address: tuple[str, int], *, timeout: float = 0.25
+    address: tuple[str, int], *, timeout: float = 1.0
 ) -> AsyncIterator[AsyncModbusTcpClient]:
     """A connected pymodbus TCP client: no retries, short timeout."""
     client = AsyncModbusTcpClient(

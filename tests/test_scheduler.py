@@ -65,6 +65,10 @@ FAST = {
 # or a device offline. 250 ms: silent devices are still found quickly.
 TIMEOUT_MS = 250
 PROBE_MAX_S = 0.2
+# Every device of rs485-a online: its first slow-class polls wait behind the emergency
+# ones, and a loaded machine (floorsim in this process) answers at a fraction of the
+# wire rate; a bound for a hang, not a speed.
+ONLINE_S = 60.0
 
 
 @dataclass
@@ -206,7 +210,7 @@ async def bus_run(request: Any, floor: FloorConfig, sim: FloorSim) -> AsyncItera
 
 async def test_every_device_comes_online_with_its_values(bus_run: Run, floor: FloorConfig) -> None:
     devices = floor.devices(bus_run.sched.bus)
-    await until(lambda: all(bus_run.sched.online(d.name) for d in devices))
+    await until(lambda: all(bus_run.sched.online(d.name) for d in devices), timeout=ONLINE_S)
     for d in devices:
         first = bus_run.obs.index(bus_run.of(DeviceOnline, d.name)[0])
         values = [o for o in bus_run.obs if isinstance(o, PointObserved) and o.device == d.name]
@@ -451,7 +455,7 @@ async def test_a_vanished_port_pauses_the_bus_and_it_recovers(
     try:
         transport = rtu_transport(floor)
         async with scheduling(transport, devices, beat=lambda: beats.append(1)) as run:
-            await until(lambda: all(run.sched.online(d.name) for d in devices))
+            await until(lambda: all(run.sched.online(d.name) for d in devices), timeout=ONLINE_S)
             await first.stop()  # the port disappears
             await until(lambda: all(run.of(DeviceOffline, d.name) for d in devices))
             assert {o.reason for o in run.obs if isinstance(o, DeviceOffline)} == {"bus gone"}
