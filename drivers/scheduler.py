@@ -278,6 +278,7 @@ class BusScheduler:
 
     async def _worker(self) -> None:
         while True:
+            _raise_lost_cancel()
             if self._beat is not None:
                 self._beat()
             self._wake.clear()  # whatever sets it from here on cuts the wait below short
@@ -335,6 +336,9 @@ class BusScheduler:
         else:
             req = self._requests[key]
             if req.future.done():  # the caller gave up while it waited
+                # Forget it here: done() is about to drop its entry, and the caller's
+                # _submit (yet to resume) must not look that entry up.
+                del self._requests[key]
                 return
             try:
                 result = await req.action()
@@ -631,6 +635,19 @@ class BusScheduler:
 
 
 _MISSING = object()
+
+
+def _raise_lost_cancel() -> None:
+    """Raise CancelledError if this task was cancelled but an await swallowed it.
+
+    On Python 3.11, ``asyncio.wait_for`` (pymodbus waits for every answer with it) returns
+    the answer instead of raising when the cancel lands in the loop iteration in which the
+    answer arrives (CPython gh-86296, fixed in 3.12). The request is still counted by
+    ``Task.cancelling()``; without this check the worker would poll on past a stop.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 @dataclass(slots=True)

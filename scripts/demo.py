@@ -57,11 +57,14 @@ def note(text: str) -> None:
     print(f"    {text}", flush=True)
 
 
-def free_port() -> int:
-    """A free loopback TCP port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free loopback TCP ports (bound at once: one at a time, the kernel
+    may hand out the same port twice)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
 
 
 def run(*args: str, show: bool = True) -> str:
@@ -218,10 +221,18 @@ class Central:
         """Payloads received on {root}/sub, decoded."""
         return [json.loads(p) for t, p, _ in self.messages if t == f"{ROOT}/{sub}" and p]
 
+    def unique_events(self) -> list[dict[str, Any]]:
+        """Events received so far, each once: delivery is at least once, so a repeat (same
+        ``id`` and ``seq``) is dropped by ``id``, as mqtt.md tells a central system to."""
+        seen: dict[str, dict[str, Any]] = {}
+        for e in self.docs("events"):
+            seen.setdefault(e["id"], e)
+        return list(seen.values())
+
     def events(self, type_: str, room: str | None = None) -> list[dict[str, Any]]:
         """Events of a type received so far."""
         return [
-            e for e in self.docs("events") if e["type"] == type_ and room in (None, e.get("room"))
+            e for e in self.unique_events() if e["type"] == type_ and room in (None, e.get("room"))
         ]
 
     async def wait(self, cond: Callable[[], Any], what: str, limit_s: float = WAIT_S) -> Any:
@@ -321,16 +332,22 @@ async def story(run_dir: Path, floor: Path, broker: Broker, key: bytes) -> None:
         say(f"The broker ({broker.name}) goes down; a guest in 1203 calls meanwhile")
         await broker.stop()
         await central.wait(lambda: not central.connected.is_set(), "the link down")
-        before = len(central.docs("events"))
+        before = len(central.unique_events())
         run(*ctl, "press", "1203", "bed", "--ms", "100")
         run(*ctl, "dnd", "1202", "on", show=False)
-        await asyncio.sleep(1.0)  # the story pauses: the outage lasts a moment
+        await central.wait(
+            lambda: (
+                _recorded(floorctl, "1203", "alarm.raised")
+                and _recorded(floorctl, "1202", "room.dnd")
+            ),
+            "the call and the do-not-disturb in the gateway's outbox",
+        )
         run(*floorctl, "outbox")
         say("The broker comes back: current state first, then the backlog in seq order")
         await broker.start()
         await central.event("alarm.raised", "1203")
         await central.event("room.dnd", "1202")
-        seqs = [e["seq"] for e in central.docs("events")]
+        seqs = [e["seq"] for e in central.unique_events()]
         missing = sorted(set(range(min(seqs), max(seqs) + 1)) - set(seqs))
         note(f"{len(seqs) - before} events arrived after the outage; seq gaps: {missing or 'none'}")
         run(*floorctl, "floor")
@@ -344,8 +361,9 @@ def main() -> int:
     """Set up, run the story, clean up."""
     run_dir = Path(tempfile.mkdtemp(prefix="floorgate-demo-"))
     os.environ["FLOORGATE_RUN_DIR"] = str(run_dir)
-    os.environ["FLOORGATE_MODBUS_PORT"] = str(free_port())
-    os.environ["FLOORGATE_MQTT_PORT"] = port = str(free_port())
+    modbus_port, mqtt_port = free_ports(2)
+    os.environ["FLOORGATE_MODBUS_PORT"] = str(modbus_port)
+    os.environ["FLOORGATE_MQTT_PORT"] = port = str(mqtt_port)
     key_hex = secrets.token_hex(32)
     (run_dir / "command.key").write_text(key_hex + "\n")
     (run_dir / "command.key").chmod(0o600)
@@ -438,6 +456,11 @@ def _slot_has(ctl: list[str], room: str, token: str) -> bool:
 
 def _coil(ctl: list[str], device: str, point: str) -> bool:
     return run(*ctl, "get", device, point, show=False).strip().lower() == "true"
+
+
+def _recorded(floorctl: list[str], room: str, type_: str) -> bool:
+    doc = json.loads(run(*floorctl, "events", "--room", room, "--json", show=False) or "{}")
+    return any(e["type"] == type_ for e in doc.get("events", []))
 
 
 def _all_online(floorctl: list[str]) -> bool:

@@ -43,6 +43,7 @@ from tests.waiting import until
 ROOT = "hotel/demo/12"
 TOKEN = "00c0ffee00c0ffee"
 WAIT_S = 25.0
+BUS_TIMEOUT_MS = 1000
 
 
 @dataclass
@@ -79,15 +80,16 @@ class Floor:
         return [e for e in self.all_events() if e["type"] == type_]
 
     def all_events(self) -> list[dict[str, Any]]:
-        """Every event received on {root}/events, in arrival order."""
-        return self.docs("events")
+        """Every event received on {root}/events, each once (duplicates dropped by ``id``:
+        delivery is at least once), in order of first arrival."""
+        return self.events.unique(f"{ROOT}/events")
 
     def docs(self, subtopic: str) -> list[dict[str, Any]]:
         """Every JSON payload received on {root}/{subtopic}, in arrival order."""
         return [json.loads(p) for p in self.events.payloads(f"{ROOT}/{subtopic}")]
 
     async def event(self, type_: str, room: str | None = None, n: int = 1) -> dict[str, Any]:
-        """Wait for the n-th event of a type (for a room)."""
+        """Wait for the n-th distinct event of a type (for a room)."""
 
         def found() -> list[dict[str, Any]]:
             return [e for e in self.typed(type_) if room is None or e.get("room") == room]
@@ -114,6 +116,12 @@ def floor_file(
         {"after_s": after, "notify": f"level-{i}"} for i, after in enumerate(escalation or [0, 1])
     ]
     data["policy"]["alarm_repeat_s"] = 3600
+    for bus in data["bus"]:
+        if bus["kind"] != "callpanel":
+            # floorsim answers in this test's process: on a loaded machine an answer may be
+            # late by more than the default 150 ms, and a device timed out three times in a
+            # row goes offline (an event, maybe a technical alarm) the test did not cause.
+            bus["timeout_ms"] = BUS_TIMEOUT_MS
     path = run_dir / "floor.toml"
     text = tomli_w.dumps(data)
     text = text.replace("${FLOORGATE_MQTT_PORT:-1883}", str(broker.port))

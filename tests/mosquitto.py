@@ -11,13 +11,15 @@ read root-only files, hence ``user root``; a missing client certificate shows up
 a timeout. ``set_tcp_nodelay true``, as a deployment should set it: with Nagle on, a
 command's round trip took 44 ms instead of 2-3 ms here (bench/mqtt.py).
 
-``Collector`` subscribes (persistent session, reconnecting) and keeps every message.
+``Collector`` subscribes (persistent session, reconnecting) and keeps every message;
+``Collector.unique`` counts each event once, as the central system must.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -28,6 +30,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import pytest
@@ -72,9 +75,19 @@ def make_certs(directory: Path) -> Certs:
 
 def free_port() -> int:
     """A TCP port free on the loopback interface right now."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports free on the loopback interface right now.
+
+    Bound all at once: one at a time, the kernel may hand out the same port again.
+    """
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind((HOST, 0))
+        return [int(s.getsockname()[1]) for s in socks]
 
 
 @dataclass
@@ -83,16 +96,19 @@ class Mosquitto:
 
     directory: Path
     certs: Certs
-    port: int = field(default_factory=free_port)
-    auth_port: int = field(default_factory=free_port)
-    tls_port: int = field(default_factory=free_port)
+    port: int = 0  # 0: three distinct free ports are picked
+    auth_port: int = 0
+    tls_port: int = 0
     username: str = "floor"
     password: str = field(default_factory=lambda: secrets.token_hex(8))
     host: str = HOST
     process: subprocess.Popen[bytes] | None = None
+    _started: bool = False
 
     def __post_init__(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
+        if not (self.port and self.auth_port and self.tls_port):
+            self.port, self.auth_port, self.tls_port = free_ports(3)
         passwd = self.directory / "passwd"
         subprocess.run(
             ["mosquitto_passwd", "-b", "-c", str(passwd), self.username, self.password],
@@ -100,6 +116,10 @@ class Mosquitto:
             capture_output=True,
         )
         self.password_file.write_text(self.password + "\n")
+        self._write_config()
+
+    def _write_config(self) -> None:
+        passwd = self.directory / "passwd"
         c = self.certs
         self.config.write_text(
             f"""per_listener_settings true
@@ -150,8 +170,26 @@ require_certificate true
         return self.process is not None and self.process.poll() is None
 
     def start(self) -> None:
-        """Start mosquitto and return once all three listeners accept connections."""
+        """Start mosquitto and return once all three listeners accept connections.
+
+        The first start moves to other free ports if one was taken meanwhile (by another
+        process, between free_ports() and the bind); a restart keeps its ports.
+        """
         assert not self.running, "already running"
+        first = not self._started
+        self._started = True
+        for attempt in range(3):
+            try:
+                self._start()
+                return
+            except RuntimeError as exc:
+                if not first or "Address already in use" not in str(exc) or attempt == 2:
+                    raise
+            self._close()
+            self.port, self.auth_port, self.tls_port = free_ports(3)
+            self._write_config()
+
+    def _start(self) -> None:
         self.process = subprocess.Popen(
             [MOSQUITTO, "-c", str(self.config)],
             stdout=subprocess.DEVNULL,
@@ -238,6 +276,19 @@ class Collector:
         """Payloads received on exactly ``topic``, in arrival order."""
         return [bytes(m.payload) for m in self.messages if m.topic.value == topic]  # type: ignore[arg-type]
 
+    def unique(self, topic: str) -> list[dict[str, Any]]:
+        """JSON documents received on ``topic``, each ``id`` once, in order of first arrival.
+
+        Events are delivered at least once (mqtt-api.md): after a broken link, a restart or
+        a kill -9, one may arrive again with the same ``id`` and ``seq``, and the central
+        system drops the repeat by ``id``. Count events with this, never by arrival.
+        """
+        seen: dict[str, dict[str, Any]] = {}
+        for payload in self.payloads(topic):
+            doc = json.loads(payload)
+            seen.setdefault(doc["id"], doc)
+        return list(seen.values())
+
     async def run(self) -> None:
         """Collect until cancelled."""
         while True:
@@ -267,7 +318,7 @@ async def collecting(
     collector = Collector(broker, topic, identifier=identifier)
     task = asyncio.create_task(collector.run(), name=f"collector[{identifier}]")
     try:
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(20):
             await collector.connected.wait()
         yield collector
     finally:

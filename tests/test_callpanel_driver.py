@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import os
 import threading
@@ -225,24 +224,36 @@ async def test_garbage_and_bad_checksum_are_ignored_and_counted(
     assert all(e["bus"] == BUS for e in logs)
 
 
+# Timing bounds: never earlier than the deadline (2 ms for clock arithmetic), and late by
+# no more than a loaded machine can delay a timer (how late it is on time: bench/).
+EARLY_S = 0.002
+LATE_S = 1.0
+
+
 async def test_silent_panel_goes_offline_then_online_on_next_frame(panel: PanelEnd) -> None:
-    beats: list[float] = []
     loop = asyncio.get_running_loop()
     started = loop.time()
-    async with serving(panel.path, beat=lambda: beats.append(loop.time())) as (driver, rec):
+    async with serving(panel.path) as (driver, rec):
         await until(lambda: rec.events)
         assert rec.events == [PanelOffline(BUS)]  # nothing within OFFLINE_S of start
-        assert OFFLINE_S <= rec.timed[0][0] - started < OFFLINE_S + 0.1
+        assert OFFLINE_S - EARLY_S <= rec.timed[0][0] - started < OFFLINE_S + LATE_S
         assert driver.state is PanelState.OFFLINE
         sent = panel.send(Heartbeat(1))
-        await until(lambda: len(rec.events) == 2)
+        await until(lambda: len(rec.events) >= 2)
         assert rec.events[1] == PanelOnline(BUS)
-        await until(lambda: len(rec.events) == 3)
+        await until(lambda: len(rec.events) >= 3)
         assert rec.events[2] == PanelOffline(BUS)
-        assert OFFLINE_S <= rec.timed[2][0] - sent < OFFLINE_S + 0.05  # the deadline is kept
-    gaps = [b - a for a, b in itertools.pairwise(beats)]
-    assert beats
-    assert max(gaps) < 0.05 + 0.1  # a beat about every beat_every_s, even while silent
+        # The deadline counts from the last frame.
+        assert OFFLINE_S - EARLY_S <= rec.timed[2][0] - sent < OFFLINE_S + LATE_S
+
+
+async def test_the_driver_beats_while_the_panel_is_silent(panel: PanelEnd) -> None:
+    beats: list[float] = []
+    loop = asyncio.get_running_loop()
+    # No frame and no deadline for a minute: only the driver's own beat wakes it.
+    async with serving(panel.path, offline_after_s=60.0, beat=lambda: beats.append(loop.time())):
+        n = len(beats)
+        await until(lambda: len(beats) >= n + 10, timeout=30)  # every 0.05 s: about 0.5 s
 
 
 async def test_bytes_pending_before_open_are_discarded(panel: PanelEnd) -> None:

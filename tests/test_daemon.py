@@ -100,12 +100,12 @@ def test_start_ready_watchdog_and_clean_stop(
     assert (run_dir / "state" / "floorgate.db").exists()
     notify.wait_for("WATCHDOG=1")
     notify.wait_for("WATCHDOG=1")  # keeps pinging while healthy
-    sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    notify.wait_for("STOPPING=1", timeout=5)
-    out, _ = proc.communicate(timeout=5)
-    assert time.monotonic() - sent < 5.0
+    notify.wait_for("STOPPING=1")
+    out, _ = proc.communicate(timeout=30)
+    # 0, not 1: the stop ended every task within the daemon's own 5 s bound.
     assert proc.returncode == 0, out
+    assert '"event": "shutdown_timeout"' not in out
     lines = out.splitlines()
     assert any('"event": "gateway_started"' in ln for ln in lines), out
     # No device answers here (no floorsim): only their device.offline events come between.
@@ -143,6 +143,7 @@ def test_stopped_process_stops_watchdog_pings(
     notify.wait_for("WATCHDOG=1")
     proc.send_signal(signal.SIGSTOP)  # the whole process frozen: no loop, no pings
     try:
+        _wait_stopped(proc.pid)  # kill() returns before the process is frozen
         notify.drain()
         notify.sock.settimeout(0.6)  # six ping intervals
         with pytest.raises(TimeoutError):
@@ -153,6 +154,15 @@ def test_stopped_process_stops_watchdog_pings(
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=10)
     assert proc.returncode == 0
+
+
+def _wait_stopped(pid: int, timeout: float = 15.0) -> None:
+    """Wait (bounded) until the process is in the stopped state (``T`` in /proc)."""
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
+        if time.monotonic() > deadline:
+            raise AssertionError(f"process {pid} not stopped in {timeout} s")
+        time.sleep(0.001)
 
 
 def _lifecycle(events: list[tuple[int, str]]) -> list[tuple[int, str]]:

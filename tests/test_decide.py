@@ -53,8 +53,8 @@ def emits(effects: list[Effect]) -> list[Emit]:
 
 
 def test_the_registry_has_the_reference_kinds() -> None:
-    assert list(KINDS) == ["tstat", "lock", "rio", "floorpanel"]
-    assert ROOM_KINDS == ("tstat", "lock", "rio")
+    assert list(KINDS) == ["tstat", "lock", "rio", "meter", "floorpanel"]
+    assert ROOM_KINDS == ("tstat", "lock", "rio", "meter")
 
 
 def test_first_value_is_a_baseline_then_changes_are_events(layout: Any) -> None:

@@ -170,13 +170,13 @@ async def test_log_head_wraps_over_the_bus(sim: FloorSim, rtu: AsyncModbusSerial
 async def test_floor_panel_coils_are_written_and_journaled(
     sim: FloorSim, rtu: AsyncModbusSerialClient
 ) -> None:
-    before = time.time()
+    before = time.monotonic_ns()
     r = await rtu.write_coils(0, [True, True], device_id=FLOORPANEL)
     assert not r.isError()
     assert sim.coils("floorpanel") == {"floor_sounder": True, "floor_call_lamp": True}
     events = sim.events(kind="write", room=None)
     assert [e["detail"]["point"] for e in events] == ["floor_sounder", "floor_call_lamp"]
-    assert all(e["ts"] >= before for e in events)
+    assert all(e["mono_ns"] >= before for e in events)  # (ts is the wall clock: it may step)
     r = await rtu.read_coils(0, count=3, device_id=FLOORPANEL)
     assert r.isError()
     assert r.exception_code == 2
@@ -230,16 +230,15 @@ async def test_exception_fault_answers_every_request(
 
 async def test_slow_answers(sim: FloorSim, rtu: AsyncModbusSerialClient) -> None:
     line = sim.lines["rs485-a"]
-    t0 = time.perf_counter()
-    await rtu.read_holding_registers(0, count=1, device_id=TSTAT)
-    normal = time.perf_counter() - t0
     sim.set_fault("1201/tstat", "slow", 150)
     t0 = time.perf_counter()
     r = await rtu.read_holding_registers(0, count=1, device_id=TSTAT)
     slow = time.perf_counter() - t0
     assert r.registers == [1]
-    assert slow >= 0.150 + line.period(8, 7) - 0.001
-    assert slow - normal >= 0.140
+    # The shortest possible: the 150 ms on top of the frames' wire time (the request's
+    # t3.5 before it is not waited for: the line was idle). 2 ms for clock arithmetic;
+    # no upper bound, a loaded machine only adds.
+    assert slow >= 0.150 + line.period(8, 7) - line.gap_s - 0.002
 
 
 async def test_a_port_opened_at_the_wrong_baud_hears_nothing(sim: FloorSim) -> None:
@@ -259,8 +258,10 @@ async def test_rtu_rate_never_exceeds_the_wire(sim: FloorSim, rtu: AsyncModbusSe
     for _ in range(n):
         r = await rtu.read_holding_registers(100, count=10, device_id=LOCK)
         assert len(r.registers) == 10
-    rate = n / (time.perf_counter() - t0)
-    assert rate <= theory * 1.005, (rate, theory)
+    elapsed = time.perf_counter() - t0
+    # The line was idle at t0: the first request's t3.5 is not waited for. 2 ms for clock
+    # arithmetic; no upper bound (how close to the wire rate it gets: bench/rtu_rate.py).
+    assert elapsed >= n * line.period(8, 25) - line.gap_s - 0.002, (n / elapsed, theory)
 
 
 async def test_broadcast_write_and_line_noise(sim: FloorSim) -> None:

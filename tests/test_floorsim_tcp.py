@@ -93,4 +93,4 @@ async def test_faults_on_tcp(sim: FloorSim, tcp: AsyncModbusTcpClient) -> None:
     sim.set_fault("1204/tstat", "slow", 120)
     t0 = time.perf_counter()
     assert (await tcp.read_holding_registers(0, count=1, device_id=TSTAT)).registers == [1]
-    assert time.perf_counter() - t0 >= 0.12
+    assert time.perf_counter() - t0 >= 0.12 - 0.002  # the answer waited; no upper bound

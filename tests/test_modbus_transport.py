@@ -22,6 +22,10 @@ from tests.test_floorsim_support import load, running
 
 pytestmark = pytest.mark.integration
 
+# floorsim answers in the test's own event loop: the floor's 150 ms is too short a wait on
+# a loaded machine (a live device timed out). The timeouts expected here cost 1 s each.
+SLACK = {"timeout_ms": 1000}
+
 
 @pytest.fixture
 def floor(run_dir: Path) -> FloorConfig:
@@ -39,7 +43,7 @@ async def tcp(floor: FloorConfig, sim: FloorSim) -> AsyncIterator[ModbusTranspor
     host, port = sim.tcp_address("lan")
     bus = floor.bus("lan")
     assert isinstance(bus, TcpBus)
-    t = ModbusTransport.tcp(bus.model_copy(update={"host": host, "port": port}))
+    t = ModbusTransport.tcp(bus.model_copy(update={"host": host, "port": port, **SLACK}))
     yield t
     await t.close()
 
@@ -48,7 +52,7 @@ async def tcp(floor: FloorConfig, sim: FloorSim) -> AsyncIterator[ModbusTranspor
 async def rtu(floor: FloorConfig, sim: FloorSim) -> AsyncIterator[ModbusTransport]:
     bus = floor.bus("rs485-a")
     assert isinstance(bus, RtuBus)
-    t = ModbusTransport.rtu(bus)
+    t = ModbusTransport.rtu(bus.model_copy(update=SLACK))
     yield t
     await t.close()
 

@@ -22,6 +22,9 @@ from gateway.supervisor import Supervisor
 from tests.waiting import until
 
 WATCHDOG_USEC = 40_000  # a ping every 20 ms
+# Bound on waits that end in milliseconds (a stop, a datagram): only a hang exceeds it,
+# a loaded machine does not (how fast a stop is: bench/, not here).
+BOUND_S = 10.0
 
 
 class Listener:
@@ -48,7 +51,7 @@ class Listener:
     async def wait_for(self, line: str) -> None:
         """Wait (2 s at most) for a new datagram holding ``line``."""
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(2):
+        async with asyncio.timeout(BOUND_S):
             while True:
                 message = (await loop.sock_recv(self.sock, 4096)).decode()
                 self.seen.append(message)
@@ -156,7 +159,7 @@ async def test_tasks_are_named_and_ready_follows_startup(listener: Listener) -> 
     assert sup.started_at.tzinfo is UTC
 
     sup.request_stop("test over")
-    async with asyncio.timeout(2):
+    async with asyncio.timeout(BOUND_S):
         assert await run == 0
     assert "STOPPING=1" in listener.lines()
 
@@ -188,16 +191,16 @@ async def test_signal_stops_cleanly_with_hooks_in_order(
     sup.on_stopped(hook("stopped 2"))
     run = await start(sup, listener)
 
-    loop = asyncio.get_running_loop()
-    began = loop.time()
     os.kill(os.getpid(), sig)
-    async with asyncio.timeout(2):
+    async with asyncio.timeout(BOUND_S):
         assert await run == 0
-    assert loop.time() - began < 1.0
+    # Not by the shutdown bound: nothing was left running.
+    assert not events(logs, "shutdown_timeout")
+    assert sup.abandoned == ()
     assert order == ["stopping 1", "stopping 2", "service cancelled", "stopped 2", "stopped 1"]
     assert "STOPPING=1" in listener.lines()
     assert events(logs, "shutdown_requested")[0]["reason"] == sig.name
-    assert not loop.remove_signal_handler(sig)  # run() removed its handlers
+    assert not asyncio.get_running_loop().remove_signal_handler(sig)  # run() removed its handlers
 
 
 async def test_stubborn_task_does_not_hold_shutdown(
@@ -217,9 +220,9 @@ async def test_stubborn_task_does_not_hold_shutdown(
     loop = asyncio.get_running_loop()
     began = loop.time()
     os.kill(os.getpid(), signal.SIGTERM)
-    async with asyncio.timeout(2):
+    async with asyncio.timeout(BOUND_S):
         code = await run
-    # It waited for the bound, and asyncio.timeout(2) above proves it did not wait forever.
+    # It waited for the bound, and asyncio.timeout(BOUND_S) above: not forever.
     assert loop.time() - began >= 0.25
     assert code == 1  # not a clean stop: something had to be abandoned
     (timeout,) = events(logs, "shutdown_timeout")
@@ -254,7 +257,7 @@ async def test_crashing_service_stops_everything_with_exit_1(
     sup.spawn("bus[rs485-a]", crashing)
     run = await start(sup, listener)
     crash.set()
-    async with asyncio.timeout(2):
+    async with asyncio.timeout(BOUND_S):
         assert await run == 1
     assert cancelled == ["mqtt"]
     (crashed,) = events(logs, "service_crashed")
@@ -271,7 +274,7 @@ async def test_failed_startup_exits_1_without_ready(
 
     sup = Supervisor(notifier=notifier_for(listener))
     sup.spawn("mqtt", forever)
-    async with asyncio.timeout(2):
+    async with asyncio.timeout(BOUND_S):
         assert await sup.run(startup) == 1
     assert "READY=1" not in listener.lines()
     assert "STOPPING=1" in listener.lines()
@@ -294,7 +297,7 @@ async def test_service_that_returns_is_not_restarted(
     assert "mqtt" in task_names()
     assert not run.done()
     sup.request_stop("test over")
-    async with asyncio.timeout(2):
+    async with asyncio.timeout(BOUND_S):
         assert await run == 0
     assert calls == ["ran"]
     assert [e["service"] for e in events(logs, "service_exited")] == ["one-shot"]
@@ -317,7 +320,7 @@ async def test_second_signal_forces_exit(listener: Listener, logs: list[EventDic
     assert len(events(logs, "shutdown_forced")) == 1
 
     release.set()  # the injected force_exit returned; let the shutdown finish
-    async with asyncio.timeout(2):
+    async with asyncio.timeout(BOUND_S):
         await run
 
 
@@ -337,7 +340,7 @@ async def test_external_cancellation_still_shuts_down(listener: Listener) -> Non
     run = await start(sup, listener)
     run.cancel()
     with pytest.raises(asyncio.CancelledError):
-        async with asyncio.timeout(2):
+        async with asyncio.timeout(BOUND_S):
             await run
     assert order == ["stopping", "stopped"]
 
@@ -366,7 +369,7 @@ async def test_watchdog_withheld_while_a_critical_loop_is_stale(
     assert len(events(logs, "watchdog_resumed")) == 1
 
     sup.request_stop("test over")
-    async with asyncio.timeout(2):
+    async with asyncio.timeout(BOUND_S):
         assert await run == 0
 
 
@@ -386,13 +389,13 @@ async def test_blocked_loop_sends_no_pings(listener: Listener) -> None:
         blocked.set()
 
     sup.spawn("blocker", blocker)  # spawned while running
-    async with asyncio.timeout(2):
+    async with asyncio.timeout(BOUND_S):
         await blocked.wait()
     assert during_block == []
     await listener.wait_for("WATCHDOG=1")  # pings resume once the loop is free
 
     sup.request_stop("test over")
-    async with asyncio.timeout(2):
+    async with asyncio.timeout(BOUND_S):
         assert await run == 0
 
 
@@ -408,7 +411,7 @@ async def test_registration_errors(listener: Listener) -> None:
         _ = sup.started_at
 
     sup.request_stop("before run")  # a stop requested before run() ends it at once
-    async with asyncio.timeout(2):
+    async with asyncio.timeout(BOUND_S):
         assert await sup.run() == 0
     assert "READY=1" not in listener.lines()
     with pytest.raises(RuntimeError, match="only be called once"):

@@ -253,6 +253,8 @@ class Uplink:
     async def _session(self) -> None:
         client = self._client()
         stopping = False
+        # Cancel requests already counted on this task (see _raise_lost_cancel).
+        cancels = _cancelling()
         try:
             async with client:
                 try:
@@ -261,6 +263,7 @@ class Uplink:
                         # at once (else only a PUBACK timeout would tell, even mid-state).
                         tg.create_task(self._read_commands(client), name="uplink-commands")
                         await self._start_session(client)
+                        _raise_lost_cancel(cancels)  # a stop while connecting: stop path
                         tg.create_task(self._drain(client), name="uplink-drain")
                         tg.create_task(self._flush_retained(client), name="uplink-retained")
                 except asyncio.CancelledError:
@@ -387,6 +390,7 @@ class Uplink:
     async def _flush_retained(self, client: aiomqtt.Client) -> None:
         retained = self._retained
         while True:
+            _raise_lost_cancel()
             await retained.wake.wait()
             if not retained.resync_pending:
                 await asyncio.sleep(self._coalesce_s)  # gather changes arriving meanwhile
@@ -502,6 +506,7 @@ class Uplink:
                 continue
             if reply is not None:
                 await client.publish(self._topic_reply, reply, qos=1)
+            _raise_lost_cancel()
 
 
 async def _publish_window(
@@ -525,6 +530,25 @@ async def _publish_window(
 def _outbox_figures(conn: sqlite3.Connection) -> tuple[int, str | None, int]:
     depth, oldest = schema.outbox_backlog(conn)
     return depth, oldest, schema.events_shed(conn)
+
+
+def _raise_lost_cancel(counted: int = 0) -> None:
+    """Raise CancelledError if this task was cancelled but an await swallowed it.
+
+    On Python 3.11, ``asyncio.wait_for`` (aiomqtt waits for CONNACK, SUBACK and PUBACK with
+    it) returns instead of raising when the cancel lands in the loop iteration in which the
+    awaited packet arrives (CPython gh-86296, fixed in 3.12), and a stop then waited for the
+    shutdown bound. The request is still counted by ``Task.cancelling()``. ``counted``: the
+    count the task already had (3.11's TaskGroup can leave one behind on its parent after a
+    child failed). Never on the stop path, which runs on purpose after the cancel.
+    """
+    if _cancelling() > counted:
+        raise asyncio.CancelledError
+
+
+def _cancelling() -> int:
+    task = asyncio.current_task()
+    return 0 if task is None else task.cancelling()
 
 
 def _first_leaf(exc: BaseException) -> BaseException:

@@ -90,6 +90,11 @@ class LockKeeper:
         self._wanted: dict[str, dict[RoomId, Cause]] = {}
         self._wake: dict[str, asyncio.Event] = {}
         self._unsynced: set[RoomId] = set()  # rooms whose lock has our changes to apply
+        # The tokens each lock was last brought to (or found to hold). A lock that differs
+        # from what is authorised while that has not changed since is drift; one that
+        # differs because the authorisation changed (even before its ReconcileLock comes,
+        # while the change commits) is our own pending work.
+        self._synced: dict[RoomId, frozenset[str]] = {}
 
     def want(self, room: RoomId, cause: Literal["change", "verify"], *, read_slots: bool) -> None:
         """Reconcile the room's lock: ``change`` (authorisation changed), ``verify`` (compare
@@ -156,6 +161,7 @@ class LockKeeper:
             # drift, repaired and reported. One not yet heard since start is merely pending.
             if points.known_offline(device):
                 self._unsynced.discard(room)
+                self._synced[room] = self._desired(room)
             return
         # Slot verification is a slow read; only the read that an authorisation change
         # waits on goes at lock priority.
@@ -165,16 +171,19 @@ class LockKeeper:
         slots = await self._read_slots(device, bus, priority) if fresh else known
         if slots is None:
             return
-        plan = self._plan(room, slots)
+        desired = self._desired(room)
+        plan = locksync.plan_slots(desired, slots)
         if plan.writes and not fresh and room not in self._unsynced:
             # Suspected drift, seen by polls that may straddle a change (32 slots are four
             # reads): confirm on one fresh read, so a repair is planned and reported once.
             slots = await self._read_slots(device, bus, priority)
             if slots is None:
                 return
-            plan = self._plan(room, slots)
+            desired = self._desired(room)
+            plan = locksync.plan_slots(desired, slots)
         if not plan.writes:
             self._unsynced.discard(room)
+            self._synced[room] = desired
             return
         # Queued together, the writes go on the line back to back when it has a gap.
         write = self._writers[bus]
@@ -193,8 +202,9 @@ class LockKeeper:
             log.info("slot_write_failed", device=str(device), error=str(failed[0]))
             self.want(room, "change" if cause == "change" else "verify", read_slots=cause == "read")
             return
-        drift = room not in self._unsynced
+        drift = room not in self._unsynced and self._synced.get(room, desired) == desired
         self._unsynced.discard(room)
+        self._synced[room] = desired
         if drift:
             self._submit(LockRepaired(room, device, plan.added, plan.removed, drift=True))
         log.info("lock_reconciled", device=str(device), added=plan.added, removed=plan.removed)
@@ -220,9 +230,9 @@ class LockKeeper:
         known = self._state.points.last_known
         return [_int_or_none(known(device, "slot", i)) for i in range(SLOT_COUNT)]
 
-    def _plan(self, room: RoomId, slots: list[int | None]) -> locksync.SlotPlan:
-        """The writes that make these slots what is authorised now."""
-        return locksync.plan_slots(self._state.authz.desired_tokens(room, self._wall()), slots)
+    def _desired(self, room: RoomId) -> frozenset[str]:
+        """The tokens the room's lock must hold now."""
+        return self._state.authz.desired_tokens(room, self._wall())
 
     # -- the access log -------------------------------------------------------------------
 
