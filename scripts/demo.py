@@ -41,7 +41,7 @@ import tomli_w
 REPO = Path(__file__).resolve().parent.parent
 FLOOR = REPO / "config" / "floors" / "demo.toml"
 BIN = Path(sys.executable).parent
-ROOT = "hotel/demo/12"
+ROOT = "hotel/demo/demo-12"
 TOKEN = "5eed0f1c0ffee042"  # noqa: S105 (the demo guest's key card)
 WAIT_S = 30.0
 TTY = sys.stdout.isatty()

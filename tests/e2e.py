@@ -40,7 +40,7 @@ from tests.mosquitto import (  # noqa: F401 (fixtures re-exported)
 )
 from tests.waiting import until
 
-ROOT = "hotel/demo/12"
+ROOT = "hotel/demo/demo-12"
 TOKEN = "00c0ffee00c0ffee"
 WAIT_S = 25.0
 
