@@ -10,6 +10,8 @@ async with Central("broker.hotel", 8883, client_id="pms-bridge", keys=keys,
 ```
 """
 
+import logging
+
 from floorgate_central.client import Central
 from floorgate_central.errors import (
     CentralError,
@@ -47,6 +49,9 @@ from floorgate_central.signing import (
     sign,
     token_hash,
 )
+
+# A library logs; the application decides where to (logging's usual convention).
+logging.getLogger("floorgate_central").addHandler(logging.NullHandler())
 
 __all__ = [
     "ATTEMPTS",
