@@ -12,10 +12,12 @@ import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import floorgate_central as fc
+from tests.conftest import REPO
 from tests.e2e import (  # noqa: F401 (fixtures)
     HOST,
     ROOT,
@@ -94,6 +96,36 @@ async def test_a_broker_without_mqtt5_is_spoken_to_in_3_1_1(
             reply = await floor.command("resync", {})
             assert reply.ok
             await until(lambda: len(floor.rooms) == 6, timeout=WAIT_S)
+
+
+async def test_the_documented_minimal_client_works(
+    run_dir: Path, mosquitto: Mosquitto, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (REPO / "docs" / "central-client.md").read_text()
+    section = text.split("## A complete minimal client", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    example: dict[str, Any] = {"__name__": "example"}
+    exec(compile(code, "central-client.md", "exec"), example)
+    printed: list[str] = []
+
+    def output() -> str:
+        printed.append(capsys.readouterr().out)
+        return "".join(printed)
+
+    async with running(run_dir, mosquitto) as f:
+        key_file = str(run_dir / "command.key")
+        client = asyncio.create_task(example["main"](HOST, mosquitto.port, "demo-12", key_file))
+        try:
+            await until(lambda: "checked in; devices to update" in output(), timeout=WAIT_S)
+            assert "demo-12 at hotel/demo/demo-12: online" in output()
+            assert "  1203 vacant call=idle" in output()
+            f.sim.press("1201", "bath", ms=100)
+            await until(lambda: "tell level-0: bath call" in output(), timeout=WAIT_S)
+            assert "event 1 gateway.started" not in output()  # only events from now on
+        finally:
+            client.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await client
 
 
 @contextlib.asynccontextmanager

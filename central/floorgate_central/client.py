@@ -189,7 +189,11 @@ class Central:
                 async with contextlib.AsyncExitStack() as stack:
                     client = await self._connect(stack)
                     failures = 0
+                    # The status last, in a SUBSCRIBE of its own: the broker sends retained
+                    # messages in order, so a floor already on the broker is discovered with
+                    # its room states and open alarms already here.
                     await client.subscribe([(t, 1) for t in self._topics()])
+                    await client.subscribe([(f"{root}/status", 1) for root in self._roots])
                     self._set_link(client)
                     log.info("connected", extra={"protocol": self.protocol})
                     async for message in client.messages:
@@ -246,7 +250,7 @@ class Central:
         )  # fmt: skip
 
     def _topics(self) -> list[str]:
-        subs = ["status", "rooms/+/state", "alarms/+", "events", "reply"]
+        subs = ["rooms/+/state", "alarms/+", "events", "reply"]
         if self._v5:
             subs.append(f"reply/{self.client_id}")
         return [f"{root}/{sub}" for root in self._roots for sub in subs]
