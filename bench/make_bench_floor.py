@@ -18,7 +18,7 @@ socket = "${FLOORGATE_RUN_DIR:-/tmp/floorgate-bench}/floorctl.sock"
 [mqtt]
 host = "127.0.0.1"
 port = "${FLOORGATE_MQTT_PORT:-1883}"
-root = "hotel/bench/12"
+root = "hotel/bench/bench-12"
 command_key_file = "${FLOORGATE_RUN_DIR:-/tmp/floorgate-bench}/command.key"
 
 [policy]

@@ -56,7 +56,7 @@ from gateway.model.messages import Reply, ReplyError
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.mosquitto
 from tests.mosquitto import HOST, Mosquitto, make_certs
 
-ROOT = "bench/mqtt/12"
+ROOT = "hotel/bench/bench-12"
 SUBSCRIBER = r"""
 import asyncio, json, sys, time
 import aiomqtt

@@ -160,9 +160,10 @@ def build_document() -> dict[str, Any]:
             "messages": messages,
             "parameters": {
                 "root": {
-                    "description": "The floor's topic root, [mqtt] root in its floor file, e.g."
-                    " hotel/sh-bund/12 (several topic levels).",
-                    "examples": ["hotel/sh-bund/12"],
+                    "description": "The floor's topic root, [mqtt] root in its floor file:"
+                    " hotel/{site}/{gateway id} by convention, e.g. hotel/sh-bund/sh-bund-12"
+                    " (several topic levels; the broker ACL fences each floor by its id).",
+                    "examples": [f"hotel/sh-bund/{_GATEWAY}"],
                 },
                 "room": {
                     "description": "A room id of the floor file ([[room]] id).",

@@ -7,6 +7,7 @@ depth, so a token, key or signature never reaches the journal.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
@@ -74,11 +75,28 @@ def configure_logging(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(name),
         context_class=dict,
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        logger_factory=lambda *args: _LineLogger(out),
         # Caching would pin module-level loggers to the first configuration, which breaks
         # reconfiguration (tests, --log-level after import) and structlog.testing.
         cache_logger_on_first_use=False,
     )
+
+
+class _LineLogger(structlog.PrintLogger):
+    """A PrintLogger that drops a line it cannot write instead of raising.
+
+    Logging must never stop the daemon: with the terminal it ran in closed (EIO) or its
+    output gone (EPIPE), a raising logger would break whatever was logging, a signal
+    handler's stop included.
+    """
+
+    def msg(self, message: str) -> None:
+        """Print ``message``; an unwritable stream loses the line."""
+        with contextlib.suppress(OSError, ValueError):  # ValueError: the file is closed
+            super().msg(message)
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
 
 
 def redact_secrets(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:

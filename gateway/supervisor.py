@@ -136,10 +136,10 @@ class Supervisor:
         self._exit_code = max(self._exit_code, exit_code)
         if self._stop.is_set():
             return
-        _log.info("shutdown_requested", reason=reason, exit_code=exit_code)
         self._stop_at = time.monotonic()
+        self._stop.set()  # before anything that could fail: the stop must happen
         self._notifier.stopping(status=f"stopping: {reason}")
-        self._stop.set()
+        _log.info("shutdown_requested", reason=reason, exit_code=exit_code)
 
     async def run(self, startup: Callable[[], Awaitable[None]] | None = None) -> int:
         """Run until stopped and return the exit code; may be called once."""
@@ -284,8 +284,10 @@ class Supervisor:
                 _log.info("shutdown_requested", reason=sig.name, already_stopping=True)
             self.request_stop(sig.name)
             return
-        _log.error("shutdown_forced", signal=sig.name, phase=self._phase)
-        self._force_exit(1)
+        try:
+            _log.error("shutdown_forced", signal=sig.name, phase=self._phase)
+        finally:
+            self._force_exit(1)
 
     def _on_group_done(self, group: asyncio.Task[None]) -> None:
         if not self._stop.is_set():

@@ -8,25 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import signal
 import sqlite3
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import tomli_w
 
+import floorgate_central as central
+from floorgate_central import token_hash  # noqa: F401 (re-exported for the tests)
 from floorsim.sim import FloorSim
 from gateway.config.load import load_floor
-from gateway.core.commands import sign
 from tests.conftest import demo_floor_dict
 from tests.mosquitto import (  # noqa: F401 (fixtures re-exported)
     HOST,
@@ -40,7 +38,7 @@ from tests.mosquitto import (  # noqa: F401 (fixtures re-exported)
 )
 from tests.waiting import until
 
-ROOT = "hotel/demo/12"
+ROOT = "hotel/demo/demo-12"
 TOKEN = "00c0ffee00c0ffee"
 WAIT_S = 25.0
 BUS_TIMEOUT_MS = 1000
@@ -48,45 +46,28 @@ BUS_TIMEOUT_MS = 1000
 
 @dataclass
 class Floor:
-    """The running gateway, its simulator and a central system's MQTT view."""
+    """The running gateway, its simulator and a central system's view (floorgate_central)."""
 
     sim: FloorSim
     broker: Mosquitto
-    events: Collector
+    central: central.Floor
+    hotel: central.Central
     key: bytes
     path: Path
     proc: subprocess.Popen[bytes]
 
     async def command(self, type_: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Sign and send a command; its reply."""
-        env: dict[str, Any] = {
-            "schema": 1,
-            "id": uuid.uuid4().hex,
-            "type": type_,
-            "issued_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
-            "body": body,
-        }
-        env["sig"] = sign(env, self.key)
-        async with aiomqtt.Client(HOST, self.broker.port, timeout=5) as client:
-            await client.publish(f"{ROOT}/cmd", json.dumps(env).encode(), qos=1)
-        reply: dict[str, Any] = await until(
-            lambda: next((r for r in self.docs("reply") if r["id"] == env["id"]), None),
-            timeout=WAIT_S,
-        )
-        return reply
+        """Sign and send a command (the client's timeout and retry); its reply, refusals too."""
+        reply = await self.central.send(type_, body)
+        return dict(reply.raw)
 
     def typed(self, type_: str) -> list[dict[str, Any]]:
         """Events of one type received so far."""
         return [e for e in self.all_events() if e["type"] == type_]
 
     def all_events(self) -> list[dict[str, Any]]:
-        """Every event received on {root}/events, each once (duplicates dropped by ``id``:
-        delivery is at least once), in order of first arrival."""
-        return self.events.unique(f"{ROOT}/events")
-
-    def docs(self, subtopic: str) -> list[dict[str, Any]]:
-        """Every JSON payload received on {root}/{subtopic}, in arrival order."""
-        return [json.loads(p) for p in self.events.payloads(f"{ROOT}/{subtopic}")]
+        """Every event received on {root}/events, duplicates dropped, in arrival order."""
+        return [dict(e.raw) for e in self.central.history]
 
     async def event(self, type_: str, room: str | None = None, n: int = 1) -> dict[str, Any]:
         """Wait for the n-th distinct event of a type (for a room)."""
@@ -164,18 +145,21 @@ async def running(
     key = bytes.fromhex((run_dir / "command.key").read_text().strip())
     async with (
         FloorSim(config, tcp_ports={"lan": modbus_port}) as sim,
-        collecting(broker, f"{ROOT}/#", identifier="central") as events,
-    ):
-        floor = Floor(sim, broker, events, key, path, start(path))
+        central.Central(
+            HOST, broker.port, client_id="central", keys={config.gateway.id: key},
+            roots=[config.mqtt.root], reconnect_max_s=0.5,
+        ) as hotel,
+    ):  # fmt: skip
+        await hotel.wait_connected(timeout_s=5)
+        proc = start(path)
+        floor: Floor | None = None
         try:
+            view = await hotel.floor(config.gateway.id, timeout_s=WAIT_S)
+            floor = Floor(sim, broker, view, hotel, key, path, proc)
             await floor.event("gateway.started")
             yield floor
         finally:
-            stop(floor.proc)
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()[:8]
+            stop(proc if floor is None else floor.proc)  # a test may have restarted it
 
 
 async def retained_until(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from drivers.profile import Table
 from tests.e2e import (  # noqa: F401 (fixtures)
+    ROOT,
     TOKEN,
     WAIT_S,
     mosquitto_fixture,
@@ -97,7 +98,7 @@ async def test_a_stay_that_ends_is_checked_out_as_expired(
         # The stay is short: first let the lock be heard, so its slot is written in time.
         await retained_until(
             mosquitto,
-            "hotel/demo/12/rooms/1203/state",
+            f"{ROOT}/rooms/1203/state",
             lambda s: s.get("devices", {}).get("lock") == "online",
         )
         await _checkin(f, "1203", datetime.now(UTC) + timedelta(seconds=3))
@@ -154,5 +155,5 @@ async def test_a_restart_with_stays_active_changes_nothing(
         assert (repaired["data"]["added"], repaired["data"]["removed"]) == (0, 1)
         await until(lambda: slot_tokens(f.sim, "1203") == {int(TOKEN, 16)}, timeout=WAIT_S)
         assert not f.typed("room.checked_out")
-        state = await retained_until(mosquitto, "hotel/demo/12/rooms/1203/state", bool)
+        state = await retained_until(mosquitto, f"{ROOT}/rooms/1203/state", bool)
         assert state["occupancy"] == "occupied"

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from tests.e2e import (  # noqa: F401 (fixtures)
+    ROOT,
     TOKEN,
     WAIT_S,
     mosquitto_fixture,
@@ -22,8 +23,6 @@ from tests.e2e import (  # noqa: F401 (fixtures)
 )
 from tests.mosquitto import Mosquitto
 from tests.waiting import until
-
-ROOT = "hotel/demo/12"
 
 
 async def test_a_stay_and_an_emergency_call_end_to_end(run_dir: Path, mosquitto: Mosquitto) -> None:

@@ -151,3 +151,21 @@ def test_console_is_the_default_on_a_tty() -> None:
     structlog.get_logger().info("bus_opened")
     assert "bus_opened" in buf.getvalue()
     assert not buf.getvalue().lstrip().startswith("{")
+
+
+class DeadTerminal(io.StringIO):
+    """A terminal that was closed: every write fails as a pty's does (EIO)."""
+
+    def write(self, s: str) -> int:
+        raise OSError(5, "Input/output error")
+
+
+def test_a_line_that_cannot_be_written_is_dropped_not_raised() -> None:
+    # The daemon's terminal closed under it: logging must not break what was logging
+    # (a signal handler's stop among them).
+    configure_logging(stream=DeadTerminal(), json=True)
+    structlog.get_logger().error("shutdown_forced", signal="SIGTERM")
+    closed = io.StringIO()
+    configure_logging(stream=closed, json=True)
+    closed.close()
+    structlog.get_logger().info("after_close")

@@ -50,7 +50,7 @@ from tests.waiting import until
 
 pytestmark = pytest.mark.integration
 
-ROOT = "hotel/test/12"
+ROOT = "hotel/test/test-12"
 GATEWAY = "test-12"
 KEY = bytes.fromhex("5a" * 32)
 STARTED = datetime(2026, 11, 23, 6, 0, tzinfo=UTC)

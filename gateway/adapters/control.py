@@ -4,8 +4,9 @@ A Unix stream socket at ``gateway.socket``; the protocol (one request line, one 
 line, stream lines for ``events --follow`` and ``scan``) is described in gateway.model.views.
 
 Who may ask what (gateway.adapters.control_access): read-only requests need the control
-group (or the admin group) or root; changing requests (``alarms.ack``,
-``alarms.resolve``, ``scan``) need the admin group or root, and every one of them,
+group (or the admin group), root or the daemon's own user; changing requests
+(``alarms.ack``, ``alarms.resolve``, ``scan``) need the admin group, root or the daemon's
+own user, and every one of them,
 refused or not, is audited with the caller's uid and user name (``audit`` callback).
 
 The socket file is ``0660``, group ``control_group``: a first fence before the daemon's
@@ -24,6 +25,7 @@ import contextlib
 import grp
 import json
 import os
+import pwd
 import socket
 import stat
 from collections.abc import Awaitable, Callable
@@ -306,7 +308,11 @@ class ControlServer:
 
     def _authorize(self, peer: Peer, access: Access) -> None:
         refusal = authorize(
-            peer, access, control_group=self.control_group, admin_group=self.admin_group
+            peer,
+            access,
+            control_group=self.control_group,
+            admin_group=self.admin_group,
+            owner_uid=os.geteuid(),
         )
         if refusal is not None:
             raise ViewRefused("forbidden", refusal)
@@ -575,17 +581,25 @@ def _missing_groups_hint(control_group: str, admin_group: str, missing: list[str
         own = grp.getgrgid(os.getegid()).gr_name
     except KeyError:
         own = f"gid {os.getegid()}"
+    me = _user_name(os.geteuid())
     effects = []
     if control_group in missing:
-        effects.append(f"only root and group {own!r} can use floorctl")
+        effects.append(f"only root, user {me!r} and group {own!r} can use floorctl")
     if admin_group in missing:
-        effects.append("only root can acknowledge, resolve or scan")
+        effects.append(f"only root and user {me!r} can acknowledge, resolve or scan")
     names = " and ".join(repr(g) for g in missing)
     return (
         f"{'; '.join(effects)}. Create {names} (groupadd --system NAME; scripts/install does "
         "it) or name existing groups in the floor file's [gateway] control_group and "
         "admin_group"
     )
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def _clear_stale(path: Path) -> None:

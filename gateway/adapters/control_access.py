@@ -2,10 +2,13 @@
 
 The caller's uid and gid come from the kernel (SO_PEERCRED), never from the request.
 Read-only requests need membership of the control group (or of the admin group) or
-root; changing requests need the admin group or root. Membership is the primary group of
-the calling process or of the user's passwd entry, or the group's member list (grp/pwd):
-SO_PEERCRED carries no supplementary groups, and the configured membership is what an
-administrator manages (``usermod -aG``).
+root; changing requests need the admin group or root. The daemon's own user may do
+everything too: a process of that user can read the daemon's database and key and signal
+it anyway, so refusing it would protect nothing (it is how a floor run by hand in a
+terminal is read; under systemd it is the service user, which nobody logs in as).
+Membership is the primary group of the calling process or of the user's passwd entry, or
+the group's member list (grp/pwd): SO_PEERCRED carries no supplementary groups, and the
+configured membership is what an administrator manages (``usermod -aG``).
 """
 
 from __future__ import annotations
@@ -70,10 +73,14 @@ def authorize(
     *,
     control_group: str,
     admin_group: str,
+    owner_uid: int | None = None,
     member: Callable[[Peer, str], bool] = is_member,
 ) -> str | None:
-    """None if ``peer`` may make a request needing ``access``, else why not (for people)."""
-    if peer.uid == 0 or member(peer, admin_group):
+    """None if ``peer`` may make a request needing ``access``, else why not (for people).
+
+    ``owner_uid``: the daemon's own uid, which may make any request.
+    """
+    if peer.uid in (0, owner_uid) or member(peer, admin_group):
         return None
     if access is Access.READ and member(peer, control_group):
         return None
