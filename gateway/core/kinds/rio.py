@@ -60,6 +60,8 @@ class RoomIO(DeviceKind):
         "mur": _B,
         "window_open": _B,
         "staff_present": _B,
+        "motion": _B,  # v1.1 presence sensor: held 30 s after movement
+        "motion_count": RoleSpec(ValueKind.COUNT),  # v1.1: +1 per detection, wrapping
         "bath_count": RoleSpec(ValueKind.COUNT),
         "staff_count": RoleSpec(ValueKind.COUNT),
         "bed_count": RoleSpec(ValueKind.COUNT),

@@ -44,6 +44,7 @@ class Thermostat(DeviceKind):
         "room_temp": RoleSpec(ValueKind.NUMBER),
         "humidity": RoleSpec(ValueKind.NUMBER),
         "fan_state": RoleSpec(ValueKind.COUNT),
+        "run_minutes": RoleSpec(ValueKind.COUNT),  # v1.1: fan-coil run time, wrapping
         "sensor_fault": _B,
         "frost_protection": _B,
         "power": _BW,
