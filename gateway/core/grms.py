@@ -169,12 +169,11 @@ def observe(floor: FloorState, seen: Observed, now: datetime, *, call_open: bool
     point = obs.point
     out: Effects = []
     if point == "door_open" and isinstance(value, bool):
-        if seen.changed or not seen.known_before or value:
+        if seen.changed or (value and not seen.known_before):  # a first "closed" tells nothing
             rio = floor.layout.device(room, "rio")
             keycard = rio is not None and floor.points.value(rio, "keycard") is True
             check = floor.layout.energy.presence_check_s
-            if seen.changed or m.presence.state is None:
-                out += _presence(floor, room, m.presence.door(value, now, check, keycard), now)
+            out += _presence(floor, room, m.presence.door(value, now, check, keycard), now)
         if value:
             out += _welcome(floor, room, now)
     elif point == "keycard" and value is True and (seen.changed or not seen.known_before):
