@@ -113,7 +113,7 @@ class RoomDriver:
             ("rio", "bed_count", 0),
             ("rio", "staff_count", 0),
             ("tstat", "room_temp", 24.0),
-            ("tstat", "mode", "auto"),
+            ("tstat", "mode", "cool"),
         ):
             self.see(role, point, value)
 

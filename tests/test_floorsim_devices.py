@@ -85,7 +85,7 @@ def test_thermostat_drifts_toward_setpoint_with_power_on() -> None:
     dev.set_room_temp(20.0)  # auto, setpoint 22.0: heating
     clock.t += 10.0
     assert dev.get("room_temp") == pytest.approx(20.1)  # 0.1 °C per 10 s
-    dev.regs.put("power", 0)
+    dev.master_write("power", 0)
     dev.set_outside(20.1)
     clock.t += 100.0
     assert dev.get("room_temp") == pytest.approx(20.1)  # power off: only toward outside

@@ -99,12 +99,33 @@ def test_sold_and_absent_is_away_at_once_then_lights_off(room: RoomDriver) -> No
 
 
 def test_away_while_heating_sets_back_down(room: RoomDriver) -> None:
-    room.see("tstat", "room_temp", 19.0)
+    room.see("tstat", "mode", "heat")
     room.checkin()
     room.door()
     room.take()
     room.later(300)
-    assert room.writes("tstat")["setpoint"] == 20.0  # 19 °C < 22: heating, -2
+    assert room.writes("tstat") == {"setpoint": 20.0, "power": 1}  # heating: -2
+
+
+def test_an_auto_thermostat_is_held_to_the_way_of_saving_while_set_back(
+    room: RoomDriver,
+) -> None:
+    room.see("tstat", "mode", "auto")
+    room.see("tstat", "room_temp", 19.0)  # below comfort: heating
+    room.checkin()
+    room.door()
+    room.take()
+    room.later(300)
+    assert room.writes("tstat") == {"mode": "heat", "setpoint": 20.0, "power": 1}
+    room.see("tstat", "mode", "heat")
+    room.see("tstat", "room_temp", 24.0)  # summer came: now cooling
+    room.take()
+    room.checkout()
+    assert room.writes("tstat")["mode"] == "cool"
+    assert room.writes("tstat")["setpoint"] == 26.7
+    room.take()
+    room.checkin("S2")
+    assert room.writes("tstat") == {"mode": "auto", "setpoint": 22.0, "keypad_lock": 0, "power": 1}
 
 
 def test_a_guest_back_is_comfort_at_once(room: RoomDriver) -> None:

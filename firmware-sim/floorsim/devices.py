@@ -104,6 +104,7 @@ class Thermostat(SimDevice):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._room = ThermalRoom(21.0, self.clock.now())
+        self._ctl: Controls | None = None  # the registers' controls, decoded once per change
         self._sensor_fault = False
         self._fan = 0
         self._fan_watchers: list[Callable[[int, float], None]] = []
@@ -160,7 +161,15 @@ class Thermostat(SimDevice):
     def on_write(self, el: Element, old: Value, *, whole: bool, stamp: Stamp) -> None:
         """Journal the write, then act on it at once (a switched-off fan stops now)."""
         super().on_write(el, old, whole=whole, stamp=stamp)
+        self._ctl = None
         self._advance()
+
+    def set_input(self, role: str, value: Value, index: int = 0) -> Stamp:
+        """Set a point as the world would (the controls are read again)."""
+        stamp = super().set_input(role, value, index)
+        self._ctl = None
+        self._advance()
+        return stamp
 
     def tick(self) -> None:
         """Bring the room up to now (fan starts and stops dated when they happened)."""
@@ -191,6 +200,7 @@ class Thermostat(SimDevice):
         if hi is not None:
             value = min(value, hi)
         r.put("setpoint", value)
+        self._ctl = None
         self._advance()
         ev = self._event("keypad", requested=celsius, accepted=True, value=self._setpoint())
         return {"accepted": True, "setpoint": self._setpoint(), **ev.stamp.as_dict()}
@@ -202,9 +212,13 @@ class Thermostat(SimDevice):
         return self._event("sensor_fault", value=on).stamp
 
     def _controls(self) -> Controls:
-        r = self.regs
-        mode = str(r.get("mode")) if r.has("mode") else "auto"
-        return Controls(self._powered(), mode, self._setpoint())
+        if self._ctl is None:
+            r = self.regs
+            mode = str(r.get("mode")) if r.has("mode") else "auto"
+            powered = not r.has("power") or bool(r.get("power"))
+            setpoint = _number(r.get("setpoint")) if r.has("setpoint") else None
+            self._ctl = Controls(powered, mode, setpoint)
+        return self._ctl
 
     def _advance(self) -> None:
         self._room.advance(self.clock.now(), self._controls(), self._switched)
@@ -214,12 +228,10 @@ class Thermostat(SimDevice):
         self._publish(at)
 
     def _powered(self) -> bool:
-        return not self.regs.has("power") or bool(self.regs.get("power"))
+        return self._controls().power
 
     def _setpoint(self) -> float | None:
-        if not self.regs.has("setpoint"):
-            return None
-        return _number(self.regs.get("setpoint"))
+        return self._controls().setpoint
 
     def _publish(self, changed_at: float | None = None) -> None:
         """Refresh the inputs; a new fan stage is reported as of ``changed_at`` (else now)."""

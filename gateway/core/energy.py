@@ -79,6 +79,7 @@ class RoomEnergy:
     unsold_due: datetime | None = None  # checked out: unsold by then at the latest
     lights_off_due: datetime | None = None  # away: the lights go off then
     setpoint_c: float | None = None  # what the mode wrote (None: the mode writes none)
+    auto_held: bool = False  # an auto thermostat held to cool or heat while set back
 
 
 def choose(facts: Facts, current: Mode | None) -> Mode:
@@ -110,20 +111,29 @@ def is_cooling(comfort_c: float, temp_c: float | None, tstat_mode: object) -> bo
 
 
 def target(
-    mode: Mode, settings: EnergySettings, comfort_c: float, cooling: bool, lights_off: bool
+    mode: Mode,
+    settings: EnergySettings,
+    comfort_c: float,
+    cooling: bool,
+    *,
+    lights_off: bool,
+    auto: bool,
 ) -> EnergyMode:
-    """What a mode asks of the room's devices (``lights_off``: an away room's delay is over)."""
+    """What a mode asks of the room's devices (``lights_off``: an away room's delay is over;
+    ``auto``: the thermostat runs in auto, or did until a set-back held it to one way)."""
+    held = ("cool" if cooling else "heat") if auto else None
+    restored = "auto" if auto else None
     match mode:
         case Mode.COMFORT:
-            return EnergyMode(mode, comfort_c, power=True, keypad_locked=False)
+            return EnergyMode(mode, comfort_c, True, False, tstat_mode=restored)
         case Mode.AWAY:
             step = settings.away_setback_c if cooling else -settings.away_setback_c
-            return EnergyMode(mode, comfort_c + step, power=True, lights_off=lights_off)
+            return EnergyMode(mode, comfort_c + step, True, lights_off=lights_off, tstat_mode=held)
         case Mode.UNSOLD:
             unsold = settings.unsold_cool_c if cooling else settings.unsold_heat_c
-            return EnergyMode(mode, unsold, power=True, keypad_locked=True, lights_off=True)
+            return EnergyMode(mode, unsold, True, True, lights_off=True, tstat_mode=held)
         case Mode.PRECONDITION:
-            return EnergyMode(mode, comfort_c, power=True)
+            return EnergyMode(mode, comfort_c, power=True, tstat_mode=restored)
         case Mode.WINDOW:
             return EnergyMode(mode, power=False)
         case Mode.MANUAL:

@@ -266,12 +266,16 @@ def next_deadline(floor: FloorState, now: datetime) -> datetime | None:
     """When ``tick`` next has something to do."""
     tz = floor.layout.timezone
     best = floor.rooms.checkpoint_at
+    midnights: dict[object, datetime] = {}
     for room, m in floor.rooms.by_room.items():
+        day = m.ledger.day.day
+        if day not in midnights:
+            midnights[day] = next_midnight(day, tz)
         for due in (
             m.presence.check_until,
             m.energy.lights_off_due if m.energy.mode is Mode.AWAY else None,
             _room_deadline(floor, room, m, now),
-            next_midnight(m.ledger.day.day, tz),
+            midnights[day],
         ):
             if due is not None and (best is None or due < best):
                 best = due
@@ -412,16 +416,22 @@ def _settle(
 def _target(floor: FloorState, room: str, mode: Mode, now: datetime) -> EnergyMode:
     settings = floor.layout.energy
     comfort = _comfort(floor, room, now)
+    e = floor.rooms.by_room[RoomId(room)].energy
     tstat = floor.layout.device(room, "tstat")
-    temp = mode_ = None
+    temp = tstat_mode = None
     if tstat is not None:
         temp = floor.points.last_known(tstat, "room_temp")
-        mode_ = floor.points.last_known(tstat, "mode")
+        tstat_mode = floor.points.last_known(tstat, "mode")
+    if e.auto_held:  # it was auto until we held it to one way
+        tstat_mode = "auto"
     temp_c = float(temp) if isinstance(temp, int | float) and not isinstance(temp, bool) else None
-    cooling = is_cooling(comfort, temp_c, mode_)
-    e = floor.rooms.by_room[RoomId(room)].energy
+    cooling = is_cooling(comfort, temp_c, tstat_mode)
+    auto = tstat_mode == "auto" and tstat is not None and floor.layout.has_point(tstat, "mode")
     lights_off = mode is Mode.AWAY and e.lights_off_due is None
-    return target(mode, settings, comfort, cooling, lights_off)
+    change = target(mode, settings, comfort, cooling, lights_off=lights_off, auto=auto)
+    if change.tstat_mode is not None:
+        e.auto_held = change.tstat_mode != "auto"
+    return change
 
 
 def _comfort(floor: FloorState, room: str, now: datetime) -> float:
@@ -517,9 +527,11 @@ def _room_deadline(floor: FloorState, room: str, m: RoomMgmt, now: datetime) -> 
         due.append(e.window_since + timedelta(seconds=floor.layout.energy.window_delay_s))
     if e.unsold_due is not None and e.mode is not Mode.UNSOLD:
         due.append(e.unsold_due)
-    if e.mode is not Mode.PRECONDITION and floor.authz.occupancy(room, now)[0] != "occupied":
+    # A sold room (comfort or away, not leaving) has no precondition to wait for.
+    sold = e.mode in (Mode.COMFORT, Mode.AWAY) and e.unsold_due is None
+    if not sold and e.mode is not Mode.PRECONDITION:
         start = _next_stay_start(floor, room, now)
-        if start is not None:
+        if start is not None and floor.authz.occupancy(room, now)[0] != "occupied":
             due.append(start - timedelta(minutes=floor.layout.energy.precondition_min))
     return min(due, default=None)
 

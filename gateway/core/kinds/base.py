@@ -82,7 +82,9 @@ class Observed:
 class EnergyMode:
     """The room entered (or is brought back to) an energy mode: what its devices must hold.
 
-    ``None`` leaves a setting as it is; ``lights_off`` switches every light circuit off.
+    ``None`` leaves a setting as it is; ``lights_off`` switches every light circuit off;
+    ``tstat_mode`` the thermostat's own mode (an ``auto`` thermostat is held to ``cool`` or
+    ``heat`` while set back, so one setpoint cannot drive it the wrong way).
     """
 
     mode: str
@@ -90,6 +92,7 @@ class EnergyMode:
     power: bool | None = None
     keypad_locked: bool | None = None
     lights_off: bool = False
+    tstat_mode: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -82,10 +82,13 @@ class Thermostat(DeviceKind):
         }
 
     def room_writes(self, device: DeviceRef, change: RoomChange) -> list[WritePoint]:
-        """An energy mode: its setpoint, keypad lock and power, each when the mode sets it."""
+        """An energy mode: its thermostat mode, setpoint, keypad lock and power, each when
+        the mode sets it."""
         match change:
             case EnergyMode(setpoint_c=setpoint, keypad_locked=locked, power=power):
                 out = []
+                if change.tstat_mode is not None:
+                    out.append(_w(device, "mode", change.tstat_mode))
                 if setpoint is not None:
                     out.append(_w(device, "setpoint", float(setpoint)))
                 if locked is not None:
@@ -97,7 +100,7 @@ class Thermostat(DeviceKind):
                 return []
 
 
-def _w(device: DeviceRef, point: str, value: float) -> WritePoint:
+def _w(device: DeviceRef, point: str, value: float | str) -> WritePoint:
     return WritePoint(device, point, value, priority=PollClass.ROOM)
 
 
