@@ -26,9 +26,9 @@ Printed: fan-coil run hours and setback degree-hours, GRMS against the baseline 
 at least 30 % less run time); comfort: the share of the time guests are in their room
 within ±1 °C of their setpoint (target ≥ 97 %) and the share of arrivals (a stay's first
 entry) to a room already within 1 °C of it (target ≥ 95 %); and the CPU the policy costs
-per room per day (the time spent in ``decide`` and ``next_deadline``, one thread). Everything runs in
-simulated time from the seed: the same seed prints the same figures (the CPU line
-aside).
+per room per day (the time spent in ``decide`` and ``next_deadline``, one thread).
+Everything runs in simulated time from the seed: the same seed prints the same figures
+(the CPU line aside).
 """
 
 from __future__ import annotations
@@ -464,9 +464,9 @@ class Run:
 
     def _apply(self, effects: object) -> None:
         for e in effects:  # type: ignore[attr-defined]
-            if isinstance(e, Emit) and e.type == "energy.daily":
-                if e.data.get("date") != START.date().isoformat():  # not the warm-up day
-                    self._count_modes(e.data)
+            warmup = START.date().isoformat()
+            if isinstance(e, Emit) and e.type == "energy.daily" and e.data["date"] != warmup:
+                self._count_modes(e.data)
             if isinstance(e, WritePoint) and e.device.role == "tstat" and e.device.room:
                 room = e.device.room
                 self._account(room, self.clock.t)

@@ -14,6 +14,7 @@ devices answers again (``device_back``), so a room never keeps a mode's settings
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -429,6 +430,8 @@ def _target(floor: FloorState, room: str, mode: Mode, now: datetime) -> EnergyMo
     auto = tstat_mode == "auto" and tstat is not None and floor.layout.has_point(tstat, "mode")
     lights_off = mode is Mode.AWAY and e.lights_off_due is None
     change = target(mode, settings, comfort, cooling, lights_off=lights_off, auto=auto)
+    if change.tstat_mode == "auto" and not e.auto_held:
+        return dataclasses.replace(change, tstat_mode=None)  # it is auto already
     if change.tstat_mode is not None:
         e.auto_held = change.tstat_mode != "auto"
     return change

@@ -316,8 +316,11 @@ class Engine:
             if deadline is not None:
                 wait = min(wait, max(0.0, (deadline - now).total_seconds()))
             self._deadlines_moved.clear()
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that
+            # arrives as the event is set, and the supervisor could then never stop this task.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._deadlines_moved.wait(), timeout=wait)
+                async with asyncio.timeout(wait):
+                    await self._deadlines_moved.wait()
 
 
 async def _nothing() -> None:
