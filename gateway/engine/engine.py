@@ -316,8 +316,8 @@ class Engine:
             if deadline is not None:
                 wait = min(wait, max(0.0, (deadline - now).total_seconds()))
             self._deadlines_moved.clear()
-            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that
-            # arrives as the event is set, and the supervisor could then never stop this task.
+            # asyncio.timeout, not wait_for: wait_for (3.11) can swallow the cancel of a stop
+            # that arrives as the wait ends, and the loop would outlive the shutdown bound.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self._deadlines_moved.wait()
