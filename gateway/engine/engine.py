@@ -164,6 +164,10 @@ class Engine:
             await self._commit(decided)
             self._beat()
 
+    def now(self) -> datetime:
+        """The floor's wall clock (the one every decision is taken at)."""
+        return self._wall()
+
     def current_state(self) -> list[tuple[str, dict[str, object] | None]]:
         """Every open alarm, then every room state (what goes out first on a connect)."""
         return current_state(self.state, self._wall())

@@ -201,7 +201,7 @@ class LiveFloorView:
         """The stored day rows of the ledger, with today's running totals from the floor."""
         state = self.engine.state
         rooms = state.room_ids() if room is None else [self._room_id(room)]
-        now = datetime.now(UTC)
+        now = self.engine.now()
         tz = state.layout.timezone
         today = local_date(now, tz)
         since = today - timedelta(days=days - 1)
