@@ -255,7 +255,8 @@ class FloorConfig:
                 for role, p in by_role.items()
             }
             points = frozenset(spec.profile.roles(spec.roles))
-            devices[spec.ref] = DeviceInfo(spec.ref, spec.bus, points, ranges)
+            steps = {role: p.scale for role, p in by_role.items() if not p.type.is_float}
+            devices[spec.ref] = DeviceInfo(spec.ref, spec.bus, points, ranges, steps)
         rooms = tuple(
             RoomLayout(
                 RoomId(r.id),

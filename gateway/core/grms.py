@@ -15,6 +15,7 @@ devices answers again (``device_back``), so a room never keeps a mode's settings
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -430,11 +431,31 @@ def _target(floor: FloorState, room: str, mode: Mode, now: datetime) -> EnergyMo
     auto = tstat_mode == "auto" and tstat is not None and floor.layout.has_point(tstat, "mode")
     lights_off = mode is Mode.AWAY and e.lights_off_due is None
     change = target(mode, settings, comfort, cooling, lights_off=lights_off, auto=auto)
+    if change.setpoint_c is not None and tstat is not None:
+        saving = mode in (Mode.AWAY, Mode.UNSOLD)
+        held = _writable(floor, tstat, change.setpoint_c, up=cooling if saving else None)
+        change = dataclasses.replace(change, setpoint_c=held)
     if change.tstat_mode == "auto" and not e.auto_held:
         return dataclasses.replace(change, tstat_mode=None)  # it is auto already
     if change.tstat_mode is not None:
         e.auto_held = change.tstat_mode != "auto"
     return change
+
+
+def _writable(floor: FloorState, tstat: DeviceRef, value: float, *, up: bool | None) -> float:
+    """``value`` as the thermostat can hold it: in its range, on its resolution (a set-back
+    rounded toward saving, ``up`` when cooling; anything else to the nearest step)."""
+    step = floor.layout.point_step(tstat, "setpoint")
+    if step:
+        steps = value / step
+        n = (
+            round(steps)
+            if up is None
+            else (math.ceil(steps - 1e-9) if up else math.floor(steps + 1e-9))
+        )
+        value = round(n * step, 6)
+    low, high = floor.layout.point_range(tstat, "setpoint")
+    return min(max(value, low), high)
 
 
 def _comfort(floor: FloorState, room: str, now: datetime) -> float:

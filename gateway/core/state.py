@@ -86,6 +86,7 @@ class DeviceInfo:
     bus: str
     points: frozenset[str]  # roles the profile maps (bit-field members included)
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # role -> min, max
+    steps: Mapping[str, float] = field(default_factory=dict)  # role -> resolution (scale)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +126,11 @@ class Layout:
         """True when the device's profile has a point playing this role."""
         info = self.devices.get(device)
         return info is not None and point in info.points
+
+    def point_step(self, device: DeviceRef, point: str) -> float | None:
+        """The resolution a numeric point is written in (None: not known)."""
+        info = self.devices.get(device)
+        return None if info is None else info.steps.get(point)
 
     def point_range(self, device: DeviceRef, point: str) -> tuple[float, float]:
         """The profile's accepted range of a numeric point (unbounded if it names none)."""
