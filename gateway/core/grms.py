@@ -1,5 +1,8 @@
 """Guest-room management: each room's presence, energy mode, service, housekeeping, ledger.
 
+The rules are in gateway.core.presence, .energy, .service and .ledger; this module ties
+them to the floor.
+
 The kinds' points feed it (``ROOM_INPUTS``: the door, the key card, motion, the window,
 the staff key, MUR, the fan-coil, the lights, the meter), authorisation tells it when a
 stay starts and ends (``rental``), time passes (``tick``), and commands override it
@@ -27,11 +30,11 @@ from gateway.core.energy import Facts, Mode, RoomEnergy, choose, is_cooling, tar
 from gateway.core.kinds.base import EnergyMode, LightsOff, Observed, Welcome
 from gateway.core.ledger import DayTotals, RoomLedger, local_date, next_midnight
 from gateway.core.presence import Cause, Presence, PresenceChange
+from gateway.core.service import HOUSEKEEPING, Service, housekeeping_change
 from gateway.core.state import Effects, FloorState, Layout, Scene
 from gateway.model.time import format_ts
 
 __all__ = [
-    "HOUSEKEEPING",
     "LEDGER_CHECKPOINT_S",
     "LEDGER_KEEP_DAYS",
     "ROOM_INPUTS",
@@ -39,11 +42,8 @@ __all__ = [
     "Rooms",
 ]
 
-HOUSEKEEPING = ("dirty", "clean", "inspected", "out_of_order")
 LEDGER_KEEP_DAYS = 400
 LEDGER_CHECKPOINT_S = 600  # today's totals are saved at least this often
-# A staff key turned this soon after it answered a call is that call's response, not service.
-CALL_ANSWER_WINDOW_S = 10.0
 LIGHT_POINTS = frozenset({"light_entry", "light_main", "light_bedside", "light_bath"})
 ROOM_INPUTS = frozenset(
     {
@@ -72,10 +72,7 @@ class RoomMgmt:
     energy: RoomEnergy
     ledger: RoomLedger
     housekeeping: str | None = None
-    service_since: datetime | None = None
-    mur_since: datetime | None = None
-    mur_wait_s: int | None = None
-    call_answered_at: datetime | None = None
+    service: Service = field(default_factory=Service)
 
 
 @dataclass(slots=True)
@@ -191,11 +188,15 @@ def observe(floor: FloorState, seen: Observed, now: datetime, *, call_open: bool
         if not value:
             out += _settle(floor, room, now, "window_closed")
     elif point == "staff_count" and seen.changed and call_open:
-        m.call_answered_at = now
+        m.service.call_answered(now)
     elif point == "staff_present" and isinstance(value, bool) and seen.changed:
-        out += _service(floor, room, value, now)
+        call = floor.alarms.call_state(room) != "idle"
+        happened = m.service.staff_key(value, now, call_open=call)
+        if happened is not None:
+            floor.touch(room)
+            out.append(Emit(happened[0], room, happened[1]))
     elif point == "mur" and isinstance(value, bool):
-        m.mur_since = (m.mur_since or now) if value else None
+        m.service.mur(value, now)
     elif point == "fan_state" and isinstance(value, int):
         m.ledger.set_fan(now, value > 0)
     elif point == "run_minutes" and isinstance(value, int):
@@ -299,7 +300,7 @@ def room_fields(floor: FloorState, room: str, now: datetime) -> dict[str, object
             "since": None if m.energy.since is None else format_ts(m.energy.since),
         },
         "housekeeping": m.housekeeping,
-        "service": "in_progress" if m.service_since is not None else "idle",
+        "service": "in_progress" if m.service.in_progress else "idle",
     }
 
 
@@ -350,7 +351,7 @@ def _presence(
     if (
         change.present
         and not sold
-        and m.service_since is None
+        and not m.service.in_progress
         and change.cause in (Cause.MOTION, Cause.KEYCARD)
     ):
         out.append(Emit("room.unsold_presence", room, {"cause": str(change.cause)}))
@@ -496,40 +497,13 @@ def _welcome(floor: FloorState, room: str, now: datetime) -> Effects:
     return out
 
 
-def _service(floor: FloorState, room: str, on: bool, now: datetime) -> Effects:
-    m = floor.rooms.by_room[RoomId(room)]
-    if on:
-        answered = m.call_answered_at is not None and (
-            (now - m.call_answered_at).total_seconds() < CALL_ANSWER_WINDOW_S
-        )
-        if m.service_since is not None or answered or floor.alarms.call_state(room) != "idle":
-            return []
-        m.service_since = now
-        m.mur_wait_s = None if m.mur_since is None else round((now - m.mur_since).total_seconds())
-        floor.touch(room)
-        data: dict[str, object] = {}
-        if m.mur_wait_s is not None:
-            data["mur_wait_s"] = m.mur_wait_s
-        return [Emit("service.started", room, data)]
-    if m.service_since is None:
-        return []
-    done: dict[str, object] = {"duration_s": round((now - m.service_since).total_seconds())}
-    if m.mur_wait_s is not None:
-        done["mur_wait_s"] = m.mur_wait_s
-    m.service_since = None
-    m.mur_wait_s = None
-    floor.touch(room)
-    return [Emit("service.finished", room, done)]
-
-
 def _housekeeping(floor: FloorState, room: str, status: str, by: str) -> Effects:
     m = floor.rooms.by_room[RoomId(room)]
-    previous = m.housekeeping
-    if status == previous:
+    data = housekeeping_change(m.housekeeping, status, by)
+    if data is None:
         return []
     m.housekeeping = status
     floor.touch(room)
-    data = {"status": status, "previous": previous, "by": by}
     return [Emit("housekeeping.changed", room, data)]
 
 
