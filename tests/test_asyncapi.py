@@ -48,6 +48,7 @@ SPEC_EVENT_TYPES = {
 SPEC_COMMAND_TYPES = {
     "checkin", "checkout", "extend", "add_token", "revoke_token", "set_climate",
     "set_lights", "unlock", "ack_alarm", "resolve_alarm", "resync",
+    "set_housekeeping", "set_energy",  # v2
 }  # fmt: skip
 
 # AsyncAPI 3.0.0: the fixed fields of each object used here (required ones listed apart).

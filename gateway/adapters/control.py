@@ -361,6 +361,8 @@ class ControlServer:
                     case "events":
                         rows = await view.events(args.since_seq, args.room, args.limit)
                         return EventLog(tuple(rows)).to_json()
+                    case "energy":
+                        return (await view.energy(args.room, args.days)).to_json()
                     case _:  # "outbox"
                         return (await view.outbox()).to_json()
         except KeyError as exc:
@@ -486,6 +488,11 @@ class _ScanArgs(_Args):
     bus: _Name
 
 
+class _EnergyArgs(_Args):
+    room: _Name | None = None
+    days: Annotated[int, Field(ge=1, le=400)] = 7
+
+
 _ARGS: dict[str, type[_Args]] = {
     "status": _NoArgs,
     "floor": _NoArgs,
@@ -498,6 +505,7 @@ _ARGS: dict[str, type[_Args]] = {
     "events": _EventsArgs,
     "outbox": _NoArgs,
     "scan": _ScanArgs,
+    "energy": _EnergyArgs,
 }
 assert set(_ARGS) == COMMANDS
 
@@ -535,7 +543,7 @@ def _validation_message(cmd: str, exc: ValidationError) -> str:
 
 
 def _not_found(cmd: str, args: Any) -> str:
-    if cmd == "room":
+    if cmd == "room" or (cmd == "energy" and args.room is not None):
         return f"no room {args.room!r} on this floor"
     if cmd.startswith("alarms."):
         return f"no open alarm {args.alarm_id!r} (floorctl alarms lists them)"

@@ -124,6 +124,26 @@ MIGRATIONS: list[tuple[int, str]] = [
         );
         """,
     ),
+    (
+        4,
+        """
+        -- guest-room management: the PMS's housekeeping status and a set_energy hold
+        CREATE TABLE room_status (
+            room         TEXT NOT NULL PRIMARY KEY,
+            housekeeping TEXT NULL,
+            hold_stay    TEXT NULL,
+            updated_at   REAL NOT NULL
+        );
+        -- the savings ledger: one row per room and local day, kept 400 days
+        CREATE TABLE energy_ledger (
+            room TEXT NOT NULL,
+            day  TEXT NOT NULL,  -- local date, YYYY-MM-DD
+            data TEXT NOT NULL,  -- JSON: the energy.daily data
+            PRIMARY KEY (room, day)
+        );
+        CREATE INDEX energy_ledger_day ON energy_ledger (day);
+        """,
+    ),
 ]
 """(version, SQL script) pairs, versions 1, 2, … in order; each runs in one transaction."""
 

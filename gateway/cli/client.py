@@ -22,6 +22,7 @@ from gateway.model.views import (
     AlarmTable,
     AlarmUpdate,
     DeviceTable,
+    EnergyLedger,
     EventLog,
     EventRow,
     FloorMap,
@@ -118,6 +119,13 @@ class Client:
     def outbox(self) -> OutboxInfo:
         """``floorctl outbox``."""
         return self._typed(OutboxInfo, "outbox")
+
+    def energy(self, room: str | None, days: int) -> EnergyLedger:
+        """``floorctl energy``."""
+        args: dict[str, Any] = {"days": days}
+        if room is not None:
+            args["room"] = room
+        return self._typed(EnergyLedger, "energy", args)
 
     def scan(self, bus: str, on_progress: Callable[[ScanProgress], None]) -> ScanResult:
         """``floorctl scan BUS``, reporting progress as it comes."""

@@ -19,6 +19,7 @@ from gateway.cli import (
     alarms,
     completion,
     devices,
+    energy,
     events,
     exits,
     outbox,
@@ -35,7 +36,7 @@ from gateway.model.errors import DaemonUnreachableError, ViewRefused
 __all__ = ["GROUPS", "build_parser", "main"]
 
 # In the order `floorctl --help` lists them.
-GROUPS = (status, rooms, devices, alarms, events, outbox, scan, completion)
+GROUPS = (status, rooms, devices, alarms, events, outbox, energy, scan, completion)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -29,6 +29,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gateway.cli.alarm_ids import short_ids
+from gateway.cli.energybars import energy_table
 from gateway.cli.floormap import LEGEND, FloorMapRenderable, floor_map, room_flags
 from gateway.cli.results import EventStream, Notice, Output, Script
 from gateway.model.views import (
@@ -37,6 +38,7 @@ from gateway.model.views import (
     AlarmUpdate,
     DeviceRow,
     DeviceTable,
+    EnergyLedger,
     EventLog,
     EventRow,
     FloorMap,
@@ -162,6 +164,8 @@ def _renderable(result: Result) -> RenderableType:
             return _outbox(result)
         case ScanResult():
             return _scan(result)
+        case EnergyLedger():
+            return energy_table(result)
 
 
 def _status(s: Status) -> RenderableType:

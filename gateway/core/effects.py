@@ -38,7 +38,9 @@ __all__ = [
     "Retain",
     "SaveAlarm",
     "SaveCounter",
+    "SaveLedger",
     "SaveLogHead",
+    "SaveRoomStatus",
     "SaveStay",
     "SetPanelLamp",
     "WritePoint",
@@ -105,6 +107,24 @@ class MarkWelcomed:
 
     room: RoomId
     stay_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SaveRoomStatus:
+    """Persist a room's housekeeping status and its set_energy hold (the stay it holds for)."""
+
+    room: RoomId
+    housekeeping: str | None
+    hold_stay: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SaveLedger:
+    """Persist rooms' day totals of the savings ledger ``(room, row)``; rows older than
+    ``keep_days`` (if given) are purged."""
+
+    rows: tuple[tuple[str, Mapping[str, object]], ...]
+    keep_days: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +202,16 @@ class Republish:
 
 
 Persisted = (
-    Emit | Audit | SaveAlarm | SaveStay | SaveCounter | SaveLogHead | MarkWelcomed | RecordCommand
+    Emit
+    | Audit
+    | SaveAlarm
+    | SaveStay
+    | SaveCounter
+    | SaveLogHead
+    | MarkWelcomed
+    | SaveRoomStatus
+    | SaveLedger
+    | RecordCommand
 )
 """Written in the decision's transaction."""
 Action = WritePoint | SetPanelLamp | Retain | ReconcileLock | ReadAccessLog | DeviceBack | Republish
@@ -205,6 +234,8 @@ def split(effects: Iterable[Effect]) -> tuple[list[Persisted], list[Action]]:
                 | SaveCounter()
                 | SaveLogHead()
                 | MarkWelcomed()
+                | SaveRoomStatus()
+                | SaveLedger()
                 | RecordCommand()
             ):
                 persisted.append(effect)
