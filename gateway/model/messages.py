@@ -223,6 +223,7 @@ AlarmPoint = Literal[
     "call_point_unreachable",
     "call_point_fault",
     "lock_tamper",
+    "uplink_refused",
 ]
 
 
