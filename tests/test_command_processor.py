@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from gateway.adapters import schema
+from gateway.adapters.signals import CommandReply
 from gateway.core import commands as checks
 from gateway.core import handlers
 from gateway.core.effects import WritePoint
@@ -41,10 +42,15 @@ def command(
     return json.dumps(env).encode()
 
 
-def reply(raw: bytes | None) -> dict[str, Any]:
+def reply(raw: CommandReply | None) -> dict[str, Any]:
     assert raw is not None
-    data: dict[str, Any] = json.loads(raw)
+    data: dict[str, Any] = json.loads(raw.payload)
     Reply.model_validate(data)  # every reply matches the wire model
+    # Only a command whose signature was verified may choose where its reply goes.
+    if data["ok"] or data["error"]["code"] in ("stale", "conflict", "unknown_room"):
+        assert raw.authenticated
+    if not data["ok"] and data["error"]["code"] == "unauthenticated":
+        assert not raw.authenticated
     return data
 
 

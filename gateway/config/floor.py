@@ -164,6 +164,7 @@ class FloorConfig:
     floorpanel: FloorPanelSection | None
     poll: PollSection
     profiles: dict[str, Profile] = field(default_factory=dict)
+    sha256: str = ""  # of the floor file's bytes as loaded ("" when not loaded from a file)
 
     def bus(self, name: str) -> Bus:
         """The bus with this name (KeyError if none)."""
