@@ -104,8 +104,8 @@ def room(room_id: str, **over: object) -> dict[str, object]:
     return {"schema": 1, "room": room_id, "occupancy": "vacant", **over}
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
+@pytest.fixture(name="store")
+async def store_fixture(tmp_path: Path) -> AsyncIterator[Store]:
     s = await Store.open(tmp_path / "state" / "floor.db", synchronous="NORMAL")
     yield s
     await s.close()
@@ -116,13 +116,19 @@ def floor() -> Floor:
     return Floor()
 
 
+@pytest.fixture(params=["5", "3.1.1"])
+def protocol(request: pytest.FixtureRequest) -> str:
+    """The v1 suite runs under MQTT 5 and, for old brokers, 3.1.1."""
+    return str(request.param)
+
+
 @pytest.fixture
-def make_uplink(tmp_path: Path, store: Store, floor: Floor) -> Callable[..., Uplink]:
+def make_uplink(tmp_path: Path, store: Store, floor: Floor, protocol: str) -> Callable[..., Uplink]:
     def make(
         port: int, on_command: Any = None, beat: Callable[[], None] | None = None, **mqtt: Any
     ) -> Uplink:
         return Uplink(
-            floor_config(tmp_path, port, **mqtt),
+            floor_config(tmp_path, port, **{"protocol": protocol, **mqtt}),
             store,
             version="9.9.9",
             started_at=STARTED,

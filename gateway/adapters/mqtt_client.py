@@ -171,8 +171,7 @@ class Connection:
         """Wait for a window slot, hand the message to paho (calls return in call order, so
         messages go on the wire in that order); the future settles at its PUBACK."""
         await self._window.take()
-        if self._error is not None:
-            raise self._error
+        self._check()
         info = self._client.publish(topic, payload, qos=1, retain=retain, properties=properties)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             self._window.give()
@@ -226,8 +225,14 @@ class Connection:
 
     def close(self) -> None:
         """End the connection now (idempotent); everything waiting fails with LinkError."""
+        client = self._client
+        # paho still holds the socket and closes it again when collected: it must not call
+        # back into a connection that is over (perhaps with no loop running any more).
+        client.on_socket_close = None
+        client.on_socket_register_write = None
+        client.on_socket_unregister_write = None
         self._unregister()
-        sock = self._client.socket()
+        sock = client.socket()
         if sock is not None:
             sock.close()
         self._end(LinkError("connection closed"))
@@ -343,22 +348,27 @@ class Connection:
     def _end(self, error: LinkError) -> None:
         if self._error is None:
             self._error = error
+        why = str(self._error)
         self._ended.set()
         self._incoming_wake.set()
-        self._window.close(self._error)
-        if not self._connack.done():
-            self._connack.set_exception(self._error)
-            self._connack.exception()  # retrieved: open() may be gone
-        waiting: list[asyncio.Future[Any]] = [*self._pending.values(), *self._subscribing.values()]
+        self._window.close(why)
+        waiting: list[asyncio.Future[Any]] = [
+            self._connack,
+            *self._pending.values(),
+            *self._subscribing.values(),
+        ]
         self._pending.clear()
         self._subscribing.clear()
         for future in waiting:
             if not future.done():
-                future.set_exception(self._error)
+                future.set_exception(LinkError(why))
+                # Marked retrieved: a publish whose PUBACK nobody awaits any more (its
+                # session is ending for this very reason) must not be logged as lost.
+                future.exception()
 
     def _check(self) -> None:
         if self._error is not None:
-            raise self._error
+            raise LinkError(str(self._error))
 
     # paho's callbacks (loop thread, inside loop_read / loop_misc)
 
@@ -440,14 +450,14 @@ class _Window:
         self.size = size
         self.used = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-        self._error: LinkError | None = None
+        self._error: str | None = None
 
     def resize(self, size: int) -> None:
         self.size = size
 
     async def take(self) -> None:
         if self._error is not None:
-            raise self._error
+            raise LinkError(self._error)
         if self.used < self.size and not self._waiters:
             self.used += 1
             return
@@ -470,12 +480,12 @@ class _Window:
                 return
         self.used = max(self.used - 1, 0)
 
-    def close(self, error: LinkError) -> None:
-        self._error = error
+    def close(self, why: str) -> None:
+        self._error = why
         waiters, self._waiters = self._waiters, collections.deque()
         for slot in waiters:
             if not slot.done():
-                slot.set_exception(error)
+                slot.set_exception(LinkError(why))
                 slot.exception()  # retrieved: its waiter may have been cancelled
 
 
