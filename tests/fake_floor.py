@@ -271,7 +271,7 @@ class FakeFloor:
     async def outbox(self) -> OutboxInfo:
         """Three events waiting since the broker blinked."""
         last = self.events_log[-1].seq
-        return OutboxInfo(3, last - 2, "2026-11-23T06:03:22.123Z", last - 3, last - 3, 0)
+        return OutboxInfo(3, last - 2, "2026-11-23T06:03:22.123Z", last - 3, last - 3, 0, 2)
 
     async def scan(self, bus: str, progress: Callable[[ScanProgress], None]) -> list[ScanHit]:
         """Probe 1-247: the configured units answer (and the floor panel at 40 on rs485-a)."""
@@ -392,7 +392,7 @@ def _events_shape(doc: dict[str, Any]) -> None:
 def _outbox_shape(doc: dict[str, Any]) -> None:
     assert set(doc) == {
         "depth", "oldest_undelivered_seq", "oldest_undelivered_ts", "last_delivered_seq",
-        "delivered_kept", "shed",
+        "delivered_kept", "shed", "refused",
     }  # fmt: skip
 
 

@@ -94,7 +94,7 @@ SUBCOMMANDS: list[tuple[list[str], list[str]]] = [
     (["alarms", "ack", CALL_ALARM, "--by", "bo"], ["acknowledged by bo"]),
     (["alarms", "resolve", BED_ALARM, "--by", "cy"], ["resolved by cy"]),
     (["events"], ["gateway.started", "alarm.escalated", "call bath, level 1", "(alarm a1203bat…)"]),
-    (["outbox"], ["Waiting", "3"]),
+    (["outbox"], ["Waiting", "3", "Refused by the broker", "2"]),
     (["scan", "rs485-a"], ["11 of 247 unit ids answered", "fg-floorpanel-1"]),
 ]
 

@@ -194,9 +194,6 @@ class Uplink:
         self._link = LinkState.DISCONNECTED
         self._session_up = False  # the session being served reached SYNCING
         self._conn: Connection | None = None
-        self._acked: list[int] = []
-        self._ack_wake = asyncio.Event()
-        self._ack_lock = asyncio.Lock()
         self._since = datetime.now(UTC)
         self._connects = 0
         self._last_error: str | None = None
@@ -219,7 +216,7 @@ class Uplink:
             )
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._outbox.run(), name="uplink-housekeeping")
-            tg.create_task(self._mark_loop(), name="uplink-marks")
+            tg.create_task(self._outbox.marks(), name="uplink-marks")
             await self._connect_loop()
 
     @property
@@ -511,7 +508,7 @@ class Uplink:
         event after a refusal; events the broker accepted but not yet marked are skipped.
         """
         drain = _Drain()
-        skip = set(self._acked)  # accepted in an earlier session, marks not written yet
+        skip = self._outbox.unmarked()  # accepted in an earlier session, not marked yet
         cursor = 0
         probe = EVENTS in self._blocked  # refused before: the head goes alone first
         while True:
@@ -521,7 +518,7 @@ class Uplink:
                     await asyncio.wait(drain.in_flight)
                 await self._pause(self._event_retry.next_delay())
                 drain.refused, cursor, probe = None, first - 1, True
-                skip = set(self._acked)
+                skip = self._outbox.unmarked()
             self._outbox_wake.clear()
             limit = 1 if probe else READ_BATCH
             read = await self._store.read(
@@ -575,8 +572,7 @@ class Uplink:
             if drain.refused is None or seq < drain.refused:
                 drain.refused = seq
             return
-        self._acked.append(seq)
-        self._ack_wake.set()
+        self._outbox.delivered(seq)
 
     def _envelope(self, event: StoredEvent) -> bytes:
         data: dict[str, object] = {
@@ -591,28 +587,6 @@ class Uplink:
             data["room"] = event.room
         data["data"] = event.data
         return dumps(data)
-
-    async def _mark_loop(self) -> None:
-        try:
-            while True:
-                await self._ack_wake.wait()
-                await self._flush_acks()
-        except asyncio.CancelledError:
-            # Best effort: an ack not written only means that event is sent again.
-            with contextlib.suppress(Exception, TimeoutError):
-                async with asyncio.timeout(STOP_PUBLISH_S):
-                    await self._flush_acks()
-            raise
-
-    async def _flush_acks(self) -> None:
-        async with self._ack_lock:
-            self._ack_wake.clear()
-            if not self._acked:
-                return
-            seqs = list(self._acked)
-            now = datetime.now(UTC)
-            await self._store.write(functools.partial(schema.mark_delivered, seqs=seqs, ts=now))
-            del self._acked[: len(seqs)]  # marked; acks that came meanwhile stay
 
     # -- replay --------------------------------------------------------------------------
 

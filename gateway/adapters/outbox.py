@@ -4,11 +4,14 @@
 older than ``[mqtt] events_keep_days`` are purged (every ``PURGE_EVERY_S``); above
 ``outbox_max_mib`` the low-value events are shed, and nothing else (schema.shed_low_value);
 the figures (depth, oldest undelivered, shed) are refreshed for ``floorctl`` and metrics.
+``OutboxKeeper.marks()`` writes, in batches, which events the broker accepted
+(``delivered``): an event is marked only after its PUBACK said so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import sqlite3
 import time
@@ -27,6 +30,8 @@ __all__ = ["HOUSEKEEPING_S", "PURGE_EVERY_S", "OutboxFigures", "OutboxKeeper"]
 
 HOUSEKEEPING_S = 1.0
 PURGE_EVERY_S = 600.0
+STOP_MARKS_S = 2.0
+"""Bound on writing the last marks when stopping."""
 
 log = structlog.get_logger("gateway.adapters.mqtt")
 
@@ -49,7 +54,42 @@ class OutboxKeeper:
         self._mqtt = mqtt
         self._beat = beat
         self._over_cap = False
+        self._accepted: list[int] = []
+        self._accepted_wake = asyncio.Event()
+        self._marking = asyncio.Lock()
         self.figures = OutboxFigures()
+
+    def delivered(self, seq: int) -> None:
+        """The broker accepted event ``seq``: mark it (soon, with others)."""
+        self._accepted.append(seq)
+        self._accepted_wake.set()
+
+    def unmarked(self) -> set[int]:
+        """Events accepted by the broker whose mark is not written yet (not to send again)."""
+        return set(self._accepted)
+
+    async def marks(self) -> None:
+        """Write the marks as they come until cancelled, then (bounded) the last ones."""
+        try:
+            while True:
+                await self._accepted_wake.wait()
+                await self._write_marks()
+        except asyncio.CancelledError:
+            # Best effort: a mark not written only means that event is sent again.
+            with contextlib.suppress(Exception, TimeoutError):
+                async with asyncio.timeout(STOP_MARKS_S):
+                    await self._write_marks()
+            raise
+
+    async def _write_marks(self) -> None:
+        async with self._marking:
+            self._accepted_wake.clear()
+            if not self._accepted:
+                return
+            seqs = list(self._accepted)
+            now = datetime.now(UTC)
+            await self._store.write(functools.partial(schema.mark_delivered, seqs=seqs, ts=now))
+            del self._accepted[: len(seqs)]  # written; those accepted meanwhile stay
 
     async def run(self) -> None:
         """Upkeep every second until cancelled; purge every ``PURGE_EVERY_S``."""

@@ -189,6 +189,7 @@ class LiveFloorView:
             last_delivered_seq=last_delivered,
             delivered_kept=kept,
             shed=self.uplink.stats().shed,
+            refused=self.uplink.stats().refused,
         )
 
     async def scan(self, bus: str, progress: Callable[[ScanProgress], None]) -> list[ScanHit]:
