@@ -286,7 +286,7 @@ def purge_delivered(
     return deleted
 
 
-# -- outbox upkeep and the command replay cache (gateway.adapters.mqtt, gateway.engine.commands)
+# -- outbox upkeep and the command replay cache (gateway.adapters.outbox, gateway.engine.commands)
 
 
 def undelivered_after(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[StoredEvent]:
