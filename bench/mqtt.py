@@ -21,6 +21,11 @@ Sections (``--sections``, default all):
 ``hung``
   The broker stopped with SIGSTOP (TCP open, nothing answered) while the uplink drains;
   reported: SIGSTOP -> the uplink drops the link (keepalive ``--keepalive-s``).
+``flap``
+  The outbox stall: after a long outage (the reconnect backoff at its cap) the broker
+  returns, dies again while the gateway's new session is still sending its current state
+  (when its status has reached a subscriber), and is started again at once. Reported,
+  per trial: that last start -> the first backlog event at a subscriber.
 
 The subscriber runs in its own process (clocks: CLOCK_MONOTONIC, shared across
 processes). The bench builds the uplink only with the options the code under test has,
@@ -433,7 +438,7 @@ async def _reconnect_once(rooms: int, window: int, *, persistence: bool) -> None
     live = [s[1] for s in seen if not s[4]]
     until_event = live[: live.index("events")] if "events" in live else live
     rooms_sent = sum(1 for t in until_event if t.startswith("rooms/"))
-    kind = "keeps sessions (Session Present)" if persistence else "without persistence"
+    kind = "keeps sessions (Session Present)" if persistence else "loses them (no persistence)"
     print(
         f"broker restart, {rooms} rooms, 1 open alarm, a broker that {kind}: "
         f"{len(until_event)} publishes before the backlog ({rooms_sent} room states)"
@@ -541,15 +546,105 @@ async def hung(rooms: int, window: int, keepalive_s: int) -> None:
     )
 
 
+# -- a broker that fails again while the gateway syncs ---------------------------------------
+
+
+async def flap(window: int, trials: int) -> None:
+    """The second restart of a flapping broker -> the first backlog event at a subscriber."""
+    work = Path(tempfile.mkdtemp(prefix="bench-mqtt-flap-"))
+    broker = Mosquitto(work / "mosquitto", make_certs(work / "certs"))
+    broker.start()
+    store = await Store.open(work / "floor.db")
+    floor = Floor(60)
+    committed = Broadcast()
+    current = "reconnect_max_s" in MqttSection.model_fields
+    # Each version's own reconnect backoff, as a long outage leaves it (at its cap).
+    backoff = Backoff(initial_s=0.5, cap_s=5.0) if current else Backoff(initial_s=1.0, cap_s=60.0)
+    uplink = make_uplink(
+        floor_config(work, broker.port, window),
+        store,
+        current_state=floor.current_state,
+        on_command=_no_command,
+        retained=RetainedChanges(),
+        outbox=committed,
+        backoff=backoff,
+    )
+    task = asyncio.create_task(uplink.run())
+    delays: list[float] = []
+    try:
+        for _ in range(trials):
+            async with asyncio.timeout(120):
+                await wait_for(lambda: uplink.stats().link == "connected")
+                await _until_drained(store)
+            broker.stop()
+            async with asyncio.timeout(10):
+                await wait_for(lambda: not uplink.connected)
+            backoff.failures = 10
+            await append(store, 50)
+            committed.notify()
+            delays.append(await _flap_once(broker, "status"))
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await store.close()
+        broker.kill()
+    shown = ", ".join(f"{d:.1f}" for d in delays)
+    print(
+        f"flapping broker after a long outage: its last start -> first backlog event at a"
+        f" subscriber: {shown} s (max {max(delays):.1f} s)"
+    )
+
+
+async def _flap_once(broker: Mosquitto, trigger: str) -> float:
+    """Start the broker, kill it when the gateway's ``trigger`` topic arrives, start it
+    again: how long from then to the first event at a subscriber."""
+    broker.start()
+    flapped = asyncio.Event()
+    back = 0.0
+    first_event: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+
+    async def watch() -> None:
+        nonlocal back
+        while not first_event.done():
+            with contextlib.suppress(aiomqtt.MqttError):
+                async with aiomqtt.Client(HOST, broker.port, timeout=5) as client:
+                    await client.subscribe(f"{ROOT}/#", qos=1)
+                    async for m in client.messages:
+                        topic = m.topic.value[len(ROOT) + 1 :]
+                        if m.retain:
+                            continue
+                        if topic == trigger and not flapped.is_set():
+                            flapped.set()
+                            broker.kill()  # the session dies while it sends the state
+                            broker.start()
+                            back = time.monotonic()
+                            break
+                        if topic == "events" and flapped.is_set():
+                            first_event.set_result(time.monotonic() - back)
+                            return
+            await asyncio.sleep(0.005)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        async with asyncio.timeout(150):
+            return await first_event
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
 def main() -> None:
     """Parse arguments, run, print figures."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--events", type=int, default=100_000)
     p.add_argument("--rooms", type=int, default=40)
     p.add_argument("--window", type=int, default=32, help="[mqtt] max_in_flight")
-    p.add_argument("--sections", default="drain,reconnect,outage,hung")
+    p.add_argument("--sections", default="drain,reconnect,outage,hung,flap")
     p.add_argument("--outage-s", type=float, default=60.0)
     p.add_argument("--keepalive-s", type=int, default=5)
+    p.add_argument("--trials", type=int, default=3, help="flap: trials")
     args = p.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
@@ -562,6 +657,8 @@ def main() -> None:
         asyncio.run(outage(60, args.window, args.outage_s))
     if "hung" in sections:
         asyncio.run(hung(args.rooms, args.window, args.keepalive_s))
+    if "flap" in sections:
+        asyncio.run(flap(args.window, args.trials))
 
 
 if __name__ == "__main__":
