@@ -337,6 +337,33 @@ async def test_a_killed_broker_restarted_gets_the_current_state_then_every_event
     ]  # fmt: skip
 
 
+async def test_a_session_lost_while_it_sends_the_state_does_not_wait_out_the_backoff(
+    mosquitto: Mosquitto, store: Store, floor: Floor, tmp_path: Path
+) -> None:
+    # The outbox stall: a session that died between CONNACK and its state being
+    # acknowledged kept the outage's backoff (up to its cap) before the next attempt,
+    # the current state out and the events not. A session that was up retries after the
+    # jitter only (0 here), whatever the backoff says (5 s here).
+    flapped = False
+    rooms = floor.current_state
+
+    def current_state() -> Any:
+        nonlocal flapped
+        if not flapped:
+            flapped = True
+            mosquitto.kill()  # the broker fails again while the state goes out
+            mosquitto.start()
+        return rooms()
+
+    floor.current_state = current_state  # type: ignore[method-assign]
+    backoff = Backoff(initial_s=5.0, cap_s=5.0, jitter="none")
+    uplink = uplink_for(floor_config(tmp_path, mosquitto.port), store, floor, backoff=backoff)
+    await append(store, 10)
+    async with running(uplink):
+        await until(lambda: flapped and uplink.stats().reconnects == 1, timeout=4)
+        await eventually(store, lambda c: undelivered(c) == 0, timeout=4)
+
+
 def rooms_floor(n: int) -> Floor:
     floor = Floor()
     floor.rooms = {str(1201 + i): room(str(1201 + i)) for i in range(n)}
