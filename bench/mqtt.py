@@ -493,6 +493,8 @@ async def outage(rooms: int, window: int, outage_s: float) -> None:
             await task
         await store.close()
         broker.kill()
+        with contextlib.suppress(ProcessLookupError):
+            sub.kill()
     at_sub = [s[0] for s in seen if s[1] == "alarms/call-1" and s[0] >= t_back]
     print(
         f"broker stopped {outage_s:.0f} s, a call raised after {outage_s / 2:.0f} s: broker back"

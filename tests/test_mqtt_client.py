@@ -158,7 +158,17 @@ async def test_properties_go_on_the_wire(tmp_path: Path, mosquitto: Mosquitto) -
     ):
         props = conn.properties(expiry_s=300, correlation=b"\x01req")
         await (await conn.publish(f"{ROOT}/reply", b"{}", retain=False, properties=props))
+        # The plain properties of events and states (packed once, sent many times).
+        for _ in range(2):
+            plain = conn.properties()
+            await (await conn.publish(f"{ROOT}/events", b"{}", retain=False, properties=plain))
+        await until(lambda: len(col.payloads(f"{ROOT}/events")) == 2)
         await until(lambda: col.payloads(f"{ROOT}/reply"))
+    for event in (m for m in col.messages if m.topic.value == f"{ROOT}/events"):
+        assert event.properties is not None
+        assert event.properties.PayloadFormatIndicator == 1
+        assert event.properties.ContentType == "application/json"
+        assert not hasattr(event.properties, "MessageExpiryInterval")
     received = next(m for m in col.messages if m.topic.value == f"{ROOT}/reply").properties
     assert received is not None
     assert received.PayloadFormatIndicator == 1

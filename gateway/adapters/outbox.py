@@ -33,7 +33,7 @@ PURGE_EVERY_S = 600.0
 STOP_MARKS_S = 2.0
 """Bound on writing the last marks when stopping."""
 
-log = structlog.get_logger("gateway.adapters.mqtt")
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
