@@ -27,12 +27,13 @@ from gateway import __version__
 from gateway.adapters import alarms_store, rooms_store, schema, stays
 from gateway.adapters.control import ControlServer
 from gateway.adapters.mqtt import Uplink
-from gateway.adapters.signals import Broadcast, RetainedChanges
+from gateway.adapters.signals import Broadcast, ReplayRequests, RetainedChanges
 from gateway.adapters.store import Store
 from gateway.config.floor import FloorConfig
+from gateway.config.inventory import inventory
 from gateway.config.load import read_command_key
 from gateway.core.decide import Stored, restore
-from gateway.core.inputs import LinkChanged
+from gateway.core.inputs import LinkChanged, UplinkRefusing
 from gateway.engine.actuators import Actuators
 from gateway.engine.commands import CommandProcessor
 from gateway.engine.engine import Engine, Inbox
@@ -106,8 +107,9 @@ async def build(config: FloorConfig, store: Store, supervisor: Supervisor) -> In
         outbox=committed,
     )
 
+    replays = ReplayRequests()
     processor = CommandProcessor(
-        store, read_command_key(config.mqtt.command_key_file), inbox.submit
+        store, read_command_key(config.mqtt.command_key_file), inbox.submit, replays=replays
     )
     uplink = Uplink(
         config,
@@ -118,7 +120,10 @@ async def build(config: FloorConfig, store: Store, supervisor: Supervisor) -> In
         on_command=processor.handle,
         retained=retained,
         outbox=committed,
+        replays=replays,
+        inventory=inventory(config, __version__),
         on_link=lambda up: inbox.put(LinkChanged(up)),
+        on_refusing=lambda refusing: inbox.put(UplinkRefusing(refusing)),
     )
     view = LiveFloorView(
         config,

@@ -14,6 +14,7 @@ taken from the floor file's directory.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import os
 import re
 import tomllib
@@ -185,6 +186,7 @@ class _FloorChecker:
         self.environ = environ
         self.problems: list[str] = []
         self.warnings: list[str] = []
+        self.sha256 = ""
 
     def problem(self, where: str, msg: str) -> None:
         self.problems.append(f"{where}: {msg}")
@@ -192,9 +194,13 @@ class _FloorChecker:
     def read(self) -> dict[str, Any]:
         """The file's TOML with environment references expanded."""
         try:
-            raw = tomllib.loads(self.path.read_text(encoding="utf-8"))
+            data = self.path.read_bytes()
+            self.sha256 = hashlib.sha256(data).hexdigest()
+            raw = tomllib.loads(data.decode("utf-8"))
         except OSError as exc:
             raise ConfigError([f"{self.path}: cannot read: {exc.strerror or exc}"]) from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError([f"{self.path}: not UTF-8: {exc}"]) from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError([f"{self.path}: TOML syntax error: {exc}"]) from exc
         expanded: dict[str, Any] = self._expand(raw, "")
@@ -246,6 +252,7 @@ class _FloorChecker:
             profiles={n: p for n, p in profiles.items() if n in used and p is not None},
             energy=energy,
             scenes=scenes,
+            sha256=self.sha256,
         )
         self._energy_warnings(config)
         return config, self.warnings

@@ -33,6 +33,7 @@ from gateway.model.messages import (
     CheckinBody,
     CheckoutBody,
     ExtendBody,
+    ReplayResult,
     ResolveAlarmBody,
     ResyncBody,
     RevokeTokenBody,
@@ -274,6 +275,13 @@ def resolve_alarm(floor: FloorState, body: ResolveAlarmBody, ctx: Context) -> Do
 def resync(floor: FloorState, body: ResyncBody, ctx: Context) -> Done | Refused:
     """Publish the status, every open alarm and every room state again."""
     return Done([Republish()], result={})
+
+
+@handles("replay")
+def replay(floor: FloorState, body: ReplayResult, ctx: Context) -> Done | Refused:
+    """Record the reply of a replay: the pipeline read the stored range and had it published
+    again before submitting (the core never reads the store), so ``body`` is its result."""
+    return Done(result=body.to_dict())
 
 
 # -- helpers ----------------------------------------------------------------------------
