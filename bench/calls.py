@@ -157,6 +157,7 @@ class GatewayRun:
         self._client: aiomqtt.Client | None = None
         self._waiters: list[tuple[Callable[[Doc], bool], asyncio.Future[Arrival]]] = []
         self._stack = contextlib.AsyncExitStack()
+        self.started_wall = math.nan  # when gateway.started arrived (wall clock)
 
     async def __aenter__(self) -> GatewayRun:
         try:
@@ -206,9 +207,10 @@ class GatewayRun:
             [sys.executable, "-m", "gateway.daemon", "--config", str(FLOOR)], "floorgated.log"
         )
         try:
-            await asyncio.wait_for(started, 30)
+            arrival = await asyncio.wait_for(started, 30)
         except TimeoutError:
             raise SystemExit(f"bench: no gateway.started: {self._tail('floorgated.log')}") from None
+        self.started_wall = arrival.wall
         await asyncio.sleep(self.warmup_s)  # a bench: let the start-up reads and writes settle
 
     # -- the central's view ----------------------------------------------------------------------

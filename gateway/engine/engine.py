@@ -307,8 +307,10 @@ class Engine:
             self._inbox.put(Tick())
             deadline = next_deadline(self.state, now)
             wait = CLOCK_CHECK_S
-            if deadline is not None:
-                wait = min(wait, max(0.0, (deadline - now).total_seconds()))
+            if deadline is not None and deadline > now:
+                wait = min(wait, (deadline - now).total_seconds())
+            # A deadline already due is the tick just queued: the committer moves it once it
+            # has decided, and says so (rather than this loop queueing ticks until then).
             self._deadlines_moved.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._deadlines_moved.wait(), timeout=wait)

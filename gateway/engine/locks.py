@@ -15,7 +15,9 @@ it: what it learns goes in through the inbox like any other input.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal, Protocol
 
@@ -34,7 +36,8 @@ __all__ = ["LockKeeper", "Reader", "Writer"]
 
 log = structlog.get_logger("gateway.locks")
 
-ROOMS_AT_ONCE = 8  # rooms of one bus reconciled concurrently
+ROOMS_AT_ONCE = 8  # authorisation changes of one bus reconciled concurrently
+VERIFIES_AT_ONCE = 2  # verification reads of one bus at once (slow priority, background)
 Cause = Literal["change", "verify", "read"]
 
 
@@ -101,8 +104,12 @@ class LockKeeper:
         if cause == "change":
             wanted[room] = "change"
             self._unsynced.add(room)  # what we find different next is our own pending work
-        elif wanted.get(room) != "change":
-            wanted[room] = "read" if read_slots else cause
+        elif wanted.get(room) == "change":
+            pass  # a change reads what it must; a read still owed is taken up after it
+        elif read_slots:
+            wanted[room] = "read"
+        elif room not in wanted:  # a read already wanted covers a verify
+            wanted[room] = cause
         self._wake.setdefault(bus, asyncio.Event()).set()
 
     def read_log(self, device: DeviceRef) -> None:
@@ -134,20 +141,56 @@ class LockKeeper:
     # -- reconciling ------------------------------------------------------------------------
 
     async def _bus_worker(self, bus: str) -> None:
+        """Start each room's reconciliation as it is wanted, one job per room at a time.
+
+        An authorisation change never waits behind another room's work: changes start at
+        once (up to ``ROOMS_AT_ONCE``), while verification reads, which go at slow
+        priority and take seconds on a busy line, run at most ``VERIFIES_AT_ONCE`` at a
+        time beside them. A change for a room whose verification is still reading
+        preempts it (the read is taken up again after the change).
+        """
         wake = self._wake.setdefault(bus, asyncio.Event())
         wanted = self._wanted.setdefault(bus, {})
-        while True:
-            if not wanted:
-                wake.clear()
-                await wake.wait()
-                continue
-            # Several rooms at once (changes first): their transactions queue together at
-            # the bus owner, which runs them back to back between emergency polls.
-            order = sorted(wanted, key=lambda r: wanted[r] != "change")[:ROOMS_AT_ONCE]
-            batch = [(room, wanted.pop(room)) for room in order]
-            await asyncio.gather(*(self._reconcile(room, bus, cause) for room, cause in batch))
+        jobs: dict[RoomId, _Job] = {}
+        resume: dict[RoomId, Cause] = {}  # verifications preempted by a change
 
-    async def _reconcile(self, room: RoomId, bus: str, cause: Cause) -> None:
+        def finished(room: RoomId, job: _Job, _: object) -> None:
+            if jobs.get(room) is job:
+                del jobs[room]
+            if job.cause == "change" and room in resume:
+                cause = resume.pop(room)
+                if room not in wanted:
+                    wanted[room] = cause
+            wake.set()
+
+        async with asyncio.TaskGroup() as tg:
+            while True:
+                wake.clear()
+                for room in sorted(wanted, key=lambda r: wanted[r] != "change"):
+                    cause = wanted[room]
+                    running = jobs.get(room)
+                    if running is not None:
+                        if cause == "change" and running.cause != "change" and not running.writing:
+                            running.task.cancel()
+                            resume[room] = "read"  # what it had read is not to be trusted
+                            del jobs[room]
+                        else:
+                            continue
+                    busy = sum(
+                        1 for j in jobs.values() if (j.cause == "change") == (cause == "change")
+                    )
+                    if busy >= (ROOMS_AT_ONCE if cause == "change" else VERIFIES_AT_ONCE):
+                        continue
+                    del wanted[room]
+                    job = _Job(cause)
+                    job.task = tg.create_task(
+                        self._reconcile(room, bus, cause, job), name=f"reconcile[{room}]"
+                    )
+                    job.task.add_done_callback(functools.partial(finished, room, job))
+                    jobs[room] = job
+                await wake.wait()
+
+    async def _reconcile(self, room: RoomId, bus: str, cause: Cause, job: _Job) -> None:
         device = DeviceRef(room, "lock")
         points = self._state.points
         if not points.online(device):
@@ -177,6 +220,7 @@ class LockKeeper:
             self._unsynced.discard(room)
             return
         # Queued together, the writes go on the line back to back when it has a gap.
+        job.writing = True
         write = self._writers[bus]
         results = await asyncio.gather(
             *(
@@ -253,6 +297,15 @@ class LockKeeper:
                 entries.append((seq, result, token))
         new = follower.on_entries(entries)
         self._submit(AccessLogRead(device, tuple(new), read.gap, follower.last_seen))
+
+
+@dataclass(slots=True)
+class _Job:
+    """One room's reconciliation in progress: why, and whether it has begun writing."""
+
+    cause: Cause
+    writing: bool = False  # past its reads: no longer preempted (writes are short)
+    task: asyncio.Task[None] = field(init=False)
 
 
 def _int_or_none(value: object) -> int | None:
