@@ -12,7 +12,7 @@ Also here: the floor restored at start, the room state document, what goes out f
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import assert_never
@@ -50,8 +50,9 @@ from gateway.core.inputs import (
 from gateway.core.intents import Intent, expand
 from gateway.core.kinds import ARRAYS, KINDS
 from gateway.core.kinds.base import DeviceKind, Observed, Values
-from gateway.core.locksync import access_event, int_to_token
+from gateway.core.locksync import SLOT_COUNT, access_event, int_to_token
 from gateway.core.points import PointTable
+from gateway.core.staff import Lockdown, StaffAccess, StaffKey
 from gateway.core.state import Effects, FloorState, Layout
 from gateway.model.messages import Reply, ReplyError
 from gateway.model.time import format_ts
@@ -87,6 +88,9 @@ class Stored:
     stays: list[Stay]
     alarms: list[Alarm]
     welcomed: Mapping[str, str]  # room -> stay whose welcome scene ran
+    staff_keys: Sequence[StaffKey] = ()  # added by command
+    revoked: Sequence[tuple[str, str]] = ()  # (key id, token hash) of revoked staff keys
+    lockdown: Lockdown | None = None
 
 
 def restore(
@@ -105,7 +109,9 @@ def restore(
     alarms, alarm_effects = Alarms.restore(
         layout.alarms, stored.alarms, now, link_up=False, new_id=new_id
     )
-    authz, boundary = Authz.from_stays(stored.stays).tick(now)
+    staff = StaffAccess.restore(layout.staff, stored.staff_keys, stored.revoked, stored.lockdown)
+    guest_slots = SLOT_COUNT - layout.staff.staff_slots
+    authz, boundary = Authz.from_stays(stored.stays, slot_count=guest_slots, staff=staff).tick(now)
     floor = FloorState(
         layout=layout,
         registry=registry,

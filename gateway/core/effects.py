@@ -22,6 +22,7 @@ from drivers.profile import PollClass
 if TYPE_CHECKING:
     from gateway.core.alarms import Alarm
     from gateway.core.authz import Stay
+    from gateway.core.staff import Lockdown, StaffKey
 
 __all__ = [
     "Action",
@@ -38,7 +39,9 @@ __all__ = [
     "Retain",
     "SaveAlarm",
     "SaveCounter",
+    "SaveLockdown",
     "SaveLogHead",
+    "SaveStaffKey",
     "SaveStay",
     "SetPanelLamp",
     "WritePoint",
@@ -80,6 +83,23 @@ class SaveStay:
     """Persist this stay (and replace its stored tokens)."""
 
     stay: Stay
+
+
+@dataclass(frozen=True, slots=True)
+class SaveStaffKey:
+    """Persist a staff key added by command, or its revocation (``key`` None; the hashes of
+    the tokens revoked under its id, so a floor-file key of that id stays revoked)."""
+
+    key_id: str
+    key: StaffKey | None
+    revoked: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SaveLockdown:
+    """Persist the floor's lockdown (on or off): it survives restarts and power loss."""
+
+    lockdown: Lockdown
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +202,16 @@ class Republish:
 
 
 Persisted = (
-    Emit | Audit | SaveAlarm | SaveStay | SaveCounter | SaveLogHead | MarkWelcomed | RecordCommand
+    Emit
+    | Audit
+    | SaveAlarm
+    | SaveStay
+    | SaveStaffKey
+    | SaveLockdown
+    | SaveCounter
+    | SaveLogHead
+    | MarkWelcomed
+    | RecordCommand
 )
 """Written in the decision's transaction."""
 Action = WritePoint | SetPanelLamp | Retain | ReconcileLock | ReadAccessLog | DeviceBack | Republish
@@ -202,6 +231,8 @@ def split(effects: Iterable[Effect]) -> tuple[list[Persisted], list[Action]]:
                 | Audit()
                 | SaveAlarm()
                 | SaveStay()
+                | SaveStaffKey()
+                | SaveLockdown()
                 | SaveCounter()
                 | SaveLogHead()
                 | MarkWelcomed()

@@ -18,6 +18,7 @@ from gateway.core.alarms import AlarmLayout, Alarms
 from gateway.core.authz import Authz
 from gateway.core.effects import Effect, WritePoint
 from gateway.core.points import PointTable
+from gateway.core.staff import StaffRules
 
 if TYPE_CHECKING:
     from gateway.core.kinds.base import DeviceKind, RoomChange
@@ -33,7 +34,8 @@ class Policy:
 
     vacant_setpoint_c: float = 26.0
     occupied_setpoint_c: float = 22.0
-    door_held_open_s: int = 120
+    door_held_open_s: int = 60  # after a guest key or an opening from inside
+    door_held_open_staff_s: int = 120  # after a staff key
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,7 @@ class Layout:
     devices: Mapping[DeviceRef, DeviceInfo]
     policy: Policy
     alarms: AlarmLayout
+    staff: StaffRules = field(default_factory=StaffRules)  # staff slots, time zone, keys
 
     def room(self, room: str) -> RoomLayout | None:
         """The room with this id, or None when it is not on this floor."""

@@ -29,7 +29,7 @@ from typing import assert_never
 import structlog
 
 from drivers.panelproto import LampState
-from gateway.adapters import alarms_store, journal, schema, stays
+from gateway.adapters import access_store, alarms_store, journal, schema, stays
 from gateway.adapters.signals import Broadcast, RetainedChanges
 from gateway.adapters.store import Store
 from gateway.core.clock import ClockWatch
@@ -56,7 +56,9 @@ from gateway.core.effects import (
     Retain,
     SaveAlarm,
     SaveCounter,
+    SaveLockdown,
     SaveLogHead,
+    SaveStaffKey,
     SaveStay,
     SetPanelLamp,
     WritePoint,
@@ -239,6 +241,10 @@ class Engine:
                     alarms_store.save_alarm(conn, alarm)
                 case SaveStay(stay=stay):
                     stays.save_stay(conn, stay)
+                case SaveStaffKey(key_id=key_id, key=key, revoked=revoked):
+                    access_store.save_staff_key(conn, key_id, key, revoked, now)
+                case SaveLockdown(lockdown=lockdown):
+                    access_store.save_lockdown(conn, lockdown)
                 case SaveCounter(device=device, point=point, value=value):
                     schema.set_point_value(conn, str(device), point, value, time.time())
                 case SaveLogHead(device=device, head=head):

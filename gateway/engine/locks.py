@@ -1,6 +1,7 @@
 """The lock keeper: every lock's slots kept equal to what is authorised; access logs followed.
 
-Slots are written and cleared until they equal ``authz.desired_tokens(room, now)``: on
+Slots are written and cleared until they equal ``authz.desired(room, now)`` (guest tokens
+in the guest slots, staff keys in the reserved staff slots; the core decides both): on
 every authorisation change, when a lock answers again (every slot read first), at start-up
 and every ``policy.slot_verify_s``. A difference that is not our own pending work is drift:
 it is repaired, and reported once (``LockRepaired`` into the inbox: the committer emits
@@ -237,7 +238,8 @@ class LockKeeper:
             log.info("slot_write_failed", device=str(device), error=str(failed[0]))
             self.want(room, "change" if cause == "change" else "verify", read_slots=cause == "read")
             return
-        drift = room not in self._unsynced
+        # Moving a kept token into its own region is housekeeping, not drift.
+        drift = room not in self._unsynced and (plan.added > 0 or plan.removed > 0)
         self._unsynced.discard(room)
         if drift:
             self._submit(LockRepaired(room, device, plan.added, plan.removed, drift=True))
@@ -266,7 +268,7 @@ class LockKeeper:
 
     def _plan(self, room: RoomId, slots: list[int | None]) -> locksync.SlotPlan:
         """The writes that make these slots what is authorised now."""
-        return locksync.plan_slots(self._state.authz.desired_tokens(room, self._wall()), slots)
+        return locksync.plan_lock(self._state.authz.desired(room, self._wall()), slots)
 
     # -- the access log -------------------------------------------------------------------
 
