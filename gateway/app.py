@@ -107,7 +107,7 @@ async def build(config: FloorConfig, store: Store, supervisor: Supervisor) -> In
     )
 
     processor = CommandProcessor(
-        store, read_command_key(config.mqtt.command_key_file), inbox.submit
+        store, config.credentials(read_command_key(config.mqtt.command_key_file)), inbox.submit
     )
     uplink = Uplink(
         config,

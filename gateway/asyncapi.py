@@ -100,6 +100,19 @@ _EXAMPLE_BODIES: dict[str, dict[str, Any]] = {
     "ack_alarm": {"alarm_id": _ALARM_ID, "by": "ana"},
     "resolve_alarm": {"alarm_id": _ALARM_ID, "by": "ana"},
     "resync": {},
+    "move_room": {"stay_id": _STAY, "from": _ROOM, "to": "1207", "grace_s": 300},
+    "staff_key": {
+        "op": "add",
+        "key_id": "hk-ana",
+        "token": "5a6b7c8d9e0f1a2b",
+        "zones": ["1201", "1202", _ROOM],
+        "schedule": {
+            "days": ["mon", "tue", "wed", "thu", "fri"],
+            "from": "07:00",
+            "until": "15:00",
+        },
+    },
+    "lockdown": {"on": True, "by": "sec-02", "reason": "police request"},
 }
 
 

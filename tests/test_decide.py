@@ -87,9 +87,10 @@ def test_door_held_open_once_per_opening(layout: Any) -> None:
     floor = floor_of(layout, {("1201/lock", "door_open"): False})
     (opened,) = emits(decide(floor, obs("1201/lock", "door_open", True), T0).effects)
     assert opened.type == "door.opened"
-    assert decide(floor, inputs.Tick(), T0 + timedelta(seconds=119)).effects == []
-    (held,) = emits(decide(floor, inputs.Tick(), T0 + timedelta(seconds=121)).effects)
-    assert (held.type, held.room, held.data) == ("door.held_open", "1201", {"open_s": 121})
+    assert decide(floor, inputs.Tick(), T0 + timedelta(seconds=59)).effects == []
+    (held,) = emits(decide(floor, inputs.Tick(), T0 + timedelta(seconds=61)).effects)
+    data = {"open_s": 61, "opening": "guest"}
+    assert (held.type, held.room, held.data) == ("door.held_open", "1201", data)
     assert emits(decide(floor, inputs.Tick(), T0 + timedelta(seconds=500)).effects) == []
     (closed,) = emits(decide(floor, obs("1201/lock", "door_open", False), T0).effects)
     assert closed.type == "door.closed"

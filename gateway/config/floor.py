@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -17,13 +18,19 @@ from drivers.ids import DeviceRef, RoomId
 from drivers.lines import Bus, DeviceSpec, TcpPort
 from drivers.profile import PollClass, Profile
 from gateway.core.alarms import AlarmLayout
+from gateway.core.commands import ROLES, Credentials, Operator
 from gateway.core.kinds import KINDS, ROOM_KINDS
+from gateway.core.locksync import SLOT_COUNT
+from gateway.core.staff import Schedule, StaffKey, StaffRules
 from gateway.core.state import DeviceInfo, Layout, Policy, RoomLayout
+from gateway.model.messages import StaffSchedule, Token
 
 GATEWAY_ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 # Room ids appear in MQTT topics: no '/', '+', '#', no spaces.
 ROOM_ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$"
 UnitId = Annotated[int, Field(ge=1, le=247)]
+Role = Literal["front_desk", "housekeeping", "engineering", "security", "nurse", "admin"]
+assert set(Role.__args__) == set(ROLES)  # type: ignore[attr-defined]
 
 
 class _Section(BaseModel):
@@ -39,6 +46,19 @@ class GatewaySection(_Section):
     profile_dirs: list[Path] = Field(default_factory=list)
     control_group: str = "floorgate"
     admin_group: str = "floorgate-admin"
+    # The floor's local time zone (IANA name): staff schedules run on its clock.
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(
+                f"unknown time zone {name!r} (an IANA name such as Asia/Shanghai)"
+            ) from exc
+        return name
 
 
 class MqttSection(_Section):
@@ -54,6 +74,8 @@ class MqttSection(_Section):
     username: str | None = None
     password_file: Path | None = None
     keepalive_s: Annotated[int, Field(ge=5, le=600)] = 30
+    # false: only operator-signed (Ed25519) commands are accepted
+    allow_hmac: bool = True
     # The outbox: publishes awaiting PUBACK at once; how long delivered events
     # stay for `floorctl events`; the disk cap beyond which low-value events are shed.
     max_in_flight: Annotated[int, Field(ge=1, le=1000)] = 32
@@ -83,13 +105,60 @@ class PolicySection(_Section):
     vacant_setpoint_c: Annotated[float, Field(ge=5, le=35)] = 26.0
     # Setpoint when a stay begins and the guest gave no preference.
     occupied_setpoint_c: Annotated[float, Field(ge=5, le=35)] = 22.0
-    door_held_open_s: Annotated[int, Field(ge=1, le=86400)] = 120
+    # door.held_open after this long when a guest key or someone inside opened it ...
+    door_held_open_s: Annotated[int, Field(ge=1, le=86400)] = 60
+    # ... and after this long when a staff key did
+    door_held_open_staff_s: Annotated[int, Field(ge=1, le=86400)] = 120
     # Alarms: re-notify after the last escalation level every repeat_s; an
     # acknowledged alarm not resolved within ack_timeout_s becomes active again.
     alarm_repeat_s: Annotated[int, Field(ge=5, le=86400)] = 60
     alarm_ack_timeout_s: Annotated[int, Field(ge=10, le=86400)] = 300
     # Locks: read every slot of every lock this often, and repair drift.
     slot_verify_s: Annotated[float, Field(ge=1, le=86400)] = 60
+
+
+class LocksSection(_Section):
+    """[locks]: how each lock's 32 slots are shared."""
+
+    # The last staff_slots slots (indices 32 - staff_slots to 31) hold staff keys.
+    staff_slots: Annotated[int, Field(ge=0, le=SLOT_COUNT - 1)] = 8
+
+
+class StaffKeySection(_Section):
+    """One [[staff_key]]: a staff credential, written into its zones' locks when due."""
+
+    key_id: Annotated[str, Field(min_length=1, max_length=64)]
+    token: Token
+    zones: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    schedule: StaffSchedule | None = None
+    security: bool = False
+
+    def key(self, order: int) -> StaffKey:
+        """The core's value (``order``: its place in the file, for "the oldest")."""
+        sched = self.schedule
+        return StaffKey(
+            key_id=self.key_id,
+            token=self.token,
+            zones=frozenset(self.zones),
+            schedule=None
+            if sched is None
+            else Schedule.parse(sched.days, sched.from_, sched.until),
+            security=self.security,
+            source="file",
+            order=order,
+        )
+
+
+class OperatorSection(_Section):
+    """One [[operator]]: who may sign commands, with which Ed25519 public key and roles."""
+
+    id: Annotated[str, Field(min_length=1, max_length=64)]
+    public_key: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")]
+    roles: list[Role] = Field(min_length=1)
+
+    def operator(self) -> Operator:
+        """The core's value."""
+        return Operator(self.id, bytes.fromhex(self.public_key), frozenset(self.roles))
 
 
 class EscalationLevel(_Section):
@@ -155,6 +224,9 @@ class FloorConfig:
     floorpanel: FloorPanelSection | None
     poll: PollSection
     profiles: dict[str, Profile] = field(default_factory=dict)
+    locks: LocksSection = field(default_factory=LocksSection)
+    staff_keys: tuple[StaffKeySection, ...] = ()
+    operators: tuple[OperatorSection, ...] = ()
 
     def bus(self, name: str) -> Bus:
         """The bus with this name (KeyError if none)."""
@@ -208,6 +280,13 @@ class FloorConfig:
             vacant_setpoint_c=self.policy.vacant_setpoint_c,
             occupied_setpoint_c=self.policy.occupied_setpoint_c,
             door_held_open_s=self.policy.door_held_open_s,
+            door_held_open_staff_s=self.policy.door_held_open_staff_s,
+        )
+        staff = StaffRules(
+            rooms=tuple(r.id for r in self.rooms),
+            staff_slots=self.locks.staff_slots,
+            tz=ZoneInfo(self.gateway.timezone),
+            file_keys=tuple(k.key(i) for i, k in enumerate(self.staff_keys)),
         )
         alarms = AlarmLayout(
             rio_rooms=frozenset(
@@ -219,7 +298,15 @@ class FloorConfig:
             repeat_s=self.policy.alarm_repeat_s,
             ack_timeout_s=self.policy.alarm_ack_timeout_s,
         )
-        return Layout(rooms, devices, policy, alarms)
+        return Layout(rooms, devices, policy, alarms, staff)
+
+    def credentials(self, hmac_key: bytes) -> Credentials:
+        """Who may sign commands: the floor's HMAC key (unless refused) and the operators."""
+        return Credentials(
+            hmac_key,
+            {o.id: o.operator() for o in self.operators},
+            allow_hmac=self.mqtt.allow_hmac,
+        )
 
     @property
     def database_path(self) -> Path:

@@ -32,15 +32,31 @@ from gateway.config.floor import (
     FloorConfig,
     FloorPanelSection,
     GatewaySection,
+    LocksSection,
     MqttSection,
+    OperatorSection,
     PolicySection,
     PollSection,
     Room,
+    StaffKeySection,
 )
 from gateway.core.kinds import role_problems
+from gateway.core.staff import FLOOR_ZONE
 from gateway.model.errors import ConfigError
 
-SECTIONS = ("gateway", "mqtt", "policy", "escalation", "bus", "floorpanel", "room", "poll")
+SECTIONS = (
+    "gateway",
+    "mqtt",
+    "policy",
+    "escalation",
+    "bus",
+    "floorpanel",
+    "room",
+    "poll",
+    "locks",
+    "staff_key",
+    "operator",
+)
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 KEY_MIN_HEX_DIGITS = 32
 M = TypeVar("M", bound=BaseModel)
@@ -199,6 +215,9 @@ class _FloorChecker:
         self.broken_buses: set[str] = set()
         buses = self._buses(raw)
         rooms = self._list(raw, "room", Room)
+        locks = self._section(raw, "locks", LocksSection) or LocksSection()
+        staff_keys = self._list(raw, "staff_key", StaffKeySection)
+        operators = self._list(raw, "operator", OperatorSection)
 
         if gateway is not None:
             gateway = self._resolve_gateway(gateway)
@@ -209,6 +228,8 @@ class _FloorChecker:
         self._check_buses(buses)
         profiles = self._load_profiles(gateway, rooms, floorpanel)
         self._check_rooms(rooms, buses, profiles, floorpanel)
+        self._check_staff_keys(staff_keys, {r.id for r in rooms.values()})
+        self._check_operators(operators)
 
         if self.problems or gateway is None or mqtt is None:
             raise ConfigError(self.problems)
@@ -226,6 +247,9 @@ class _FloorChecker:
             floorpanel=floorpanel,
             poll=poll,
             profiles={n: p for n, p in profiles.items() if n in used and p is not None},
+            locks=locks,
+            staff_keys=tuple(staff_keys[i] for i in sorted(staff_keys)),
+            operators=tuple(operators[i] for i in sorted(operators)),
         )
         return config, self.warnings
 
@@ -473,6 +497,38 @@ class _FloorChecker:
             self._check_call_points(where, room, "rio" in roles, by_name)
         used = {b for b, _ in units} | {r.callpanel for r in rooms.values() if r.callpanel}
         self.warnings.extend(f"bus {n}: no device uses it" for n in by_name if n not in used)
+
+    def _check_staff_keys(self, keys: dict[int, StaffKeySection], rooms: set[str]) -> None:
+        ids: dict[str, int] = {}
+        tokens: dict[str, int] = {}
+        for i, k in keys.items():
+            where = f"staff_key[{i}]"
+            if k.key_id in ids:
+                self.problem(
+                    f"{where}.key_id", f"{k.key_id!r} is already staff_key[{ids[k.key_id]}]"
+                )
+            ids.setdefault(k.key_id, i)
+            if k.token in tokens:
+                self.problem(f"{where}.token", f"the same token as staff_key[{tokens[k.token]}]")
+            tokens.setdefault(k.token, i)
+            for j, zone in enumerate(k.zones):
+                if zone != FLOOR_ZONE and zone not in rooms:
+                    self.problem(
+                        f"{where}.zones[{j}]",
+                        f"no room {zone!r} on this floor (a zone is a room id or {FLOOR_ZONE!r})",
+                    )
+
+    def _check_operators(self, operators: dict[int, OperatorSection]) -> None:
+        ids: dict[str, int] = {}
+        for i, o in operators.items():
+            where = f"operator[{i}]"
+            if o.id in ids:
+                self.problem(f"{where}.id", f"{o.id!r} is already operator[{ids[o.id]}]")
+            ids.setdefault(o.id, i)
+            try:
+                o.operator()
+            except ValueError as exc:
+                self.problem(f"{where}.public_key", f"not an Ed25519 public key: {exc}")
 
     def _check_call_points(
         self, where: str, room: Room, has_rio: bool, by_name: Mapping[str, Bus]

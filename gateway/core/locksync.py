@@ -298,13 +298,18 @@ class LogFollower:
         return out
 
 
-def access_event(entry: LogEntry, room: str, stay_id: str | None) -> Emit:
-    """The mqtt.md ``access.*`` event of a log entry: ``token_hash``, never the token."""
+def access_event(
+    entry: LogEntry, room: str, stay_id: str | None, key_id: str | None = None
+) -> Emit:
+    """The mqtt.md ``access.*`` event of a log entry: ``token_hash`` and, for a staff key,
+    its ``key_id``; never the token."""
     try:
         type_, reason = _ACCESS_EVENTS[entry.result]
     except KeyError:
         raise ValueError(f"unknown access-log result {entry.result!r}") from None
     data: dict[str, object] = {"stay_id": stay_id, "log_seq": entry.seq}
+    if key_id is not None:
+        data["key_id"] = key_id
     if reason is not None:
         data["reason"] = reason
     if entry.token:

@@ -6,8 +6,9 @@ then freshness and the body) and returns the reply payload, or None when no id c
 read. What is written, per outcome, is the engine's (one commit path):
 
 - unreadable payload: nothing; no reply.
-- refused before execution (``invalid`` envelope, ``unauthenticated``, ``stale``): a
-  ``command.rejected`` event only; the id is not recorded, so it may be sent again.
+- refused before execution (``invalid`` envelope, ``unauthenticated``, ``forbidden``,
+  ``stale``): a ``command.rejected`` event only; the id is not recorded, so it may be sent
+  again.
 - duplicate (id executed in the last 24 h): nothing; the original reply with
   ``"duplicate": true``, even if the command is now stale.
 - executed (passed signature and freshness): the handler's effects and the replay record
@@ -47,17 +48,18 @@ class CommandProcessor:
     def __init__(
         self,
         store: Store,
-        key: bytes,
+        key: checks.Credentials | bytes,
         submit: Callable[[Input], Awaitable[Outcome]],
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rooms: Collection[str] | None = None,
         bodies: Mapping[str, type[BaseModel]] | None = None,
     ) -> None:
-        """``submit``: the engine's inbox; ``rooms``: for ``unknown_room`` before the handler;
-        ``bodies``: the command types served (default: every type with a handler)."""
+        """``key``: who may sign (the HMAC key alone, or with operators); ``submit``: the
+        engine's inbox; ``rooms``: for ``unknown_room`` before the handler; ``bodies``: the
+        command types served (default: every type with a handler)."""
         self._store = store
-        self._key = key
+        self._key = key if isinstance(key, checks.Credentials) else checks.Credentials(key)
         self._submit = submit
         self._clock = clock
         self._rooms = frozenset(rooms) if rooms is not None else None
@@ -94,14 +96,23 @@ class CommandProcessor:
             if isinstance(admitted, checks.Refused):
                 return await self._refuse(admitted)
             reply = await self._run(
-                RunCommand(admitted.id, admitted.type, admitted.body), admitted.id
+                RunCommand(admitted.id, admitted.type, admitted.body, admitted.operator),
+                admitted.id,
             )
-            log.info("command_executed", id=admitted.id, type=admitted.type)
+            log.info("command_executed", id=admitted.id, type=admitted.type, by=admitted.operator)
             return reply
 
     async def _refuse(self, refusal: checks.Refused) -> bytes:
-        log.info("command_refused", id=refusal.id, code=refusal.code, detail=refusal.message)
-        item = CommandRefused(refusal.id, refusal.code, refusal.message, refusal.recorded)
+        log.info(
+            "command_refused",
+            id=refusal.id,
+            code=refusal.code,
+            detail=refusal.message,
+            by=refusal.by,
+        )
+        item = CommandRefused(
+            refusal.id, refusal.code, refusal.message, refusal.recorded, by=refusal.by
+        )
         return await self._run(item, refusal.id)
 
     async def _run(self, item: Input, command_id: str) -> bytes:
