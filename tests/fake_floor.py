@@ -341,6 +341,13 @@ ALARM_KEYS = {
 EVENT_KEYS = {"seq", "id", "ts", "type", "room", "data"}
 
 
+def _event_shape(event: dict[str, Any]) -> bool:
+    """An event's keys: ``room`` only for a room's event (absent for the floor's, as on MQTT)."""
+    if "room" in event:
+        return set(event) == EVENT_KEYS and isinstance(event["room"], str)
+    return set(event) == EVENT_KEYS - {"room"}
+
+
 def _status_shape(doc: dict[str, Any]) -> None:
     assert set(doc) == {
         "gateway", "version", "started_at", "uptime_s", "mqtt", "buses", "open_alarms",
@@ -365,7 +372,7 @@ def _room_shape(doc: dict[str, Any]) -> None:
     assert doc["snapshot"]["schema"] == 1
     assert all(set(d) == DEVICE_KEYS for d in doc["devices"])
     assert all(set(a) == ALARM_KEYS for a in doc["alarms"])
-    assert all(set(e) == EVENT_KEYS for e in doc["events"])
+    assert all(_event_shape(e) for e in doc["events"])
 
 
 def _devices_shape(doc: dict[str, Any]) -> None:
@@ -386,7 +393,7 @@ def _update_shape(doc: dict[str, Any]) -> None:
 def _events_shape(doc: dict[str, Any]) -> None:
     assert set(doc) == {"events"}
     assert doc["events"]
-    assert all(set(e) == EVENT_KEYS for e in doc["events"])
+    assert all(_event_shape(e) for e in doc["events"])
 
 
 def _outbox_shape(doc: dict[str, Any]) -> None:

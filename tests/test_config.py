@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import subprocess
 import sys
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ from typing import Any
 import pytest
 import tomli_w
 
-from gateway.config.load import load_floor, load_profile, shipped_profiles_dir
+from gateway.config.load import load_floor, load_profile, shipped_profiles_dir, with_lines
+from gateway.config.toml_lines import line_index, line_of
 from gateway.core.kinds import ROLES
 from gateway.daemon import EX_CONFIG, main
 from gateway.model.errors import ConfigError
@@ -85,7 +87,15 @@ FLOOR_MISTAKES: list[tuple[str, Edit, str]] = [
     (
         "unknown profile",
         _set("room.0.devices.0.profile", "fg-tstat-9"),
-        "room[0].devices[0].profile: no profile named 'fg-tstat-9'",
+        "room[0].devices[0].profile: no profile named 'fg-tstat-9' (known: eastron-sdm120, "
+        "fg-floorpanel-1, fg-lock-1, fg-rio-1, fg-tstat-1, siemens-rdf302; did you mean "
+        "'fg-tstat-1'?)",
+    ),
+    (
+        "unknown profile, nothing like it",
+        _set("room.0.devices.0.profile", "acme-9000"),
+        "no profile named 'acme-9000' (known: eastron-sdm120, fg-floorpanel-1, fg-lock-1, "
+        "fg-rio-1, fg-tstat-1, siemens-rdf302)",
     ),
     (
         "profile of another kind",
@@ -435,7 +445,68 @@ def test_check_exit_78_with_report(
     assert main(["--config", str(path), "--check"]) == EX_CONFIG
     out = capsys.readouterr().out
     assert out.splitlines()[0] == f"{path}: 1 problem"
-    assert "room[1].devices[1].unit: unit 2 on bus rs485-a is already room 1201's lock" in out
+    lock = '    { role = "lock", profile = "fg-lock-1", bus = "rs485-a", unit = 2 },'
+    line = [n for n, text in enumerate(path.read_text().splitlines(), 1) if text == lock][1]
+    assert out.splitlines()[1] == (
+        f"  line {line}: room[1].devices[1].unit: unit 2 on bus rs485-a is already room 1201's lock"
+    )
+
+
+def test_check_names_the_line_of_each_problem(
+    run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A floor file as people write it: every problem on the line of its key, item or table."""
+    text = (FLOORS / "demo.toml").read_text()
+    rio = 'profile = "fg-rio-1",   bus = "rs485-a", unit = 6'
+    for old, new in (
+        ('host = "127.0.0.1"\nport = "${', 'hots = "127.0.0.1"\nport = "${'),
+        ("door_held_open_s = 120", 'door_held_open_s = "2 min"'),
+        ("after_s = 60", "after_s = 0"),
+        ('bus = "rs485-a", unit = 5 }', 'bus = "rs485-a", unit = 2 }'),
+        (rio, rio.replace("fg-rio-1", "fg-rio-2").replace("rs485-a", "rs485-b")),
+        ('id = "1206"', 'id = "1206"\ncolour = "green"  # [[room]] = not a table'),
+    ):  # fmt: skip
+        assert old in text
+        text = text.replace(old, new, 1)
+    path = run_dir / "floor.toml"
+    path.write_text(text)
+    lines = text.splitlines()
+
+    def line(fragment: str, after: str = "") -> int:
+        """The line of the first ``fragment`` after the first ``after``."""
+        start = next(n for n, t in enumerate(lines, 1) if after in t) if after else 0
+        return next(n for n, t in enumerate(lines, 1) if n > start and fragment in t)
+
+    second_level = line("after_s = 0", "floor-staff")
+    second_lock = line("unit = 2 }", '"1202"')
+    assert main(["--config", str(path), "--check"]) == EX_CONFIG
+    assert capsys.readouterr().out.splitlines() == [
+        f"{path}: 8 problems",
+        f"  line {line('[mqtt]')}: mqtt.host: missing (required)",
+        f"  line {line('hots')}: mqtt.hots: unknown key (allowed: host, port, root, "
+        "command_key_file, tls_ca_file, tls_cert_file, tls_key_file, username, password_file, "
+        "keepalive_s, max_in_flight, events_keep_days, outbox_max_mib)",
+        f"  line {line('door_held')}: policy.door_held_open_s: Input should be a valid integer, "
+        "unable to parse string as an integer (got '2 min')",
+        f"  line {line('colour')}: room[5].colour: unknown key (allowed: id, devices, callpanel)",
+        f"  line {second_level}: escalation[1].after_s: 0 must be later than escalation[0]'s 0",
+        f"  line {second_lock}: room[1].devices[1].unit: unit 2 on bus "
+        "rs485-a is already room 1201's lock",
+        f"  line {line('fg-rio-2')}: room[1].devices[2].bus: no bus named 'rs485-b' "
+        "(buses: rs485-a, lan, panel)",
+        f"  line {line('fg-rio-2')}: room[1].devices[2].profile: no profile named 'fg-rio-2' "
+        "(known: eastron-sdm120, fg-floorpanel-1, fg-lock-1, fg-rio-1, fg-tstat-1, "
+        "siemens-rdf302; did you mean 'fg-rio-1'?)",
+    ]
+
+
+def test_problems_not_in_the_floor_file_have_no_line(tmp_path: Path) -> None:
+    path = tmp_path / "floor.toml"
+    path.write_text("[gateway]\nid = 1\n")
+    assert with_lines(
+        ["gateway.id: bad", "profile x: /p/x.toml: points: bad", "(top level): bad"], path
+    ) == ["line 2: gateway.id: bad", "profile x: /p/x.toml: points: bad", "(top level): bad"]
+    assert with_lines(["gateway.id: bad"], tmp_path / "gone.toml") == ["gateway.id: bad"]
 
 
 def test_check_valid_prints_summary(
@@ -471,3 +542,74 @@ def test_invalid_bus_does_not_cascade(write_floor: Callable[..., Path]) -> None:
         "115200)",
         "room[1].devices[1].unit: unit 2 on bus rs485-a is already room 1201's lock",
     ]
+
+
+TRICKY_TOML = '''\
+# [[room]] in a comment is no table
+title = """a [[room]] in a string,
+id = "no key" # nor a comment"""
+when = 1979-05-27 07:32:00Z
+"quoted key" = 'C:\\'
+[gateway]   # a comment after a header
+id = "x"
+a.b.c = [1, 2,
+  3]
+
+[[room]]
+id = "1"
+devices = [
+  { role = "tstat", unit = 1 },
+  # a comment { between } items, and an empty line
+
+  { role = "lock", unit = 2 },
+]
+
+[[room]]
+id = "2"
+
+[[room.devices]]
+role = "rio"
+
+[[room.devices]]
+role = "lock"
+unit = 5
+
+[room.extra]
+x = { y = { z = 1 } }
+'''
+
+
+@pytest.mark.parametrize(
+    ("place", "line"),
+    [
+        ("title", 2),
+        ("when", 4),
+        ("gateway", 6),
+        ("gateway.id", 7),
+        ("gateway.a.b.c", 8),
+        ("gateway.a.b.c[2]", 9),
+        ("room", 11),
+        ("room[0]", 11),
+        ("room[0].devices", 13),
+        ("room[0].devices[0].unit", 14),
+        ("room[0].devices[1]", 17),
+        ("room[0].devices[1].unit", 17),
+        ("room[0].devices[1].colour", 17),  # a missing key: its table
+        ("room[1].id", 21),
+        ("room[1].devices[0]", 23),
+        ("room[1].devices[1].unit", 28),
+        ("room[1].extra.x.y.z", 31),
+        ("room[7].id", 11),  # no such room: the array
+        ("nothing.here", None),
+        ("profile fg-x", None),
+        ("(top level)", None),
+    ],
+)
+def test_toml_lines(place: str, line: int | None) -> None:
+    assert tomllib.loads(TRICKY_TOML)  # valid TOML, as line_index expects
+    assert line_of(line_index(TRICKY_TOML), place) == line
+
+
+def test_toml_lines_stop_quietly_at_what_they_cannot_follow() -> None:
+    index = line_index('[gateway]\nid = "x"\n@@@\n[mqtt]\nhost = "h"\n')
+    assert index == {("gateway",): 1, ("gateway", "id"): 2}

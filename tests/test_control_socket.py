@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from gateway.adapters.control import ControlServer, Limits
 from gateway.adapters.control_access import Access, Peer, authorize, is_member
@@ -119,6 +120,26 @@ async def test_socket_file_mode_group_and_removal(sock_dir: Path) -> None:
         assert stat.S_IMODE(st.st_mode) == 0o660
         assert st.st_gid == grp.getgrnam(group).gr_gid
     assert not path.exists()
+
+
+async def test_a_missing_group_is_said_once_at_info_with_what_to_do(sock_dir: Path) -> None:
+    with structlog.testing.capture_logs() as logs:
+        async with serving(
+            sock_dir / "ctl.sock", control_group=NO_SUCH_GROUP, admin_group=NO_SUCH_GROUP
+        ) as s:
+            assert (await ask(s.path, "status"))["ok"] is True  # root, or the daemon's group
+            await ask(s.path, "alarms")
+    (said,) = [e for e in logs if "group" in e["event"]]
+    assert said["event"] == "control_group_missing"
+    assert said["log_level"] == "info"
+    assert said["missing"] == [NO_SUCH_GROUP]
+    assert "groupadd" in said["hint"]
+    assert "control_group" in said["hint"]
+    assert "can use floorctl" in said["hint"]
+    with structlog.testing.capture_logs() as logs:
+        async with serving(sock_dir / "ctl.sock"):  # both groups exist: nothing to say
+            pass
+    assert not [e for e in logs if "group" in e["event"]]
 
 
 async def test_stale_socket_is_replaced(sock_dir: Path) -> None:

@@ -173,17 +173,25 @@ class ControlServer:
         return sock
 
     def _give_group(self, path: Path) -> None:
-        try:
-            gid = grp.getgrnam(self.control_group).gr_gid
-        except KeyError:
-            log.warning(
+        """Give the socket file the control group; if there is none, say so once, at info.
+
+        A missing group is how an unprivileged demo or test runs, so it is no warning:
+        the socket then keeps the daemon's own group, and the line says what to do.
+        """
+        missing = [
+            g for g in dict.fromkeys((self.control_group, self.admin_group)) if not _group_exists(g)
+        ]
+        if missing:
+            log.info(
                 "control_group_missing",
                 group=self.control_group,
-                hint="only root and the daemon's own group can use floorctl",
+                missing=missing,
+                hint=_missing_groups_hint(self.control_group, self.admin_group, missing),
             )
+        if self.control_group in missing:
             return
         try:
-            os.chown(path, -1, gid)
+            os.chown(path, -1, grp.getgrnam(self.control_group).gr_gid)
         except OSError as exc:
             log.warning("control_group_not_set", group=self.control_group, error=str(exc))
 
@@ -551,6 +559,33 @@ async def _until_eof(reader: asyncio.StreamReader) -> None:
     """Return when the client hangs up; anything it sends meanwhile is ignored."""
     while await reader.read(4096):
         pass
+
+
+def _group_exists(name: str) -> bool:
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def _missing_groups_hint(control_group: str, admin_group: str, missing: list[str]) -> str:
+    """What a missing control or admin group means for floorctl, and what to do about it."""
+    try:
+        own = grp.getgrgid(os.getegid()).gr_name
+    except KeyError:
+        own = f"gid {os.getegid()}"
+    effects = []
+    if control_group in missing:
+        effects.append(f"only root and group {own!r} can use floorctl")
+    if admin_group in missing:
+        effects.append("only root can acknowledge, resolve or scan")
+    names = " and ".join(repr(g) for g in missing)
+    return (
+        f"{'; '.join(effects)}. Create {names} (groupadd --system NAME; scripts/install does "
+        "it) or name existing groups in the floor file's [gateway] control_group and "
+        "admin_group"
+    )
 
 
 def _clear_stale(path: Path) -> None:

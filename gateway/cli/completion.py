@@ -10,7 +10,33 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["completion_script"]
+from gateway.cli.common import Commands, Context, command
+from gateway.cli.results import Script
+
+__all__ = ["add_to", "completion", "completion_script"]
+
+_EPILOG = """\
+examples:
+  floorctl completion bash > /etc/bash_completion.d/floorctl
+  floorctl completion zsh > ~/.zfunc/_floorctl"""
+
+
+def add_to(commands: Commands) -> None:
+    """Add ``completion bash|zsh``."""
+    p = command(
+        commands,
+        "completion",
+        "print a shell completion script",
+        completion,
+        epilog=_EPILOG,
+        with_json=False,
+    )
+    p.add_argument("shell", choices=["bash", "zsh"], help="your shell")
+
+
+def completion(ctx: Context, args: argparse.Namespace) -> Script:
+    """The completion script for the shell asked (needs no daemon)."""
+    return Script(completion_script(args.shell, ctx.parser))
 
 
 def completion_script(shell: str, parser: argparse.ArgumentParser) -> str:

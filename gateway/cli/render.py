@@ -1,18 +1,26 @@
 """floorctl's one renderer: rich tables and the floor map for people, ``--json`` for scripts.
 
-Everything is readable without colour (NO_COLOR, a pipe, a monochrome terminal): states
-are words or letters, colour only repeats them. The floor map fits the console width
-(80 columns included). Text from the daemon is never parsed as rich markup.
+``show(output, ...)`` prints whatever a subcommand returned. Everything is readable
+without colour (NO_COLOR, a pipe, a monochrome terminal): states are words or letters,
+colour only repeats them. The floor map fits the console width (80 columns included).
+Text from the daemon is never parsed as rich markup.
+
+Both renderings show the same numbers: measurements are rounded here, once, by the unit
+their key ends with (``_ms`` to 0.1 ms, ``_s`` to 0.1 s, ``_c`` to 0.1 °C, ``_rate`` to
+0.1 %), except inside an event's ``data``, which is printed as the event was recorded.
+An event of the floor (no room) has no ``room`` key in JSON, as on MQTT; an alarm of
+the floor has ``"room": null``, as its MQTT snapshot has. Alarm ids in tables are short
+(gateway.cli.alarm_ids); JSON keeps them whole.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, Self, TypeVar
 
 from rich import box
 from rich.console import Console, Group, RenderableType
@@ -20,6 +28,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressC
 from rich.table import Table
 from rich.text import Text
 
+from gateway.cli.alarm_ids import short_ids
+from gateway.cli.floormap import LEGEND, FloorMapRenderable, floor_map, room_flags
+from gateway.cli.results import EventStream, Notice, Output, Script
 from gateway.model.views import (
     AlarmRow,
     AlarmTable,
@@ -39,84 +50,63 @@ from gateway.model.views import (
     Status,
 )
 
-__all__ = ["LEGEND", "event_line", "floor_map", "json_document", "render", "room_flags", "scan_bar"]
+__all__ = [
+    "LEGEND",
+    "ROUNDING",
+    "event_line",
+    "floor_map",
+    "json_document",
+    "json_value",
+    "render",
+    "room_flags",
+    "scan_bar",
+    "show",
+]
 
-# The floor map's cell: a room's id over six fixed slots, each a letter or a blank.
-# (letter, meaning, style) in slot order; style repeats the letter in colour.
-LEGEND: tuple[tuple[str, str, str], ...] = (
-    ("O", "occupied", "green"),
-    (".", "vacant", "dim"),
-    ("/", "door open", "bold cyan"),
-    ("D", "do not disturb", "blue"),
-    ("M", "make up room", "cyan"),
-    ("!", "call active", "bold white on red"),
-    ("a", "call acknowledged", "black on yellow"),
-    ("X", "device offline", "bold magenta"),
-)
-# A cell's background, by its most urgent state.
-_CELL_STYLES = {
-    "call_active": "bold white on red",
-    "call_acknowledged": "black on yellow",
-    "offline": "white on magenta",
-    "door_open": "black on cyan",
-    "dnd": "white on blue",
-    "mur": "black on bright_cyan",
-    "occupied": "black on green",
-    "vacant": "",
-}
+# Decimal places by the unit a key ends with (the first suffix that fits).
+ROUNDING: tuple[tuple[str, int], ...] = (("_ms", 1), ("_s", 1), ("_c", 1), ("_rate", 3))
+
 _STATE_STYLES = {"active": "bold red", "acknowledged": "yellow", "resolved": "green"}
 _TS = re.compile(r"^(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}:\d{2})(?:\.\d+)?Z$")
 
 
+def show(output: Output, *, as_json: bool, out: Console, err: Console) -> None:
+    """Print what a subcommand returned: on ``out``, notices of a stream on ``err``."""
+    match output:
+        case Script():
+            out.file.write(output.text)
+            out.file.flush()
+        case EventStream():
+            _stream(output, as_json=as_json, out=out, err=err)
+        case _ if as_json:
+            print(json_document(output), file=out.file, flush=True)
+        case _:
+            render(output, out)
+
+
 def render(result: Result, console: Console) -> None:
     """Print a subcommand's result for people."""
-    console.print(_renderable(result))
+    console.print(_renderable(_rounded_result(result)))
 
 
 def json_document(result: Result) -> str:
     """The ``--json`` document: stable keys, sorted, indented."""
-    return json.dumps(result.to_json(), indent=2, sort_keys=True, ensure_ascii=False)
+    return json.dumps(json_value(result), indent=2, sort_keys=True, ensure_ascii=False)
 
 
-def room_flags(row: RoomRow) -> str:
-    """The six map slots of a room: occupancy, door, DND, MUR, call, devices (see LEGEND)."""
-    occupancy = {"occupied": "O", "vacant": "."}.get(row.occupancy or "", "?")
-    door = "/" if row.door == "open" else " "
-    call = {"active": "!", "acknowledged": "a"}.get(row.call, " ")
-    return "".join(
-        (
-            occupancy,
-            door,
-            "D" if row.dnd else " ",
-            "M" if row.mur else " ",
-            call,
-            "X" if row.offline else " ",
-        )
-    )
+def json_value(value: Result | EventRow) -> dict[str, Any]:
+    """What ``--json`` prints for a result or a followed event (see the module's rules)."""
+    key = "events" if isinstance(value, EventRow) else ""
+    doc: dict[str, Any] = _floor_events_roomless(_rounded(value.to_json(), key), key)
+    return doc
 
 
-def floor_map(rows: Sequence[RoomRow], width: int) -> RenderableType:
-    """The floor at a glance: a grid of room cells within ``width`` columns, and a legend."""
-    cell = max([6, *(len(r.room) for r in rows)]) + 2
-    per_line = max(1, (width + 1) // (cell + 1))
-    lines: list[Text] = []
-    for start in range(0, len(rows), per_line):
-        chunk = rows[start : start + per_line]
-        top, bottom = Text(), Text()
-        for i, row in enumerate(chunk):
-            style = _CELL_STYLES[_cell_state(row)]
-            if i:
-                top.append(" ")
-                bottom.append(" ")
-            top.append(f" {row.room:<{cell - 2}} ", style=style)
-            bottom.append(f" {room_flags(row):<{cell - 2}} ", style=style)
-        lines += [top, bottom, Text()]
-    return Group(_floor_summary(rows, width), Text(), *lines, _legend(width))
+def event_line(event: EventRow, *, header: bool = False) -> RenderableType:
+    """One event: seq, time, type, room, then the data that matters (wrapped in its column).
 
-
-def event_line(event: EventRow) -> RenderableType:
-    """One event: seq, time, type, room, then the data that matters (wrapped in its column)."""
-    return _event_grid([event])
+    With ``header``, the column names first (the lines that follow line up under them).
+    """
+    return _event_table([event], header=header)
 
 
 @contextmanager
@@ -151,7 +141,7 @@ def _renderable(result: Result) -> RenderableType:
         case Status():
             return _status(result)
         case FloorMap():
-            return _FloorMapRenderable(result.rooms)
+            return FloorMapRenderable(result.rooms)
         case RoomTable():
             return _rooms(result.rooms)
         case RoomDetail():
@@ -161,27 +151,17 @@ def _renderable(result: Result) -> RenderableType:
         case AlarmTable():
             if not result.alarms:
                 return Text("No open alarms.", style="green")
-            return _alarms(result.alarms)
+            return _alarms(result.alarms, _short(result.alarms, ()))
         case AlarmUpdate():
             return _alarm_update(result)
         case EventLog():
             if not result.events:
                 return Text("No events.")
-            return _event_grid(result.events)
+            return _event_table(result.events)
         case OutboxInfo():
             return _outbox(result)
         case ScanResult():
             return _scan(result)
-
-
-class _FloorMapRenderable:
-    """Lays the map out at the width of the console it is printed on."""
-
-    def __init__(self, rows: Sequence[RoomRow]) -> None:
-        self.rows = rows
-
-    def __rich_console__(self, console: Console, options: Any) -> Iterator[RenderableType]:
-        yield floor_map(self.rows, options.max_width)
 
 
 def _status(s: Status) -> RenderableType:
@@ -257,10 +237,11 @@ def _room(d: RoomDetail) -> RenderableType:
     )
     grid.add_row("Service", Text(f"{flags}, window {_yes(s.get('window_open'))}"))
     parts: list[RenderableType] = [grid, Text(), _devices(d.devices, title="Devices"), Text()]
+    short = _short(d.alarms, d.events)
     if d.alarms:
-        parts += [_alarms(d.alarms), Text()]
+        parts += [_alarms(d.alarms, short), Text()]
     parts.append(Text("Recent events", style="bold"))
-    parts.append(_event_grid(d.events) if d.events else Text("none"))
+    parts.append(_event_table(d.events, short=short) if d.events else Text("none"))
     return Group(*parts)
 
 
@@ -288,8 +269,8 @@ def _devices(rows: Sequence[DeviceRow], *, title: str) -> RenderableType:
     return table
 
 
-def _alarms(rows: Sequence[AlarmRow]) -> RenderableType:
-    width = max(len(a.alarm_id) for a in rows)
+def _alarms(rows: Sequence[AlarmRow], short: Mapping[str, str]) -> RenderableType:
+    width = max(len(short[a.alarm_id]) for a in rows)
     table = _table("Alarms", "Alarm", "Room", "What", "State", "Lvl", "Open", key_width=width)
     now = datetime.now(UTC)
     for a in rows:
@@ -297,7 +278,7 @@ def _alarms(rows: Sequence[AlarmRow]) -> RenderableType:
         if a.acknowledged_by:
             state.append(f"\nby {a.acknowledged_by}")
         table.add_row(
-            a.alarm_id,
+            short[a.alarm_id],
             a.room or "-",
             f"{a.kind} {a.point}",
             state,
@@ -350,85 +331,39 @@ def _scan(r: ScanResult) -> RenderableType:
 # -- helpers ------------------------------------------------------------------------------
 
 
-def _cell_state(row: RoomRow) -> str:
-    if row.call == "active":
-        return "call_active"
-    if row.call == "acknowledged":
-        return "call_acknowledged"
-    if row.offline:
-        return "offline"
-    if row.door == "open":
-        return "door_open"
-    if row.dnd:
-        return "dnd"
-    if row.mur:
-        return "mur"
-    return "occupied" if row.occupancy == "occupied" else "vacant"
-
-
-def _floor_summary(rows: Sequence[RoomRow], width: int) -> Text:
-    counts = [
-        (sum(r.occupancy == "occupied" for r in rows), "occupied", ""),
-        (sum(r.call == "active" for r in rows), "call active", "bold red"),
-        (sum(r.call == "acknowledged" for r in rows), "call acknowledged", "yellow"),
-        (sum(bool(r.offline) for r in rows), "with a device offline", "magenta"),
-        (sum(r.door == "open" for r in rows), "door open", "cyan"),
-    ]
-    parts = [(f"{len(rows)} rooms", "bold")]
-    parts += [(f"{n} {label}", style) for n, label, style in counts if n or label == "occupied"]
-    return _packed(parts, " · ", width)
-
-
-def _legend(width: int) -> Text:
-    parts: list[tuple[str, str] | list[tuple[str, str]]] = [
-        [(letter, style), (f" {meaning}", "dim")] for letter, meaning, style in LEGEND
-    ]
-    legend = _packed(parts, "  ", width)
-    legend.append("\nslots: occupancy, door, DND, MUR, call, devices", style="dim")
-    return legend
-
-
-def _packed(
-    parts: Sequence[tuple[str, str] | list[tuple[str, str]]], separator: str, width: int
-) -> Text:
-    """Parts (each one or more styled pieces) joined, breaking lines only between parts."""
-    text, line = Text(), 0
-    for part in parts:
-        pieces = [part] if isinstance(part, tuple) else part
-        size = sum(len(piece) for piece, _ in pieces)
-        if line and line + len(separator) + size > width:
-            text.append("\n")
-            line = 0
-        elif line:
-            text.append(separator)
-            line += len(separator)
-        for piece, style in pieces:
-            text.append(piece, style=style)
-        line += size
-    return text
-
-
-def _event_grid(events: Sequence[EventRow]) -> Table:
-    # Fixed widths, so that lines printed one by one (--follow) line up.
-    grid = Table.grid(padding=(0, 1))
-    grid.add_column(justify="right", width=6, no_wrap=True, style="dim")
-    grid.add_column(width=15, no_wrap=True)
-    grid.add_column(width=20, no_wrap=True, overflow="ellipsis")
-    grid.add_column(width=5, no_wrap=True, overflow="ellipsis")
-    grid.add_column(overflow="fold")
+def _event_table(
+    events: Sequence[EventRow], *, header: bool = True, short: Mapping[str, str] | None = None
+) -> Table:
+    # Fixed widths, so that lines printed one by one (--follow) line up under one header.
+    table = Table(
+        box=None,
+        show_header=header,
+        header_style="bold",
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, 1),
+        collapse_padding=True,
+    )
+    table.add_column("Seq", justify="right", width=6, no_wrap=True, style="dim")
+    table.add_column("Time (UTC)", width=15, no_wrap=True)
+    table.add_column("Type", width=20, no_wrap=True, overflow="ellipsis")
+    table.add_column("Room", width=5, no_wrap=True, overflow="ellipsis")
+    table.add_column("Details", overflow="fold")
+    if short is None:
+        short = short_ids(_event_alarm_ids(events))
     for e in events:
         style = "bold red" if e.type in ("alarm.raised", "alarm.escalated") else "bold"
-        grid.add_row(
+        table.add_row(
             str(e.seq),
             _ts(e.ts, short=True),
             Text(e.type, style=style),
             e.room or "-",
-            _event_data(e),
+            _event_data(e, short),
         )
-    return grid
+    return table
 
 
-def _event_data(event: EventRow) -> str:
+def _event_data(event: EventRow, short: Mapping[str, str]) -> str:
     data = dict(event.data)
     if event.type.startswith("alarm.") and "alarm_id" in data:
         parts = [f"{data.get('kind')} {data.get('point')}", f"level {data.get('level')}"]
@@ -439,11 +374,82 @@ def _event_data(event: EventRow) -> str:
         ):
             if data.get(key):
                 parts.append(f"{label} {data[key]}")
-        # the id's head is enough to tell alarms apart here; `floorctl alarms` has it all
         alarm_id = str(data["alarm_id"])
-        short = alarm_id if len(alarm_id) <= 9 else f"{alarm_id[:8]}…"
-        return ", ".join(parts) + f" (alarm {short})"
+        return ", ".join(parts) + f" (alarm {short.get(alarm_id, alarm_id)})"
     return " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in data.items())
+
+
+def _event_alarm_ids(events: Iterable[EventRow]) -> list[str]:
+    return [
+        str(e.data["alarm_id"])
+        for e in events
+        if e.type.startswith("alarm.") and "alarm_id" in e.data
+    ]
+
+
+def _short(alarms: Iterable[AlarmRow], events: Iterable[EventRow]) -> dict[str, str]:
+    """Short alarm ids, unique among every alarm id one rendering shows."""
+    return short_ids([*(a.alarm_id for a in alarms), *_event_alarm_ids(events)])
+
+
+def _stream(stream: EventStream, *, as_json: bool, out: Console, err: Console) -> None:
+    """Print each item as it comes; Ctrl-C is how a stream ends (normally)."""
+    header = not as_json
+    try:
+        for item in stream.items:
+            if isinstance(item, Notice):
+                err.print(f"floorctl: {item.text}", soft_wrap=True)
+            elif as_json:
+                line = json.dumps(json_value(item), sort_keys=True, ensure_ascii=False)
+                print(line, file=out.file, flush=True)
+            else:
+                out.print(event_line(item, header=header))
+                out.file.flush()
+                header = False
+    except KeyboardInterrupt:
+        return
+
+
+class _Typed(Protocol):
+    def to_json(self) -> dict[str, Any]: ...
+    @classmethod
+    def from_json(cls, doc: object) -> Self: ...
+
+
+_R = TypeVar("_R", bound=_Typed)
+
+
+def _rounded_result(result: _R) -> _R:
+    """The same result with its measurements rounded as ``--json`` prints them."""
+    cls: type[_R] = type(result)
+    return cls.from_json(_rounded(result.to_json(), ""))
+
+
+def _rounded(value: Any, key: str) -> Any:
+    """``value`` (found at ``key``) with its measurements rounded by ROUNDING, recursively.
+
+    An event's ``data`` is left as recorded.
+    """
+    if isinstance(value, dict):
+        return {k: v if k == "data" else _rounded(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v, key) for v in value]
+    if isinstance(value, float):
+        for suffix, places in ROUNDING:
+            if key.endswith(suffix):
+                return round(value, places)
+    return value
+
+
+def _floor_events_roomless(value: Any, key: str) -> Any:
+    """``value`` (found at ``key``) without ``"room": null`` in its events, recursively."""
+    if isinstance(value, dict):
+        if key == "events" and value.get("room", "") is None:
+            value = {k: v for k, v in value.items() if k != "room"}
+        return {k: v if k == "data" else _floor_events_roomless(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_floor_events_roomless(v, key) for v in value]
+    return value
 
 
 def _sub(snapshot: Mapping[str, Any], key: str) -> Mapping[str, Any]:

@@ -13,6 +13,7 @@ taken from the floor file's directory.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
@@ -40,6 +41,7 @@ from gateway.config.floor import (
     Room,
     StaffKeySection,
 )
+from gateway.config.toml_lines import line_index, line_of
 from gateway.core.kinds import role_problems
 from gateway.core.staff import FLOOR_ZONE
 from gateway.model.errors import ConfigError
@@ -408,6 +410,9 @@ class _FloorChecker:
             for i, d in enumerate(gateway.profile_dirs):
                 if not d.is_dir():
                     self.problem(f"gateway.profile_dirs[{i}]", f"{d} is not a directory")
+        self.known_profiles = sorted(
+            {p.stem for d in dirs if d.is_dir() for p in d.glob("*.toml") if p.is_file()}
+        )
         wanted = {d.profile for r in rooms.values() for d in r.devices}
         if floorpanel is not None:
             wanted.add(floorpanel.profile)
@@ -426,6 +431,14 @@ class _FloorChecker:
                 self.problems.extend(f"profile {name}: {p}" for p in exc.problems)
                 out[name] = None
         return out
+
+    def _known(self, name: str) -> str:
+        """`` (known: a, b; did you mean 'a'?)`` for an unknown profile ``name``."""
+        if not self.known_profiles:
+            return ""
+        close = difflib.get_close_matches(name, self.known_profiles, n=1)
+        guess = f"; did you mean {close[0]!r}?" if close else ""
+        return f" (known: {', '.join(self.known_profiles)}{guess})"
 
     def _check_rooms(
         self,
@@ -450,7 +463,7 @@ class _FloorChecker:
 
         def check_profile(where: str, name: str, role: str) -> Profile | None:
             if name not in profiles:
-                self.problem(f"{where}.profile", f"no profile named {name!r}")
+                self.problem(f"{where}.profile", f"no profile named {name!r}{self._known(name)}")
                 return None
             prof = profiles[name]
             if prof is not None and prof.device != role:
@@ -555,7 +568,26 @@ class _FloorChecker:
 
 
 def format_report(problems: Iterable[str], path: Path) -> str:
-    """The text --check prints for an invalid floor."""
+    """The text --check prints for an invalid floor: a count, then each problem.
+
+    A problem whose place is found in ``path`` starts with its line there
+    (``  line 42: room[1].devices[1].unit: ...``); the others (a profile's, an unreadable
+    file's) are printed as they are.
+    """
     lines = list(problems)
     head = f"{path}: {len(lines)} problem{'s' if len(lines) != 1 else ''}"
-    return "\n".join([head, *(f"  {p}" for p in lines)])
+    return "\n".join([head, *(f"  {p}" for p in with_lines(lines, path))])
+
+
+def with_lines(problems: Iterable[str], path: Path) -> list[str]:
+    """Each problem, prefixed ``line N: `` where its place (``where: ...``) is in ``path``."""
+    try:
+        index = line_index(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        index = {}
+    out = []
+    for problem in problems:
+        place, sep, _ = problem.partition(": ")
+        line = line_of(index, place) if sep else None
+        out.append(problem if line is None else f"line {line}: {problem}")
+    return out
