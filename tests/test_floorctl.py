@@ -793,7 +793,7 @@ def test_help_teaches_with_examples(capsys: pytest.CaptureFixture[str]) -> None:
     assert "floorctl alarms ack" in text
     assert "exit codes:" in text
     for name in ("status", "floor", "rooms", "room", "devices", "alarms", "events", "outbox",
-                 "scan", "completion"):  # fmt: skip
+                 "locks", "audit", "scan", "completion"):  # fmt: skip
         assert main([name, "--help"]) == EX_OK
         assert name in capsys.readouterr().out
     assert main(["floor", "--help"]) == EX_OK
@@ -831,8 +831,8 @@ def test_bash_completion_of_subcommands_and_options(
     assert main(["completion", "bash"]) == EX_OK
     assert capsys.readouterr().out == bash_script
     assert _complete(bash_script, ["floorctl", "''"]) == [
-        "status", "floor", "rooms", "room", "devices", "alarms", "events", "outbox", "scan",
-        "completion", "--help", "--socket", "--config", "--json",
+        "status", "floor", "rooms", "room", "devices", "alarms", "events", "outbox", "locks",
+        "audit", "scan", "completion", "--help", "--socket", "--config", "--json",
     ]  # fmt: skip
     assert _complete(bash_script, ["floorctl", "al"]) == ["alarms"]
     assert _complete(bash_script, ["floorctl", "alarms", "''"]) == [

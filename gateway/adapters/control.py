@@ -355,6 +355,12 @@ class ControlServer:
                     case "events":
                         rows = await view.events(args.since_seq, args.room, args.limit)
                         return EventLog(tuple(rows)).to_json()
+                    case "locks":
+                        return view.locks().to_json()
+                    case "audit":
+                        return (await view.audit_log(args.since, args.limit)).to_json()
+                    case "audit.verify":
+                        return (await view.audit_verify()).to_json()
                     case _:  # "outbox"
                         return (await view.outbox()).to_json()
         except KeyError as exc:
@@ -480,6 +486,13 @@ class _ScanArgs(_Args):
     bus: _Name
 
 
+class _AuditArgs(_Args):
+    since: (
+        Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")] | None
+    ) = None
+    limit: Annotated[int, Field(ge=1, le=MAX_EVENTS)] = 50
+
+
 _ARGS: dict[str, type[_Args]] = {
     "status": _NoArgs,
     "floor": _NoArgs,
@@ -492,6 +505,9 @@ _ARGS: dict[str, type[_Args]] = {
     "events": _EventsArgs,
     "outbox": _NoArgs,
     "scan": _ScanArgs,
+    "locks": _NoArgs,
+    "audit": _AuditArgs,
+    "audit.verify": _NoArgs,
 }
 assert set(_ARGS) == COMMANDS
 

@@ -254,7 +254,7 @@ class StaffAccess:
         """True while the floor is in lockdown."""
         return self._lockdown is not None and self._lockdown.on
 
-    def keys(self) -> list[StaffKey]:
+    def active(self) -> list[StaffKey]:
         """Every active key, by id."""
         return [self._keys[k] for k in sorted(self._keys)]
 
@@ -265,7 +265,7 @@ class StaffAccess:
     def key_of_token(self, token: str) -> str | None:
         """The id of the active key holding this token (None: not a staff key)."""
         t = token.strip().lower()
-        return next((k.key_id for k in self.keys() if k.token == t), None)
+        return next((k.key_id for k in self.active() if k.token == t), None)
 
     def add(self, key: StaffKey) -> StaffAccess:
         """With ``key`` in place of any key of the same id."""
