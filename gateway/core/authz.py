@@ -178,6 +178,8 @@ class Authz:
         old = base.stay(room, stay_id)
         if old is not None and old.ended(now):
             return Refusal(CONFLICT, f"stay {stay_id} has ended")
+        if old is not None and old.moved_to is not None:
+            return Refusal(CONFLICT, f"stay {stay_id} moved to room {old.moved_to}")
         clash = base._overlapping(room, stay_id, vf, vu, now)
         if clash is not None:
             return Refusal(CONFLICT, f"overlaps stay {clash.stay_id} of room {room}")

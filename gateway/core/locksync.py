@@ -122,7 +122,8 @@ def plan_lock(desired: Desired, slots: Sequence[int | None]) -> SlotPlan:
     unwanted token, an unknown slot), then into an empty one; what is left unwanted or
     unknown is cleared. Writes that take a token out of the lock come first, then writes
     into empty slots, and last the slots whose token was moved to its own region, so a
-    token that is kept is never out of the lock meanwhile.
+    token that is kept is never out of the lock meanwhile (unless both regions are full of
+    each other's tokens: a swap with no slot to spare).
     """
     count = len(slots)
     split = count - min(max(desired.staff_slots, 0), count)
@@ -169,6 +170,8 @@ def plan_lock(desired: Desired, slots: Sequence[int | None]) -> SlotPlan:
         moved += sum(1 for v in placed.values() if v in held)
         added += sum(1 for v in placed.values() if v not in held)
         unplaced += len(missing) - len(placed)
+    # A moved token is written into its own region before its old slot is cleared.
+    last.sort(key=lambda w: w[1] == 0)
     return SlotPlan(
         writes=tuple(first + fill + last),
         added=added,
