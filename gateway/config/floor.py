@@ -74,13 +74,13 @@ class MqttSection(_Section):
     username: str | None = None
     password_file: Path | None = None
     keepalive_s: Annotated[int, Field(ge=5, le=600)] = 30
-    # false: only operator-signed (Ed25519) commands are accepted
-    allow_hmac: bool = True
     # The outbox: publishes awaiting PUBACK at once; how long delivered events
     # stay for `floorctl events`; the disk cap beyond which low-value events are shed.
     max_in_flight: Annotated[int, Field(ge=1, le=1000)] = 32
     events_keep_days: Annotated[float, Field(gt=0, le=3650)] = 7.0
     outbox_max_mib: Annotated[int, Field(ge=1, le=65536)] = 256
+    # false: only operator-signed (Ed25519) commands are accepted
+    allow_hmac: bool = True
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
