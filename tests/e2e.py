@@ -23,10 +23,11 @@ from typing import Any
 
 import aiomqtt
 import tomli_w
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from floorsim.sim import FloorSim
 from gateway.config.load import load_floor
-from gateway.core.commands import sign
+from gateway.core.commands import canonical_json, sign
 from tests.conftest import demo_floor_dict
 from tests.mosquitto import (  # noqa: F401 (fixtures re-exported)
     HOST,
@@ -56,8 +57,15 @@ class Floor:
     path: Path
     proc: subprocess.Popen[bytes]
 
-    async def command(self, type_: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Sign and send a command; its reply."""
+    async def command(
+        self,
+        type_: str,
+        body: dict[str, Any],
+        *,
+        operator: tuple[str, Ed25519PrivateKey] | None = None,
+    ) -> dict[str, Any]:
+        """Sign (the floor's HMAC key, or an operator's Ed25519 key) and send a command;
+        its reply."""
         env: dict[str, Any] = {
             "schema": 1,
             "id": uuid.uuid4().hex,
@@ -65,7 +73,11 @@ class Floor:
             "issued_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
             "body": body,
         }
-        env["sig"] = sign(env, self.key)
+        if operator is None:
+            env["sig"] = sign(env, self.key)
+        else:
+            env |= {"alg": "ed25519", "operator": operator[0]}
+            env["sig"] = operator[1].sign(canonical_json(env)).hex()
         async with aiomqtt.Client(HOST, self.broker.port, timeout=5) as client:
             await client.publish(f"{ROOT}/cmd", json.dumps(env).encode(), qos=1)
         reply: dict[str, Any] = await until(

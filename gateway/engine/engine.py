@@ -190,6 +190,12 @@ class Engine:
         """Persist each decision (one op each, one transaction for all), then act, in order."""
         ops: list[Awaitable[None]] = []
         plans = [split(decision.effects) for _, decision, _ in decided]
+        # The state already holds these decisions: a lock the keeper reads meanwhile may
+        # differ from it by what is about to be committed, which is not drift.
+        for _, actions in plans:
+            for action in actions:
+                if isinstance(action, ReconcileLock) and action.cause == "change":
+                    self._locks.expect_change(action.room)
         for (_, _, now), (persisted, _) in zip(decided, plans, strict=True):
             if persisted:
                 ops.append(self._store.write(functools.partial(self._persist, persisted, now)))

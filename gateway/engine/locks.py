@@ -113,6 +113,12 @@ class LockKeeper:
             wanted[room] = cause
         self._wake.setdefault(bus, asyncio.Event()).set()
 
+    def expect_change(self, room: RoomId) -> None:
+        """An authorisation change of the room is being committed (the state holds it
+        already): what its lock differs by until it is reconciled is ours, not drift."""
+        if room in self._bus:
+            self._unsynced.add(room)
+
     def read_log(self, device: DeviceRef) -> None:
         """A lock's log head changed: read its new entries (in the log-reader task)."""
         self._log_reads.put_nowait(device)
