@@ -28,6 +28,9 @@ Phases (``--phases``, in this order):
   ``policy.slot_verify_s``, 60 s on the bench floor: every lock's 32 slots read at slow
   priority) falls 2 s into it, as one does sooner or later in service; same latencies as
   above.
+- ``shift``, ``lockdown``, ``signatures``: staff keys changing shift at one minute with
+  guests checked out meanwhile, a lockdown, and the cost of signature checks
+  (bench/access_phases.py says how each is measured).
 
 When the slot became empty comes from floorsim's journal: every write by the gateway is
 journalled with floorsim's clocks (``ts`` wall, ``mono_ns``) as it is applied, so the
@@ -49,6 +52,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from access_phases import (
+    LOCKDOWN_TARGET_MS,
+    SHIFT_TARGET_MS,
+    AccessResults,
+    lockdown,
+    shift,
+    signature_cost,
+)
 from calls import (
     TABLE_HEAD,
     GatewayRun,
@@ -65,7 +76,7 @@ BURST_STAYS = 30
 CHECKOUT_EVERY_S = 0.2
 EXPIRIES_PER_S = 2.0
 BURST_PREP_S = 20.0  # check in the burst's stays before it begins
-PHASES = ("window", "burst")
+PHASES = ("window", "burst", "shift", "lockdown", "signatures")
 EXPIRY_LEAD_S = (3.0, 5.0)
 JOURNAL_POLL_S = 0.01
 HOLD_WAIT_S = 15.0
@@ -353,6 +364,7 @@ async def authz_main(args: argparse.Namespace) -> None:
         )
         print(f"phases: {', '.join(phases)}; load average {os.getloadavg()[0]:.2f} at start")
         res = AuthzResults()
+        access = AccessResults()
         watch = SlotWatch(run)
         await watch.start()
         follower = asyncio.create_task(watch.run_forever(), name="bench-journal")
@@ -380,6 +392,15 @@ async def authz_main(args: argparse.Namespace) -> None:
                     "across a slot-verification sweep"
                 )
                 await burst(stays, args.seed, run.config.policy.slot_verify_s)
+            if "shift" in phases:
+                print(
+                    "shift: 40 staff keys, 4 per section ending and 4 starting at the next "
+                    f"whole minute, with {30} guests checked out one every 0.2 s from then"
+                )
+                await shift(run, watch, stays, access, "shift checkout")
+            if "lockdown" in phases:
+                print("lockdown: 2 security keys, a guest in every room, then lockdown on")
+                await lockdown(run, watch, stays, access)
         finally:
             follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -387,9 +408,22 @@ async def authz_main(args: argparse.Namespace) -> None:
         gone = run.alive()
     print("\nuntil the lock's slots no longer hold the stay's tokens (floorsim's journal):")
     print(TABLE_HEAD)
-    ops = [op for op in ("checkout", "expiry", "burst checkout", "burst expiry") if res.of(op)]
-    for op in ops:
+    ops = ("checkout", "expiry", "burst checkout", "burst expiry", "shift checkout")
+    for op in (op for op in ops if res.of(op)):
         print(figures_line(op, res.of(op), len(res.failed[op]), TARGET_MS))
+    for name, values, target in (
+        ("shift", access.shift_ms, SHIFT_TARGET_MS),
+        ("lockdown", access.lockdown_ms, LOCKDOWN_TARGET_MS),
+    ):
+        if values or access.failed.get(name):
+            print(figures_line(name, values, len(access.failed.get(name, [])), target))
+    if access.shift_ms or access.lockdown_ms:
+        print(
+            "  shift: from the minute (local) until a lock holds the new shift and none of the"
+            " old; lockdown: from the publish until a lock holds security keys only"
+        )
+    for phase, whys in access.failed.items():
+        print(f"  {phase}: {len(whys)} without a sample: {'; '.join(whys[:8])}")
     print("  by the lock's bus:")
     for (op, kind), values in sorted(res.latency.items()):
         print(
@@ -409,6 +443,11 @@ async def authz_main(args: argparse.Namespace) -> None:
     for u in res.usage:
         print("  " + u.line())
     print(f"  load average at the end: {os.getloadavg()[0]:.2f}")
+    if "signatures" in phases:
+        signature_cost(access)
+        print("\nsignature checks, per command (this process, best of three):")
+        for name, us in access.signatures.items():
+            print(f"  {name:<28}{us:8.1f} µs")
     if gone:
         print(f"  WARNING: exited during the run: {gone}")
 

@@ -177,6 +177,9 @@ class GatewayRun:
 
     async def _start(self) -> None:
         self._stack.callback(shutil.rmtree, self.dir, True)
+        keep = os.environ.get("FLOORGATE_BENCH_KEEP_LOGS")
+        if keep:  # copied before the run dir goes (callbacks run last-in first-out)
+            self._stack.callback(_keep_logs, self.dir, Path(keep))
         self.broker.start()
         self._stack.callback(self.broker.kill)
         self.sim = self._spawn(
@@ -466,6 +469,13 @@ async def calls_main(args: argparse.Namespace) -> None:
 
 
 # -- helpers -------------------------------------------------------------------------------------
+
+
+def _keep_logs(run_dir: Path, to: Path) -> None:
+    """Copy the run's process logs (FLOORGATE_BENCH_KEEP_LOGS=DIR), for a closer look."""
+    to.mkdir(parents=True, exist_ok=True)
+    for log in run_dir.glob("*.log"):
+        shutil.copy(log, to / log.name)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

@@ -381,12 +381,14 @@ class Authz:
                 rooms[room] = settled
                 effects += room_effects
                 changed.append(room)
-        last = self._last_tick
-        if last is not None and last != now:
-            staff_rooms = self._staff.changed_rooms(last, now)
-            changed += [r for r in self._staff.rules.rooms if r in staff_rooms and r not in changed]
         if changed:
             effects.append(LocksChanged(tuple(changed)))
+        last = self._last_tick
+        if last is not None and last != now:
+            shift = self._staff.changed_rooms(last, now)
+            rooms_of_shift = [r for r in self._staff.rules.rooms if r in shift and r not in changed]
+            if rooms_of_shift:
+                effects.append(LocksChanged(tuple(rooms_of_shift), routine=True))
         return self._evolve(rooms, last_tick=now), effects
 
     def next_boundary(self, now: datetime) -> datetime | None:

@@ -173,12 +173,13 @@ class ReconcileLock:
     """Bring the room's lock slots to what is authorised now.
 
     ``change``: the authorisation changed (what differs is our own pending work);
-    ``verify``: compare with what is known (what differs is drift, repaired and reported).
-    ``read_slots``: read every slot first.
+    ``routine``: the same, from a staff schedule turning (nobody waits on it: it yields to
+    changes); ``verify``: compare with what is known (what differs is drift, repaired and
+    reported). ``read_slots``: read every slot first.
     """
 
     room: RoomId
-    cause: Literal["change", "verify"]
+    cause: Literal["change", "routine", "verify"]
     read_slots: bool = False
 
 

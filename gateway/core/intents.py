@@ -33,9 +33,9 @@ def expand(floor: FloorState, intents: Iterable[Intent]) -> Effects:
             case RoomVacant(room=room):
                 out += floor.room_writes(room, Vacant(policy.vacant_setpoint_c))
                 floor.touch(room)
-            case LocksChanged(rooms=rooms):
+            case LocksChanged(rooms=rooms, routine=routine):
                 out += [
-                    ReconcileLock(r.room, "change")
+                    ReconcileLock(r.room, "routine" if routine else "change")
                     for room in rooms
                     if (r := floor.layout.room(room)) is not None
                     and floor.layout.device(room, "lock") is not None

@@ -91,9 +91,14 @@ class RoomVacant:
 
 @dataclass(frozen=True, slots=True)
 class LocksChanged:
-    """The tokens these rooms' locks must hold may have changed: reconcile them now."""
+    """The tokens these rooms' locks must hold may have changed: reconcile them now.
+
+    ``routine``: a staff schedule turned, nobody waits on it; a guest's or a command's
+    change is urgent and goes first.
+    """
 
     rooms: tuple[str, ...]
+    routine: bool = False
 
 
 def sorted_stays(stays: Iterable[Stay]) -> tuple[Stay, ...]:

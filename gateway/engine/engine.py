@@ -194,7 +194,7 @@ class Engine:
         # differ from it by what is about to be committed, which is not drift.
         for _, actions in plans:
             for action in actions:
-                if isinstance(action, ReconcileLock) and action.cause == "change":
+                if isinstance(action, ReconcileLock) and action.cause != "verify":
                     self._locks.expect_change(action.room)
         for (_, _, now), (persisted, _) in zip(decided, plans, strict=True):
             if persisted:

@@ -38,8 +38,10 @@ __all__ = ["LockKeeper", "Reader", "Writer"]
 log = structlog.get_logger("gateway.locks")
 
 ROOMS_AT_ONCE = 8  # authorisation changes of one bus reconciled concurrently
+ROUTINE_AT_ONCE = 2  # staff schedule changes of one bus at once: they yield to changes
 VERIFIES_AT_ONCE = 2  # verification reads of one bus at once (slow priority, background)
-Cause = Literal["change", "verify", "read"]
+Cause = Literal["change", "routine", "verify", "read"]
+_RANK: dict[Cause, int] = {"change": 3, "routine": 2, "read": 1, "verify": 0}
 
 
 class Reader(Protocol):
@@ -56,9 +58,16 @@ class Writer(Protocol):
     """A bus owner's verified write (drivers.scheduler.BusScheduler.write)."""
 
     def __call__(
-        self, device: DeviceRef, point: str, value: Value, *, index: int, priority: PollClass
+        self,
+        device: DeviceRef,
+        point: str,
+        value: Value,
+        *,
+        index: int,
+        priority: PollClass,
+        verify: bool = True,
     ) -> Awaitable[None]:
-        """Write ``point[index]`` and read it back."""
+        """Write ``point[index]`` (and read it back, with ``verify``)."""
         ...
 
 
@@ -94,23 +103,30 @@ class LockKeeper:
         self._wanted: dict[str, dict[RoomId, Cause]] = {}
         self._wake: dict[str, asyncio.Event] = {}
         self._unsynced: set[RoomId] = set()  # rooms whose lock has our changes to apply
+        self._owed: set[RoomId] = set()  # rooms whose fresh read waits for their change
+        self._unread: set[RoomId] = set()  # rooms to read before planning (a write cut short)
 
-    def want(self, room: RoomId, cause: Literal["change", "verify"], *, read_slots: bool) -> None:
-        """Reconcile the room's lock: ``change`` (authorisation changed), ``verify`` (compare
-        with what is known) or, with ``read_slots``, read every slot first."""
+    def want(
+        self, room: RoomId, cause: Literal["change", "routine", "verify"], *, read_slots: bool
+    ) -> None:
+        """Reconcile the room's lock: ``change`` (authorisation changed), ``routine`` (the
+        same from a staff schedule: it yields to changes), ``verify`` (compare with what is
+        known) or, with ``read_slots``, read every slot first."""
         bus = self._bus.get(room)
         if bus is None:
             return
         wanted = self._wanted.setdefault(bus, {})
-        if cause == "change":
-            wanted[room] = "change"
+        if cause in ("change", "routine"):
             self._unsynced.add(room)  # what we find different next is our own pending work
-        elif wanted.get(room) == "change":
-            pass  # a change reads what it must; a read still owed is taken up after it
-        elif read_slots:
-            wanted[room] = "read"
-        elif room not in wanted:  # a read already wanted covers a verify
-            wanted[room] = cause
+        new: Cause = "read" if cause == "verify" and read_slots else cause
+        # One reconciliation covers the whole lock: the most urgent wanted is what runs (a
+        # change reads what it must; a read it supersedes is taken up after it if it
+        # preempted one under way).
+        before = wanted.get(room)
+        if "read" in (before, new) and {before, new} & {"change", "routine"}:
+            self._owed.add(room)  # a fresh read is still due after the change
+        if before is None or _RANK[new] > _RANK[before]:
+            wanted[room] = new
         self._wake.setdefault(bus, asyncio.Event()).set()
 
     def expect_change(self, room: RoomId) -> None:
@@ -151,42 +167,43 @@ class LockKeeper:
         """Start each room's reconciliation as it is wanted, one job per room at a time.
 
         An authorisation change never waits behind another room's work: changes start at
-        once (up to ``ROOMS_AT_ONCE``), while verification reads, which go at slow
-        priority and take seconds on a busy line, run at most ``VERIFIES_AT_ONCE`` at a
-        time beside them. A change for a room whose verification is still reading
-        preempts it (the read is taken up again after the change).
+        once (up to ``ROOMS_AT_ONCE``); routine changes (staff schedules) run at most
+        ``ROUTINE_AT_ONCE`` at a time, so their writes never queue far ahead of a
+        change's on the line; verification reads, which go at slow priority and take
+        seconds on a busy line, at most ``VERIFIES_AT_ONCE``. A more urgent reconciliation
+        of a room preempts the one still reading there, and a change preempts a routine
+        one even while it writes (the change then reads the slots first, since a write
+        cut short may have landed; a fresh read owed is taken up after the change).
         """
         wake = self._wake.setdefault(bus, asyncio.Event())
         wanted = self._wanted.setdefault(bus, {})
         jobs: dict[RoomId, _Job] = {}
-        resume: dict[RoomId, Cause] = {}  # verifications preempted by a change
 
         def finished(room: RoomId, job: _Job, _: object) -> None:
             if jobs.get(room) is job:
                 del jobs[room]
-            if job.cause == "change" and room in resume:
-                cause = resume.pop(room)
-                if room not in wanted:
-                    wanted[room] = cause
+            if job.cause in ("change", "routine") and room in self._owed:
+                self._owed.discard(room)
+                wanted.setdefault(room, "read")
             wake.set()
 
         async with asyncio.TaskGroup() as tg:
             while True:
                 wake.clear()
-                for room in sorted(wanted, key=lambda r: wanted[r] != "change"):
+                for room in sorted(wanted, key=lambda r: -_RANK[wanted[r]]):
                     cause = wanted[room]
                     running = jobs.get(room)
                     if running is not None:
-                        if cause == "change" and running.cause != "change" and not running.writing:
-                            running.task.cancel()
-                            resume[room] = "read"  # what it had read is not to be trusted
-                            del jobs[room]
-                        else:
+                        if not _preempts(cause, running):
                             continue
-                    busy = sum(
-                        1 for j in jobs.values() if (j.cause == "change") == (cause == "change")
-                    )
-                    if busy >= (ROOMS_AT_ONCE if cause == "change" else VERIFIES_AT_ONCE):
+                        running.task.cancel()
+                        if running.cause in ("read", "verify"):
+                            self._owed.add(room)  # what it had read is not to be trusted
+                        if running.writing:
+                            self._unread.add(room)  # a write of it may have landed unseen
+                        del jobs[room]
+                    lane = _lane(cause)
+                    if sum(1 for j in jobs.values() if _lane(j.cause) == lane) >= _LIMITS[lane]:
                         continue
                     del wanted[room]
                     job = _Job(cause)
@@ -209,9 +226,10 @@ class LockKeeper:
             return
         # Slot verification is a slow read; only the read that an authorisation change
         # waits on goes at lock priority.
-        priority = PollClass.LOCK if cause == "change" else PollClass.SLOW
+        priority = _PRIORITY[cause]
         known = self._known_slots(device)
-        fresh = cause == "read" or None in known
+        fresh = cause == "read" or None in known or room in self._unread
+        self._unread.discard(room)
         slots = await self._read_slots(device, bus, priority) if fresh else known
         if slots is None:
             return
@@ -226,13 +244,35 @@ class LockKeeper:
         if not plan.writes:
             self._unsynced.discard(room)
             return
-        # Queued together, the writes go on the line back to back when it has a gap.
+        # Queued together, the writes go on the line back to back when it has a gap; they
+        # are read back together after (one read for neighbouring slots, not one each).
         job.writing = True
+        failure = await self._write_slots(device, bus, plan.writes, _PRIORITY[cause])
+        if failure is not None:
+            log.info("slot_write_failed", device=str(device), error=failure)
+            again: Literal["change", "routine", "verify"] = "verify" if cause == "read" else cause
+            self.want(room, again, read_slots=cause == "read")
+            return
+        # Moving a kept token into its own region is housekeeping, not drift.
+        drift = room not in self._unsynced and (plan.added > 0 or plan.removed > 0)
+        self._unsynced.discard(room)
+        if drift:
+            self._submit(LockRepaired(room, device, plan.added, plan.removed, drift=True))
+        log.info("lock_reconciled", device=str(device), added=plan.added, removed=plan.removed)
+
+    async def _write_slots(
+        self,
+        device: DeviceRef,
+        bus: str,
+        writes: Sequence[tuple[int, int]],
+        priority: PollClass,
+    ) -> str | None:
+        """Write the slots, then read them back in one go: None, or what went wrong."""
         write = self._writers[bus]
         results = await asyncio.gather(
             *(
-                write(device, "slot", value, index=index, priority=PollClass.LOCK)
-                for index, value in plan.writes
+                write(device, "slot", value, index=index, priority=priority, verify=False)
+                for index, value in writes
             ),
             return_exceptions=True,
         )
@@ -241,15 +281,14 @@ class LockKeeper:
         if unexpected:
             raise unexpected[0]
         if failed:
-            log.info("slot_write_failed", device=str(device), error=str(failed[0]))
-            self.want(room, "change" if cause == "change" else "verify", read_slots=cause == "read")
-            return
-        # Moving a kept token into its own region is housekeeping, not drift.
-        drift = room not in self._unsynced and (plan.added > 0 or plan.removed > 0)
-        self._unsynced.discard(room)
-        if drift:
-            self._submit(LockRepaired(room, device, plan.added, plan.removed, drift=True))
-        log.info("lock_reconciled", device=str(device), added=plan.added, removed=plan.removed)
+            return str(failed[0])
+        wants = [("slot", index) for index, _ in writes]
+        try:
+            values = await self._readers[bus](device, wants, priority=priority)
+        except BusError as exc:
+            return f"read back: {exc}"
+        wrong = [i for i, v in writes if _int_or_none(values.get(("slot", i))) != v]
+        return f"slots {wrong} read back otherwise" if wrong else None
 
     async def _read_slots(
         self, device: DeviceRef, bus: str, priority: PollClass
@@ -305,6 +344,30 @@ class LockKeeper:
                 entries.append((seq, result, token))
         new = follower.on_entries(entries)
         self._submit(AccessLogRead(device, tuple(new), read.gap, follower.last_seen))
+
+
+_LIMITS = {"change": ROOMS_AT_ONCE, "routine": ROUTINE_AT_ONCE, "check": VERIFIES_AT_ONCE}
+# Changes and a schedule's routine work go at lock priority (routine work yields by being
+# few at a time and preempted); verification reads slowest of all.
+_PRIORITY: dict[Cause, PollClass] = {
+    "change": PollClass.LOCK,
+    "routine": PollClass.LOCK,
+    "read": PollClass.SLOW,
+    "verify": PollClass.SLOW,
+}
+
+
+def _preempts(cause: Cause, running: _Job) -> bool:
+    """A more urgent reconciliation replaces one under way: a change even a routine one
+    that is writing (its writes queued behind are dropped), others only while reading."""
+    if _RANK[cause] <= _RANK[running.cause]:
+        return False
+    return not running.writing or (cause == "change" and running.cause == "routine")
+
+
+def _lane(cause: Cause) -> str:
+    """Which limit a reconciliation counts against."""
+    return cause if cause in ("change", "routine") else "check"
 
 
 @dataclass(slots=True)
