@@ -179,7 +179,7 @@ def signature_cost(res: AccessResults) -> None:
     hmac_key = secrets.token_bytes(32)
     private = Ed25519PrivateKey.generate()
     public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    operator = commands.Operator("fd-03", public, frozenset({"front_desk"}))
+    operator = commands.Operator("fd-03", (public,), frozenset({"front_desk"}))
     creds = commands.Credentials(hmac_key, {"fd-03": operator})
     env: dict[str, Any] = {
         "schema": 1,

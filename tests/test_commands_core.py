@@ -262,8 +262,8 @@ def _public(k: Ed25519PrivateKey) -> bytes:
 
 
 OPERATORS = {
-    "fd-03": c.Operator("fd-03", _public(FD_KEY), frozenset({"front_desk"})),
-    "sec-02": c.Operator("sec-02", _public(SEC_KEY), frozenset({"security"})),
+    "fd-03": c.Operator("fd-03", (_public(FD_KEY),), frozenset({"front_desk"})),
+    "sec-02": c.Operator("sec-02", (_public(SEC_KEY),), frozenset({"security"})),
 }
 CREDS = c.Credentials(KEY, OPERATORS)
 
@@ -341,5 +341,21 @@ def test_roles_are_the_operations_table() -> None:
     fd = OPERATORS["fd-03"]
     assert all(fd.may(t) for t in ("checkin", "move_room", "resync"))
     assert not any(fd.may(t) for t in ("unlock", "lockdown", "staff_key"))
-    admin = c.Operator("adm", _public(FD_KEY), frozenset({"admin"}))
+    admin = c.Operator("adm", (_public(FD_KEY),), frozenset({"admin"}))
     assert all(admin.may(t) for t in COMMAND_BODIES)
+
+
+def test_during_a_rotation_either_key_of_an_operator_signs() -> None:
+    new_key = Ed25519PrivateKey.from_private_bytes(bytes(range(2, 34)))
+    rotating = c.Operator("fd-03", (_public(FD_KEY), _public(new_key)), frozenset({"front_desk"}))
+    creds = c.Credentials(KEY, {"fd-03": rotating})
+    for key in (FD_KEY, new_key):
+        assert isinstance(
+            c.authenticate(op_signed(envelope(), "fd-03", key), creds), c.Authenticated
+        )
+    retired = c.Credentials(
+        KEY, {"fd-03": c.Operator("fd-03", (_public(new_key),), frozenset({"front_desk"}))}
+    )
+    verdict = c.authenticate(op_signed(envelope(), "fd-03", FD_KEY), retired)
+    assert isinstance(verdict, c.Refused)
+    assert verdict.code == "unauthenticated"

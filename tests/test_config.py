@@ -333,6 +333,13 @@ def test_locks_staff_keys_and_operators_reach_the_core(
     creds = config.credentials(b"k" * 16)
     assert not creds.allow_hmac
     assert creds.operators["fd-03"].roles == {"front_desk"}
+    # A key being rotated: the same id twice, both keys good until the old one goes.
+    data["operator"] = [_OPERATOR, {**_OPERATOR, "public_key": "cd" * 32}]
+    config, _ = load_floor(write_floor(data))
+    assert len(config.credentials(b"k" * 16).operators["fd-03"].public_keys) == 2
+    data["operator"] = [_OPERATOR, {**_OPERATOR, "public_key": "cd" * 32, "roles": ["admin"]}]
+    with pytest.raises(ConfigError, match="other roles"):
+        load_floor(write_floor(data))
     assert config.layout().policy.door_held_open_staff_s == 120
 
 

@@ -157,8 +157,8 @@ class OperatorSection(_Section):
     roles: list[Role] = Field(min_length=1)
 
     def operator(self) -> Operator:
-        """The core's value."""
-        return Operator(self.id, bytes.fromhex(self.public_key), frozenset(self.roles))
+        """The core's value (one key; ``FloorConfig.credentials`` joins an id's keys)."""
+        return Operator(self.id, (bytes.fromhex(self.public_key),), frozenset(self.roles))
 
 
 class EscalationLevel(_Section):
@@ -302,11 +302,13 @@ class FloorConfig:
 
     def credentials(self, hmac_key: bytes) -> Credentials:
         """Who may sign commands: the floor's HMAC key (unless refused) and the operators."""
-        return Credentials(
-            hmac_key,
-            {o.id: o.operator() for o in self.operators},
-            allow_hmac=self.mqtt.allow_hmac,
-        )
+        keys: dict[str, list[bytes]] = {}
+        roles: dict[str, frozenset[str]] = {}
+        for o in self.operators:  # an id twice: its key being rotated (same roles)
+            keys.setdefault(o.id, []).append(bytes.fromhex(o.public_key))
+            roles[o.id] = frozenset(o.roles)
+        operators = {i: Operator(i, tuple(k), roles[i]) for i, k in keys.items()}
+        return Credentials(hmac_key, operators, allow_hmac=self.mqtt.allow_hmac)
 
     @property
     def database_path(self) -> Path:

@@ -532,12 +532,21 @@ class _FloorChecker:
                     )
 
     def _check_operators(self, operators: dict[int, OperatorSection]) -> None:
+        # An id may appear twice while its key is rotated: the same roles, another key.
         ids: dict[str, int] = {}
+        keys: set[str] = set()
         for i, o in operators.items():
             where = f"operator[{i}]"
-            if o.id in ids:
-                self.problem(f"{where}.id", f"{o.id!r} is already operator[{ids[o.id]}]")
-            ids.setdefault(o.id, i)
+            first = ids.setdefault(o.id, i)
+            if first != i and set(operators[first].roles) != set(o.roles):
+                self.problem(
+                    f"{where}.roles",
+                    f"operator {o.id!r} is also operator[{first}] with other roles"
+                    " (an id appears twice only while its key is rotated)",
+                )
+            if o.public_key.lower() in keys:
+                self.problem(f"{where}.public_key", "the same public key is listed twice")
+            keys.add(o.public_key.lower())
             try:
                 o.operator()
             except ValueError as exc:

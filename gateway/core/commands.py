@@ -92,15 +92,20 @@ ROLES: Mapping[str, frozenset[str]] = {
 
 @dataclass(frozen=True, slots=True)
 class Operator:
-    """A person who signs commands: an Ed25519 public key and roles (the floor file's)."""
+    """A person who signs commands: Ed25519 public keys and roles (the floor file's).
+
+    Usually one key; two while the key is being rotated (the new one added, the old one
+    not yet removed): a signature by either is good.
+    """
 
     id: str
-    public_key: bytes  # 32 bytes
+    public_keys: tuple[bytes, ...]  # 32 bytes each
     roles: frozenset[str]
-    _verifier: Ed25519PublicKey = field(init=False, repr=False, compare=False)
+    _verifiers: tuple[Ed25519PublicKey, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_verifier", Ed25519PublicKey.from_public_bytes(self.public_key))
+        verifiers = tuple(Ed25519PublicKey.from_public_bytes(k) for k in self.public_keys)
+        object.__setattr__(self, "_verifiers", verifiers)
 
     def may(self, command_type: str) -> bool:
         """One of the operator's roles allows this command type."""
@@ -109,12 +114,14 @@ class Operator:
         )
 
     def verify(self, signature: bytes, data: bytes) -> bool:
-        """The signature is this operator's over ``data``."""
-        try:
-            self._verifier.verify(signature, data)
-        except InvalidSignature:
-            return False
-        return True
+        """The signature is this operator's over ``data`` (by any of its keys)."""
+        for verifier in self._verifiers:
+            try:
+                verifier.verify(signature, data)
+            except InvalidSignature:
+                continue
+            return True
+        return False
 
 
 @dataclass(frozen=True, slots=True)
