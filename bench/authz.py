@@ -158,6 +158,7 @@ class AuthzResults:
     latency: dict[tuple[str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
     failed: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))  # op -> why
     early: list[str] = field(default_factory=list)  # cleared before valid_until
+    slowest: dict[str, list[tuple[float, str]]] = field(default_factory=lambda: defaultdict(list))
     checkin_ms: list[float] = field(default_factory=list)
     ready_s: float = math.nan  # probe stays in every room at once: all written (s)
     ready_out_s: float = math.nan  # ... then all checked out: all cleared (s)
@@ -224,7 +225,9 @@ class Stays:
             self.res.fail(op, f"{room}: never cleared")
             return
         kind = lock_kind(self.run.config, room)
-        self.res.latency[(op, kind)].append((stamp.mono_ns - sent) / 1e6)
+        ms = (stamp.mono_ns - sent) / 1e6
+        self.res.latency[(op, kind)].append(ms)
+        self.res.slowest[op].append((ms, f"{room} at {wall_ts(datetime.now(UTC))}"))
 
     async def expired(
         self, room: str, until: datetime, tokens: set[int], op: str = "expiry"
@@ -245,6 +248,7 @@ class Stays:
         if late_ms < 0:
             self.res.early.append(f"{room}: {late_ms:.1f} ms")
         self.res.latency[(op, lock_kind(self.run.config, room))].append(late_ms)
+        self.res.slowest[op].append((late_ms, f"{room} at {wall_ts(datetime.now(UTC))}"))
 
 
 async def ready(stays: Stays, rooms: list[str]) -> None:
@@ -434,6 +438,9 @@ async def authz_main(args: argparse.Namespace) -> None:
         f"  checkin -> both tokens written: p50 {pct(res.checkin_ms, 50):.1f} ms, "
         f"p99 {pct(res.checkin_ms, 99):.1f} ms (n {len(res.checkin_ms)}; no target)"
     )
+    for op, samples in res.slowest.items():
+        worst = sorted(samples, reverse=True)[:3]
+        print(f"  slowest {op}: " + "; ".join(f"{ms:.0f} ms ({where})" for ms, where in worst))
     for op, whys in res.failed.items():
         if whys:
             print(f"  {op}: {len(whys)} without a sample: {'; '.join(whys[:8])}")

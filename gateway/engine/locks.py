@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +41,7 @@ log = structlog.get_logger("gateway.locks")
 ROOMS_AT_ONCE = 8  # authorisation changes of one bus reconciled concurrently
 ROUTINE_AT_ONCE = 2  # staff schedule changes of one bus at once: they yield to changes
 VERIFIES_AT_ONCE = 2  # verification reads of one bus at once (slow priority, background)
+FRESH_S = 10.0  # what the keeper read itself counts over the state's values this long
 Cause = Literal["change", "routine", "verify", "read"]
 _RANK: dict[Cause, int] = {"change": 3, "routine": 2, "read": 1, "verify": 0}
 
@@ -84,6 +86,7 @@ class LockKeeper:
         heads: Mapping[str, int],
         slot_verify_s: float,
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+        mono: Callable[[], float] = time.monotonic,
     ) -> None:
         """``heads``: each lock's last access-log entry read before the restart."""
         self._state = state
@@ -92,6 +95,7 @@ class LockKeeper:
         self._submit = submit
         self._slot_verify_s = slot_verify_s
         self._wall = wall
+        self._mono = mono
         self._bus: dict[RoomId, str] = {}
         self._followers: dict[DeviceRef, locksync.LogFollower] = {}
         for ref, info in state.layout.devices.items():
@@ -103,8 +107,11 @@ class LockKeeper:
         self._wanted: dict[str, dict[RoomId, Cause]] = {}
         self._wake: dict[str, asyncio.Event] = {}
         self._unsynced: set[RoomId] = set()  # rooms whose lock has our changes to apply
+        self._marks: dict[RoomId, int] = {}  # changes announced per room, so a job that
+        # ends marks the room in sync only if no change came after the one it planned for
         self._owed: set[RoomId] = set()  # rooms whose fresh read waits for their change
         self._unread: set[RoomId] = set()  # rooms to read before planning (a write cut short)
+        self._seen: dict[DeviceRef, dict[int, tuple[int | None, float]]] = {}  # own reads
 
     def want(
         self, room: RoomId, cause: Literal["change", "routine", "verify"], *, read_slots: bool
@@ -117,7 +124,7 @@ class LockKeeper:
             return
         wanted = self._wanted.setdefault(bus, {})
         if cause in ("change", "routine"):
-            self._unsynced.add(room)  # what we find different next is our own pending work
+            self._mark(room)  # what we find different next is our own pending work
         new: Cause = "read" if cause == "verify" and read_slots else cause
         # One reconciliation covers the whole lock: the most urgent wanted is what runs (a
         # change reads what it must; a read it supersedes is taken up after it if it
@@ -133,7 +140,17 @@ class LockKeeper:
         """An authorisation change of the room is being committed (the state holds it
         already): what its lock differs by until it is reconciled is ours, not drift."""
         if room in self._bus:
-            self._unsynced.add(room)
+            self._mark(room)
+
+    def _mark(self, room: RoomId) -> None:
+        self._unsynced.add(room)
+        self._marks[room] = self._marks.get(room, 0) + 1
+
+    def _synced(self, room: RoomId, mark: int) -> None:
+        """The lock holds what was authorised when ``mark`` was taken: in sync, unless a
+        change came since (that one is still our own pending work)."""
+        if self._marks.get(room, 0) == mark:
+            self._unsynced.discard(room)
 
     def read_log(self, device: DeviceRef) -> None:
         """A lock's log head changed: read its new entries (in the log-reader task)."""
@@ -217,12 +234,13 @@ class LockKeeper:
     async def _reconcile(self, room: RoomId, bus: str, cause: Cause, job: _Job) -> None:
         device = DeviceRef(room, "lock")
         points = self._state.points
+        mark = self._marks.get(room, 0)
         if not points.online(device):
             # Done when it answers (it is read and reconciled then). A lock that went
             # offline holds what may no longer be authorised: what it differs by then is
             # drift, repaired and reported. One not yet heard since start is merely pending.
             if points.known_offline(device):
-                self._unsynced.discard(room)
+                self._synced(room, mark)
             return
         # Slot verification is a slow read; only the read that an authorisation change
         # waits on goes at lock priority.
@@ -233,29 +251,35 @@ class LockKeeper:
         slots = await self._read_slots(device, bus, priority) if fresh else known
         if slots is None:
             return
+        mark = self._marks.get(room, 0)  # the plan is for what is authorised from here
+        ours = room in self._unsynced  # a difference found now is our own pending work
         plan = self._plan(room, slots)
-        if plan.writes and not fresh and room not in self._unsynced:
+        if plan.writes and not fresh and not ours:
             # Suspected drift, seen by polls that may straddle a change (32 slots are four
             # reads): confirm on one fresh read, so a repair is planned and reported once.
             slots = await self._read_slots(device, bus, priority)
             if slots is None:
                 return
+            mark = self._marks.get(room, 0)
+            ours = room in self._unsynced
             plan = self._plan(room, slots)
         if not plan.writes:
-            self._unsynced.discard(room)
+            self._synced(room, mark)
             return
         # Queued together, the writes go on the line back to back when it has a gap; they
         # are read back together after (one read for neighbouring slots, not one each).
         job.writing = True
-        failure = await self._write_slots(device, bus, plan.writes, _PRIORITY[cause])
+        # Whatever found them, slot writes go at lock priority: a lock that must change
+        # (a revocation, a repair, our own pending change) is never background work.
+        failure = await self._write_slots(device, bus, plan.writes, PollClass.LOCK)
         if failure is not None:
             log.info("slot_write_failed", device=str(device), error=failure)
             again: Literal["change", "routine", "verify"] = "verify" if cause == "read" else cause
             self.want(room, again, read_slots=cause == "read")
             return
         # Moving a kept token into its own region is housekeeping, not drift.
-        drift = room not in self._unsynced and (plan.added > 0 or plan.removed > 0)
-        self._unsynced.discard(room)
+        drift = not ours and (plan.added > 0 or plan.removed > 0)
+        self._synced(room, mark)
         if drift:
             self._submit(LockRepaired(room, device, plan.added, plan.removed, drift=True))
         log.info("lock_reconciled", device=str(device), added=plan.added, removed=plan.removed)
@@ -267,27 +291,50 @@ class LockKeeper:
         writes: Sequence[tuple[int, int]],
         priority: PollClass,
     ) -> str | None:
-        """Write the slots, then read them back in one go: None, or what went wrong."""
+        """Write the slots and read them back in one read: None, or what went wrong.
+
+        The read is queued with the writes, behind them (the bus owner takes requests of
+        one priority in order), so it costs no second wait for a gap on a busy line. Where
+        a bus runs several requests at once (Modbus TCP) the read may finish before a
+        write: then it is made again.
+        """
         write = self._writers[bus]
-        results = await asyncio.gather(
-            *(
-                write(device, "slot", value, index=index, priority=priority, verify=False)
-                for index, value in writes
-            ),
-            return_exceptions=True,
+        wants = [("slot", index) for index, _ in writes]
+        done: list[str] = []
+
+        def track(tag: str, fut: asyncio.Future[object]) -> asyncio.Future[object]:
+            fut.add_done_callback(lambda _: done.append(tag))
+            return fut
+
+        pending = [
+            track(
+                "w",
+                asyncio.ensure_future(
+                    write(device, "slot", v, index=i, priority=priority, verify=False)
+                ),
+            )
+            for i, v in writes
+        ]
+        reading = track(
+            "r", asyncio.ensure_future(self._readers[bus](device, wants, priority=priority))
         )
-        failed = [r for r in results if isinstance(r, BaseException)]
+        results = await asyncio.gather(*pending, reading, return_exceptions=True)
+        failed = [r for r in results[:-1] if isinstance(r, BaseException)]
         unexpected = [f for f in failed if not isinstance(f, BusError)]
         if unexpected:
             raise unexpected[0]
         if failed:
             return str(failed[0])
-        wants = [("slot", index) for index, _ in writes]
-        try:
-            values = await self._readers[bus](device, wants, priority=priority)
-        except BusError as exc:
-            return f"read back: {exc}"
-        wrong = [i for i, v in writes if _int_or_none(values.get(("slot", i))) != v]
+        values = results[-1]
+        if isinstance(values, BaseException) or done.index("r") < len(writes):
+            try:  # failed, or it overtook a write
+                values = await self._readers[bus](device, wants, priority=priority)
+            except BusError as exc:
+                return f"read back: {exc}"
+        assert isinstance(values, dict)
+        got = {i: _int_or_none(values.get(("slot", i))) for i, _ in writes}
+        self._saw(device, got)
+        wrong = [i for i, v in writes if got[i] != v]
         return f"slots {wrong} read back otherwise" if wrong else None
 
     async def _read_slots(
@@ -304,12 +351,28 @@ class LockKeeper:
         except BusError as exc:
             log.info("slot_read_failed", device=str(device), error=str(exc))
             return None
-        return [_int_or_none(values.get(want)) for want in wants]
+        slots = [_int_or_none(values.get(want)) for want in wants]
+        self._saw(device, dict(enumerate(slots)))
+        return slots
 
     def _known_slots(self, device: DeviceRef) -> list[int | None]:
-        """What the floor state knows of a lock's slots (None: never read)."""
+        """What is known of a lock's slots (None: never read): the floor state's values,
+        and over them what this keeper itself read in the last ``FRESH_S`` (the state
+        learns it through the inbox, a moment later: a plan must not miss our own writes)."""
         known = self._state.points.last_known
-        return [_int_or_none(known(device, "slot", i)) for i in range(SLOT_COUNT)]
+        slots = [_int_or_none(known(device, "slot", i)) for i in range(SLOT_COUNT)]
+        now = self._mono()
+        for i, (value, at) in self._seen.get(device, {}).items():
+            if now - at < FRESH_S:
+                slots[i] = value
+        return slots
+
+    def _saw(self, device: DeviceRef, values: Mapping[int, int | None]) -> None:
+        """Slot values this keeper just read (a fresh read, or a read-back)."""
+        seen = self._seen.setdefault(device, {})
+        now = self._mono()
+        for i, value in values.items():
+            seen[i] = (value, now)
 
     def _plan(self, room: RoomId, slots: list[int | None]) -> locksync.SlotPlan:
         """The writes that make these slots what is authorised now."""
@@ -347,8 +410,9 @@ class LockKeeper:
 
 
 _LIMITS = {"change": ROOMS_AT_ONCE, "routine": ROUTINE_AT_ONCE, "check": VERIFIES_AT_ONCE}
-# Changes and a schedule's routine work go at lock priority (routine work yields by being
-# few at a time and preempted); verification reads slowest of all.
+# The reads a reconciliation starts with: at lock priority for a change or a schedule's
+# routine work (routine work yields by being few at a time and preempted), slowest of all
+# for verification. Slot writes always go at lock priority.
 _PRIORITY: dict[Cause, PollClass] = {
     "change": PollClass.LOCK,
     "routine": PollClass.LOCK,
