@@ -110,7 +110,8 @@ class LockKeeper:
         self._marks: dict[RoomId, int] = {}  # changes announced per room, so a job that
         # ends marks the room in sync only if no change came after the one it planned for
         self._owed: set[RoomId] = set()  # rooms whose fresh read waits for their change
-        self._unread: set[RoomId] = set()  # rooms to read before planning (a write cut short)
+        # rooms whose slots a job cut short was writing: read them before planning
+        self._unread: dict[RoomId, list[int]] = {}
         self._seen: dict[DeviceRef, dict[int, tuple[int | None, float]]] = {}  # own reads
 
     def want(
@@ -217,7 +218,8 @@ class LockKeeper:
                         if running.cause in ("read", "verify"):
                             self._owed.add(room)  # what it had read is not to be trusted
                         if running.writing:
-                            self._unread.add(room)  # a write of it may have landed unseen
+                            # A write of it may have landed unseen: read those slots first.
+                            self._unread[room] = running.touching
                         del jobs[room]
                     lane = _lane(cause)
                     if sum(1 for j in jobs.values() if _lane(j.cause) == lane) >= _LIMITS[lane]:
@@ -245,9 +247,13 @@ class LockKeeper:
         # Slot verification is a slow read; only the read that an authorisation change
         # waits on goes at lock priority.
         priority = _PRIORITY[cause]
+        touched = self._unread.get(room)
+        if touched and cause != "read" and not await self._read_some(device, bus, touched):
+            self.want(room, "change" if cause == "change" else "verify", read_slots=False)
+            return
+        self._unread.pop(room, None)
         known = self._known_slots(device)
-        fresh = cause == "read" or None in known or room in self._unread
-        self._unread.discard(room)
+        fresh = cause == "read" or None in known
         slots = await self._read_slots(device, bus, priority) if fresh else known
         if slots is None:
             return
@@ -269,6 +275,7 @@ class LockKeeper:
         # Queued together, the writes go on the line back to back when it has a gap; they
         # are read back together after (one read for neighbouring slots, not one each).
         job.writing = True
+        job.touching = [i for i, _ in plan.writes]
         # Whatever found them, slot writes go at lock priority: a lock that must change
         # (a revocation, a repair, our own pending change) is never background work.
         failure = await self._write_slots(device, bus, plan.writes, PollClass.LOCK)
@@ -355,6 +362,17 @@ class LockKeeper:
         self._saw(device, dict(enumerate(slots)))
         return slots
 
+    async def _read_some(self, device: DeviceRef, bus: str, indices: Sequence[int]) -> bool:
+        """Read these slots now, at lock priority, into what is known (False on failure)."""
+        wants = [("slot", i) for i in indices]
+        try:
+            values = await self._readers[bus](device, wants, priority=PollClass.LOCK)
+        except BusError as exc:
+            log.info("slot_read_failed", device=str(device), error=str(exc))
+            return False
+        self._saw(device, {i: _int_or_none(values.get(("slot", i))) for i in indices})
+        return True
+
     def _known_slots(self, device: DeviceRef) -> list[int | None]:
         """What is known of a lock's slots (None: never read): the floor state's values,
         and over them what this keeper itself read in the last ``FRESH_S`` (the state
@@ -439,7 +457,8 @@ class _Job:
     """One room's reconciliation in progress: why, and whether it has begun writing."""
 
     cause: Cause
-    writing: bool = False  # past its reads: no longer preempted (writes are short)
+    writing: bool = False  # past its reads: only a change preempts it now
+    touching: list[int] = field(default_factory=list)  # the slots it writes
     task: asyncio.Task[None] = field(init=False)
 
 
