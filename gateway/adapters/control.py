@@ -363,6 +363,12 @@ class ControlServer:
                         return EventLog(tuple(rows)).to_json()
                     case "energy":
                         return (await view.energy(args.room, args.days)).to_json()
+                    case "locks":
+                        return view.locks().to_json()
+                    case "audit":
+                        return (await view.audit_log(args.since, args.limit)).to_json()
+                    case "audit.verify":
+                        return (await view.audit_verify()).to_json()
                     case _:  # "outbox"
                         return (await view.outbox()).to_json()
         except KeyError as exc:
@@ -493,6 +499,13 @@ class _EnergyArgs(_Args):
     days: Annotated[int, Field(ge=1, le=400)] = 7
 
 
+class _AuditArgs(_Args):
+    since: (
+        Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")] | None
+    ) = None
+    limit: Annotated[int, Field(ge=1, le=MAX_EVENTS)] = 50
+
+
 _ARGS: dict[str, type[_Args]] = {
     "status": _NoArgs,
     "floor": _NoArgs,
@@ -506,6 +519,9 @@ _ARGS: dict[str, type[_Args]] = {
     "outbox": _NoArgs,
     "scan": _ScanArgs,
     "energy": _EnergyArgs,
+    "locks": _NoArgs,
+    "audit": _AuditArgs,
+    "audit.verify": _NoArgs,
 }
 assert set(_ARGS) == COMMANDS
 

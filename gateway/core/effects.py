@@ -22,6 +22,7 @@ from drivers.profile import PollClass
 if TYPE_CHECKING:
     from gateway.core.alarms import Alarm
     from gateway.core.authz import Stay
+    from gateway.core.staff import Lockdown, StaffKey
 
 __all__ = [
     "Action",
@@ -39,8 +40,10 @@ __all__ = [
     "SaveAlarm",
     "SaveCounter",
     "SaveLedger",
+    "SaveLockdown",
     "SaveLogHead",
     "SaveRoomStatus",
+    "SaveStaffKey",
     "SaveStay",
     "SetPanelLamp",
     "WritePoint",
@@ -82,6 +85,23 @@ class SaveStay:
     """Persist this stay (and replace its stored tokens)."""
 
     stay: Stay
+
+
+@dataclass(frozen=True, slots=True)
+class SaveStaffKey:
+    """Persist a staff key added by command, or its revocation (``key`` None; the hashes of
+    the tokens revoked under its id, so a floor-file key of that id stays revoked)."""
+
+    key_id: str
+    key: StaffKey | None
+    revoked: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SaveLockdown:
+    """Persist the floor's lockdown (on or off): it survives restarts and power loss."""
+
+    lockdown: Lockdown
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,12 +193,13 @@ class ReconcileLock:
     """Bring the room's lock slots to what is authorised now.
 
     ``change``: the authorisation changed (what differs is our own pending work);
-    ``verify``: compare with what is known (what differs is drift, repaired and reported).
-    ``read_slots``: read every slot first.
+    ``routine``: the same, from a staff schedule turning (nobody waits on it: it yields to
+    changes); ``verify``: compare with what is known (what differs is drift, repaired and
+    reported). ``read_slots``: read every slot first.
     """
 
     room: RoomId
-    cause: Literal["change", "verify"]
+    cause: Literal["change", "routine", "verify"]
     read_slots: bool = False
 
 
@@ -211,6 +232,11 @@ Persisted = (
     | MarkWelcomed
     | SaveRoomStatus
     | SaveLedger
+    | SaveStaffKey
+    | SaveLockdown
+    | SaveCounter
+    | SaveLogHead
+    | MarkWelcomed
     | RecordCommand
 )
 """Written in the decision's transaction."""
@@ -231,6 +257,8 @@ def split(effects: Iterable[Effect]) -> tuple[list[Persisted], list[Action]]:
                 | Audit()
                 | SaveAlarm()
                 | SaveStay()
+                | SaveStaffKey()
+                | SaveLockdown()
                 | SaveCounter()
                 | SaveLogHead()
                 | MarkWelcomed()

@@ -72,6 +72,7 @@ class RunCommand:
     id: str
     type: str
     body: BaseModel
+    operator: str | None = None  # who signed it; None: the floor's HMAC key
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,7 @@ class CommandRefused:
     code: str
     message: str
     recorded: bool  # passed the signature and freshness checks: counts as executed
+    by: str | None = None  # the operator who signed it, when the signature was good
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,9 @@ __all__ = [
     "AlarmRow",
     "AlarmTable",
     "AlarmUpdate",
+    "AuditCheck",
+    "AuditLog",
+    "AuditRow",
     "BusHealth",
     "DeviceRow",
     "DeviceTable",
@@ -40,6 +43,8 @@ __all__ = [
     "EventRow",
     "FloorMap",
     "FloorView",
+    "LockRow",
+    "LockTable",
     "MqttLink",
     "OutboxInfo",
     "Result",
@@ -55,7 +60,20 @@ __all__ = [
 PROTOCOL_VERSION = 1
 MAX_REQUEST_BYTES = 16 * 1024  # a request is a command name and a few short arguments
 READ_COMMANDS = frozenset(
-    {"status", "floor", "rooms", "room", "devices", "alarms", "events", "outbox", "energy"}
+    {
+        "status",
+        "floor",
+        "rooms",
+        "room",
+        "devices",
+        "alarms",
+        "events",
+        "outbox",
+        "energy",
+        "locks",
+        "audit",
+        "audit.verify",
+    }
 )
 # Requests that change something (or load a bus): admin group, audited.
 CHANGING_COMMANDS = frozenset({"alarms.ack", "alarms.resolve", "scan"})
@@ -344,6 +362,65 @@ class EventLog(_Json):
 
 
 @dataclass(frozen=True, slots=True)
+class LockRow(_Json):
+    """One lock: its slots by kind, pending work, staff keys left out, battery, lockdown."""
+
+    room: str
+    online: bool
+    guest: int  # slots holding a guest's token now (as last read)
+    staff: int  # staff slots holding a staff key now (as last read)
+    free: int  # empty slots
+    pending: int  # slots still to be written (offline, or not yet done)
+    staff_keys: tuple[str, ...]  # key ids due in this lock now
+    overflow: tuple[str, ...]  # key ids due here that its staff slots cannot hold
+    battery: int | None  # percent; None when unknown or stale
+    battery_level: str | None  # ok | low | critical
+    battery_stale: bool  # not read for 24 h (or not since the daemon started)
+
+
+@dataclass(frozen=True, slots=True)
+class LockTable(_Json):
+    """``floorctl locks``: every lock, the staff slots, and whether the floor is in lockdown."""
+
+    locks: tuple[LockRow, ...]
+    staff_slots: int
+    lockdown: bool
+    lockdown_by: str | None = None
+    lockdown_since: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow(_Json):
+    """One audit row: who did what, and its place in the hash chain."""
+
+    seq: int
+    ts: str
+    actor: str
+    action: str
+    room: str | None
+    detail: Mapping[str, Any]
+    hash: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditLog(_Json):
+    """``floorctl audit``: audit rows in sequence order."""
+
+    rows: tuple[AuditRow, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditCheck(_Json):
+    """``floorctl audit verify``: the whole chain checked; the first row that does not match."""
+
+    ok: bool
+    rows: int
+    unchained: int  # rows from before the chain existed (not checked)
+    first_bad: int | None  # sequence number of the first row that does not match
+    problem: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class ScanResult(_Json):
     """``floorctl scan BUS``: the unit ids that answered, of ``probed`` tried."""
 
@@ -364,6 +441,9 @@ Result = (
     | OutboxInfo
     | ScanResult
     | EnergyLedger
+    | LockTable
+    | AuditLog
+    | AuditCheck
 )
 
 
@@ -429,6 +509,18 @@ class FloorView(Protocol):
 
     async def scan(self, bus: str, progress: Callable[[ScanProgress], None]) -> list[ScanHit]:
         """Probe unit ids 1-247 on ``bus`` between normal work; KeyError for an unknown bus."""
+        ...
+
+    def locks(self) -> LockTable:
+        """Every lock's slots, staff keys, pending writes and battery."""
+        ...
+
+    async def audit_log(self, since: str | None, limit: int) -> AuditLog:
+        """The last ``limit`` audit rows (at or after ``since``, RFC 3339, if given)."""
+        ...
+
+    async def audit_verify(self) -> AuditCheck:
+        """Check the audit log's whole hash chain."""
         ...
 
 
