@@ -148,9 +148,10 @@ async def running(
     edit: Callable[[dict[str, Any]], None] | None = None,
     *,
     sim_options: dict[str, Any] | None = None,
+    client_id: str = "central",
 ) -> AsyncIterator[Floor]:
-    """floorsim (``sim_options``: more FloorSim arguments), a central collector and
-    floorgated, until the block ends."""
+    """floorsim (``sim_options``: more FloorSim arguments), a central collector
+    (``client_id``) and floorgated, until the block ends."""
     modbus_port = free_port()
     path = floor_file(run_dir, broker, modbus_port, policy=policy, escalation=escalation, edit=edit)
     config, _ = load_floor(path)
@@ -158,7 +159,7 @@ async def running(
     async with (
         FloorSim(config, tcp_ports={"lan": modbus_port}, **(sim_options or {})) as sim,
         central.Central(
-            HOST, broker.port, client_id="central", keys={config.gateway.id: key},
+            HOST, broker.port, client_id=client_id, keys={config.gateway.id: key},
             roots=[config.mqtt.root], reconnect_max_s=0.5,
         ) as hotel,
     ):  # fmt: skip
