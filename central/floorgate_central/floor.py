@@ -163,6 +163,8 @@ class Floor:
         self._alarms: dict[str, Alarm] = {}
         self._seq = Sequencer(hold=gaps.enabled, last_seq=last_seq)
         self._lost: list[SeqRange] = []
+        self.replays = 0
+        """Replay requests sent to fill gaps (a figure for monitoring)."""
         self._abandoned: list[SeqRange] = []
         self._filling: asyncio.Task[None] | None = None
         self._hold_timer: asyncio.TimerHandle | None = None
@@ -408,6 +410,7 @@ class Floor:
                 for gap in asked:
                     for first in range(gap.first, gap.last + 1, REPLAY_MAX):
                         last = min(gap.last, first + REPLAY_MAX - 1)
+                        self.replays += 1
                         reply = await self.replay(first, last)
                         self._gone(reply.result.get("missing"))
             except (CommandError, NoKey) as exc:
