@@ -11,11 +11,13 @@ import json
 from typing import Any
 
 import aiomqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
 import floorgate_central as fc
 from floorgate_central.client import Central
+from gateway.core import commands as gw
 from tests.test_central import EXAMPLE_KEY, ROOT, FakeBroker, examples, ok
 from tests.waiting import until
 
@@ -255,3 +257,23 @@ def test_a_shared_group_shares_only_the_event_streams() -> None:
     assert "$share/g/hotel/+/+/events" in topics
     assert "$share/g/hotel/+/+/replay" in topics
     assert "hotel/+/+/rooms/+/state" in topics  # retained: never through $share
+
+
+# -- operator signatures (Ed25519), both ways ------------------------------------------------
+
+
+def test_an_operators_replay_passes_the_gateways_check_and_a_forgery_does_not() -> None:
+    private = Ed25519PrivateKey.generate()
+    public = private.public_key().public_bytes_raw()
+    roles = frozenset({"front_desk"})
+    creds = gw.Credentials(EXAMPLE_KEY, {"desk-7": gw.Operator("desk-7", (public,), roles)})
+    env = fc.envelope("replay", {"from_seq": 1, "to_seq": 9}, fc.Operator("desk-7", private))
+    verdict = gw.authenticate(json.dumps(env).encode(), creds)
+    assert isinstance(verdict, gw.Authenticated)
+    assert verdict.operator == "desk-7"
+    forged = {**env, "body": {"from_seq": 1, "to_seq": 10}}
+    assert isinstance(gw.authenticate(json.dumps(forged).encode(), creds), gw.Refused)
+    stranger = fc.envelope(
+        "replay", {"from_seq": 1}, fc.Operator("desk-7", Ed25519PrivateKey.generate())
+    )
+    assert isinstance(gw.authenticate(json.dumps(stranger).encode(), creds), gw.Refused)
