@@ -43,11 +43,15 @@ SPEC_EVENT_TYPES = {
     "alarm.escalated", "alarm.acknowledged", "alarm.resolved", "device.offline",
     "device.online", "device.fault", "callpanel.offline", "callpanel.online", "lock.tamper",
     "room.dnd", "room.mur", "room.keycard", "room.window", "command.rejected",
+    # v2 "Events, v2"
+    "config.applied", "config.rolled_back", "config.refused",
 }  # fmt: skip
 # mqtt.md "Commands": the command types of its table.
 SPEC_COMMAND_TYPES = {
     "checkin", "checkout", "extend", "add_token", "revoke_token", "set_climate",
     "set_lights", "unlock", "ack_alarm", "resolve_alarm", "resync",
+    # v2 "Commands, v2"
+    "apply_config",
 }  # fmt: skip
 
 # AsyncAPI 3.0.0: the fixed fields of each object used here (required ones listed apart).

@@ -20,6 +20,7 @@ from gateway.core.alarms import Alarm, AlarmKind, AlarmState
 from gateway.core.authz import Stay
 from gateway.core.decide import Decision
 from gateway.core.inputs import AlarmAction, AuditAction, Input, Lifecycle, Tick
+from gateway.core.remote_config import ConfigRecord
 from gateway.engine import engine as engine_module
 from gateway.engine.commands import CommandProcessor
 from gateway.engine.engine import Inbox
@@ -50,6 +51,8 @@ def one_of_each() -> list[fx.Effect]:
         fx.ReadAccessLog(LOCK),
         fx.DeviceBack(LOCK),
         fx.Republish(),
+        fx.SaveConfig(ConfigRecord(active="ab" * 32), ("ab" * 32, "[gateway]\n"), None),
+        fx.Restart("test"),
     ]
 
 
@@ -68,6 +71,7 @@ def _stored(conn: sqlite3.Connection) -> dict[str, Any]:
         "head": one("SELECT head FROM lock_log_heads"),
         "welcomed": one("SELECT value FROM point_values WHERE point = 'welcomed'"),
         "command": one("SELECT id FROM commands"),
+        "config": one("SELECT sha256 FROM config_files"),
     }
 
 
@@ -95,6 +99,7 @@ async def test_every_effect_is_persisted_or_carried_out(
             "head": (12,),
             "welcomed": ('"S-1"',),
             "command": ("c-9",),
+            "config": ("ab" * 32,),
         }
         assert [(str(w.device), w.point) for w in h.actuators.writes] == [
             ("1201/rio", "light_main")
@@ -105,6 +110,7 @@ async def test_every_effect_is_persisted_or_carried_out(
         assert h.locks.wanted == [("1203", "change", False)]
         assert h.locks.logs == [LOCK]
         assert h.actuators.resent == [LOCK]
+        assert h.restarts == ["test"]
 
 
 class RecordingInbox(Inbox):

@@ -195,7 +195,7 @@ def test_resync_body_is_empty() -> None:
 def test_every_command_type_of_the_spec_has_a_body() -> None:
     assert set(COMMAND_BODIES) == {
         "checkin", "checkout", "extend", "add_token", "revoke_token", "set_climate",
-        "set_lights", "unlock", "ack_alarm", "resolve_alarm", "resync",
+        "set_lights", "unlock", "ack_alarm", "resolve_alarm", "resync", "apply_config",
     }  # fmt: skip
 
 

@@ -13,7 +13,7 @@ Also here: the floor restored at start, the room state document, what goes out f
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import assert_never
 
@@ -40,6 +40,7 @@ from gateway.core.inputs import (
     AuditAction,
     ClockJumped,
     CommandRefused,
+    ConfigVerdict,
     Input,
     Lifecycle,
     LinkChanged,
@@ -52,6 +53,7 @@ from gateway.core.kinds import ARRAYS, KINDS
 from gateway.core.kinds.base import DeviceKind, Observed, Values
 from gateway.core.locksync import access_event, int_to_token
 from gateway.core.points import PointTable
+from gateway.core.remote_config import ConfigRecord, verdict_effects
 from gateway.core.state import Effects, FloorState, Layout
 from gateway.model.messages import Reply, ReplyError
 from gateway.model.time import format_ts
@@ -87,6 +89,7 @@ class Stored:
     stays: list[Stay]
     alarms: list[Alarm]
     welcomed: Mapping[str, str]  # room -> stay whose welcome scene ran
+    config: ConfigRecord = field(default_factory=ConfigRecord)  # gateway.core.remote_config
 
 
 def restore(
@@ -114,6 +117,7 @@ def restore(
         alarms=alarms,
         welcomed={RoomId(r): s for r, s in stored.welcomed.items()},
         kinds={role: k.new_state() for role, k in registry.items()},
+        config=stored.config,
     )
     effects = expand(floor, [*alarm_effects, *boundary])
     effects += [
@@ -175,6 +179,12 @@ def decide(floor: FloorState, item: Input, now: datetime) -> Decision:
             return Decision(_access_log(floor, item))
         case Lifecycle(event=event, data=data):
             return Decision([Emit(event, None, data)])
+        case ConfigVerdict(sha256=sha, problems=problems):
+            verdict = verdict_effects(floor.config, sha, problems)
+            if verdict is None:
+                return Decision([])
+            floor.config, told = verdict
+            return Decision(told)
         case _:
             assert_never(item)
 
@@ -323,7 +333,8 @@ def _command(floor: FloorState, cmd: RunCommand, now: datetime) -> Decision:
     if isinstance(done, handlers.Refused):
         reply = _error_reply(cmd.id, done.code, done.message)
         rejected = Emit("command.rejected", None, {"id": cmd.id, "code": done.code})
-        return Decision([rejected, RecordCommand(cmd.id, now, reply)], reply)
+        also = expand(floor, done.also)
+        return Decision([rejected, *also, RecordCommand(cmd.id, now, reply)], reply)
     effects = expand(floor, done.intents)
     result = done.result
     if result is None:

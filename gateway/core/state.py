@@ -18,6 +18,7 @@ from gateway.core.alarms import AlarmLayout, Alarms
 from gateway.core.authz import Authz
 from gateway.core.effects import Effect, WritePoint
 from gateway.core.points import PointTable
+from gateway.core.remote_config import ConfigRecord
 
 if TYPE_CHECKING:
     from gateway.core.kinds.base import DeviceKind, RoomChange
@@ -102,6 +103,7 @@ class FloorState:
     kinds: dict[str, object]  # each kind's own state, by role
     link_up: bool = False
     dirty_rooms: set[RoomId] = field(default_factory=set)  # room states to publish again
+    config: ConfigRecord = field(default_factory=ConfigRecord)  # remote configuration
 
     def room_ids(self) -> list[RoomId]:
         """Every room, in floor-file order."""

@@ -33,12 +33,15 @@ from gateway.core import commands as checks
 from gateway.core.decide import Outcome
 from gateway.core.handlers import HANDLERS
 from gateway.core.inputs import CommandRefused, Input, RunCommand
+from gateway.core.remote_config import Proposal
 from gateway.model.errors import StoreError
 from gateway.model.messages import COMMAND_BODIES, ErrorCode, Reply, ReplyError, dumps
 
-__all__ = ["CommandProcessor"]
+__all__ = ["CommandProcessor", "Preparer"]
 
 log = structlog.get_logger(__name__)
+
+Preparer = Callable[[BaseModel], Awaitable[BaseModel | Proposal]]
 
 
 class CommandProcessor:
@@ -53,21 +56,33 @@ class CommandProcessor:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rooms: Collection[str] | None = None,
         bodies: Mapping[str, type[BaseModel]] | None = None,
+        prepare: Mapping[str, Preparer] | None = None,
     ) -> None:
         """``submit``: the engine's inbox; ``rooms``: for ``unknown_room`` before the handler;
-        ``bodies``: the command types served (default: every type with a handler)."""
+        ``bodies``: the command types served (default: every type with a handler);
+        ``prepare``: per type, what turns a valid body into what its handler decides on
+        (``apply_config``: the file checked as --check does, which needs I/O)."""
         self._store = store
         self._key = key
         self._submit = submit
         self._clock = clock
         self._rooms = frozenset(rooms) if rooms is not None else None
         self._bodies = dict(bodies) if bodies is not None else _served()
+        self._prepare = dict(prepare or {})
         self._lock = asyncio.Lock()
+        self._counts: dict[tuple[str, str], int] = {}
 
     @property
     def types(self) -> Mapping[str, type[BaseModel]]:
         """The served command types and their body models."""
         return dict(self._bodies)
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """Commands handled since the start by (type, result): ``ok`` or the refusal code.
+
+        A type the gateway does not serve counts as ``other`` (bounded label values).
+        """
+        return dict(self._counts)
 
     async def handle(self, payload: bytes) -> bytes | None:
         """Check and run one command; return the reply payload, or None if no id is readable."""
@@ -78,7 +93,7 @@ class CommandProcessor:
                 log.warning("command_unreadable", reason=verdict.reason, size=len(payload))
                 return None
             if isinstance(verdict, checks.Refused):
-                return await self._refuse(verdict)
+                return await self._refuse(verdict, None)
             since = now - checks.REPLAY_WINDOW
             try:
                 original = await self._store.read(
@@ -92,17 +107,31 @@ class CommandProcessor:
                 return _as_duplicate(original)
             admitted = checks.admit(verdict, now, self._bodies, self._rooms)
             if isinstance(admitted, checks.Refused):
-                return await self._refuse(admitted)
-            reply = await self._run(
-                RunCommand(admitted.id, admitted.type, admitted.body), admitted.id
-            )
+                return await self._refuse(admitted, verdict.type)
+            body: BaseModel | Proposal = admitted.body
+            if (prepare := self._prepare.get(admitted.type)) is not None:
+                body = await prepare(admitted.body)
+            reply = await self._run(RunCommand(admitted.id, admitted.type, body), admitted.id)
+            self._count(admitted.type, reply)
             log.info("command_executed", id=admitted.id, type=admitted.type)
             return reply
 
-    async def _refuse(self, refusal: checks.Refused) -> bytes:
+    async def _refuse(self, refusal: checks.Refused, type_: object) -> bytes:
         log.info("command_refused", id=refusal.id, code=refusal.code, detail=refusal.message)
         item = CommandRefused(refusal.id, refusal.code, refusal.message, refusal.recorded)
-        return await self._run(item, refusal.id)
+        reply = await self._run(item, refusal.id)
+        self._count(type_, reply)
+        return reply
+
+    def _count(self, type_: object, reply: bytes) -> None:
+        label = type_ if isinstance(type_, str) and type_ in self._bodies else "other"
+        try:
+            doc = json.loads(reply)
+            result = "ok" if doc.get("ok") else str(doc["error"]["code"])
+        except (ValueError, KeyError, TypeError):
+            result = "internal"
+        key = (label, result)
+        self._counts[key] = self._counts.get(key, 0) + 1
 
     async def _run(self, item: Input, command_id: str) -> bytes:
         try:
