@@ -129,10 +129,14 @@ class Uplink:
         backoff: Backoff | None = None,
         beat: Callable[[], None] | None = None,
         coalesce_s: float = 0.2,
+        health: Callable[[], dict[str, object]] | None = None,
+        on_delivered: Callable[[StoredEvent], None] = lambda event: None,
     ) -> None:
         """``current_state()``: (subtopic, payload) of every open alarm, then every room;
         ``retained``: the retained changes to publish; ``outbox``: rung when events were
-        committed; ``on_link``: told when the link goes up or down."""
+        committed; ``on_link``: told when the link goes up or down; ``health()``: the
+        status's ``health`` field (the status is published again when its level or
+        reasons change); ``on_delivered``: told of each event the broker acknowledged."""
         self._mqtt = config.mqtt
         self._gateway_id = config.gateway.id
         self._store = store
@@ -148,7 +152,10 @@ class Uplink:
         self._topic_reply = f"{root}/reply"
         self._root = root
         status = {"gateway": self._gateway_id, "version": version, "started_at": started_at}
-        self._online = Status.model_validate({**status, "online": True}).to_json()
+        self._status = status
+        self._health = health
+        self._on_delivered = on_delivered
+        self._told_health: tuple[object, ...] | None = None
         self._offline = Status.model_validate({**status, "online": False}).to_json()
         self._retained = retained
         self._outbox_wake = outbox.listener()
@@ -325,7 +332,7 @@ class Uplink:
             tls=self._mqtt.tls_ca_file is not None or self._mqtt.tls_cert_file is not None,
             connects=self._connects,
         )
-        await client.publish(self._topic_status, self._online, qos=1, retain=True)
+        await client.publish(self._topic_status, dumps(self._online()), qos=1, retain=True)
         await client.subscribe(self._topic_cmd, qos=1)
         self._retained.take_resync()  # everything goes out now anyway
         started = time.monotonic()
@@ -397,7 +404,8 @@ class Uplink:
             retained.wake.clear()
             if retained.take_resync():
                 log.info("mqtt_resync")
-                await client.publish(self._topic_status, self._online, qos=1, retain=True)
+                online = dumps(self._online())
+                await client.publish(self._topic_status, online, qos=1, retain=True)
                 await self._publish_state(client)
             else:
                 await self._publish_retained(client, list(retained.take().items()))
@@ -446,6 +454,7 @@ class Uplink:
             window.release()
         self._acked.append(event.seq)
         self._ack_wake.set()
+        self._on_delivered(event)
 
     def _envelope(self, event: StoredEvent) -> bytes:
         data: dict[str, object] = {
@@ -481,10 +490,27 @@ class Uplink:
                 now = datetime.now(UTC)
                 await self._store.write(functools.partial(schema.mark_delivered, seqs=seqs, ts=now))
 
+    def _online(self) -> dict[str, object]:
+        """The online status now, with the floor's health; remembers what it told."""
+        doc: dict[str, object] = {**self._status, "online": True}
+        if self._health is not None:
+            health = self._health()
+            doc["health"] = health
+            self._told_health = _health_key(health)
+        return Status.model_validate(doc).to_dict()
+
+    def _health_moved(self) -> None:
+        """Publish the status again when the health's level or reasons changed."""
+        if self._health is None or not self._link.up or self._told_health is None:
+            return
+        if _health_key(self._health()) != self._told_health:
+            self._retained.set("status", self._online())
+
     async def _housekeeping(self) -> None:
         next_purge = time.monotonic()
         while True:
             self._beat()
+            self._health_moved()
             purge = time.monotonic() >= next_purge
             if purge:
                 next_purge = time.monotonic() + PURGE_EVERY_S
@@ -525,6 +551,13 @@ async def _publish_window(
         for topic, payload in messages:
             await slots.acquire()
             tg.create_task(one(topic, payload))
+
+
+def _health_key(health: dict[str, object]) -> tuple[object, ...]:
+    """What makes a health different enough to publish the status again: level and codes."""
+    reasons = health.get("reasons")
+    listed = reasons if isinstance(reasons, list) else []
+    return (health.get("level"), *(r.get("code") for r in listed if isinstance(r, dict)))
 
 
 def _outbox_figures(conn: sqlite3.Connection) -> tuple[int, str | None, int]:

@@ -21,10 +21,13 @@ from gateway.model.views import (
     PROTOCOL_VERSION,
     AlarmTable,
     AlarmUpdate,
+    ConfigHistory,
+    ConfigView,
     DeviceTable,
     EventLog,
     EventRow,
     FloorMap,
+    HealthView,
     OutboxInfo,
     RoomDetail,
     RoomTable,
@@ -118,6 +121,18 @@ class Client:
     def outbox(self) -> OutboxInfo:
         """``floorctl outbox``."""
         return self._typed(OutboxInfo, "outbox")
+
+    def health(self) -> HealthView:
+        """``floorctl health``."""
+        return self._typed(HealthView, "health")
+
+    def config_show(self) -> ConfigView:
+        """``floorctl config show``."""
+        return self._typed(ConfigView, "config.show")
+
+    def config_history(self, limit: int) -> ConfigHistory:
+        """``floorctl config history``."""
+        return self._typed(ConfigHistory, "config.history", {"limit": limit})
 
     def scan(self, bus: str, on_progress: Callable[[ScanProgress], None]) -> ScanResult:
         """``floorctl scan BUS``, reporting progress as it comes."""

@@ -18,7 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gateway.cli.discovery import ENV_CONFIG, FloorFileError, SocketChoice
+from gateway.cli.results import Output
 from gateway.model.errors import DaemonUnreachableError, ViewRefused
+from gateway.model.views import HealthView
 
 __all__ = [
     "EX_ERROR",
@@ -28,6 +30,7 @@ __all__ = [
     "EX_USAGE",
     "Failure",
     "failure",
+    "of_output",
 ]
 
 EX_OK = 0
@@ -59,6 +62,13 @@ def failure(
             return Failure(EX_USAGE, [str(exc)])
         case KeyboardInterrupt():
             return Failure(EX_INTERRUPTED, [])
+
+
+def of_output(output: Output) -> Failure:
+    """How floorctl ends after printing ``output``: 0, or 1 for a floor not healthy."""
+    if isinstance(output, HealthView) and output.level != "ok":
+        return Failure(EX_ERROR, [])
+    return Failure(EX_OK, [])
 
 
 def _unreachable(why: str, socket: SocketChoice | None) -> list[str]:

@@ -18,9 +18,11 @@ from rich.console import Console
 from gateway.cli import (
     alarms,
     completion,
+    config,
     devices,
     events,
     exits,
+    health,
     outbox,
     render,
     rooms,
@@ -29,13 +31,13 @@ from gateway.cli import (
 )
 from gateway.cli.common import Context, Parser
 from gateway.cli.discovery import ENV_CONFIG, FloorFileError
-from gateway.cli.exits import EX_OK, EX_USAGE
+from gateway.cli.exits import EX_USAGE
 from gateway.model.errors import DaemonUnreachableError, ViewRefused
 
 __all__ = ["GROUPS", "build_parser", "main"]
 
 # In the order `floorctl --help` lists them.
-GROUPS = (status, rooms, devices, alarms, events, outbox, scan, completion)
+GROUPS = (status, health, rooms, devices, alarms, events, outbox, config, scan, completion)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -56,13 +58,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         err=Console(stderr=True, markup=False, highlight=False, emoji=False),
     )
     try:
-        render.show(args.handler(ctx, args), as_json=args.json, out=ctx.out, err=ctx.err)
+        output = args.handler(ctx, args)
+        render.show(output, as_json=args.json, out=ctx.out, err=ctx.err)
     except (ViewRefused, DaemonUnreachableError, FloorFileError, KeyboardInterrupt) as exc:
         end = exits.failure(exc, ctx.socket)
-        for line in end.lines:
-            print(f"floorctl: {line}", file=sys.stderr)
-        return end.code
-    return EX_OK
+    else:
+        end = exits.of_output(output)
+    for line in end.lines:
+        print(f"floorctl: {line}", file=sys.stderr)
+    return end.code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,13 +99,15 @@ scanning a bus need 'floorgate-admin' (or root). Changes are audited with your u
 
 _EPILOG = f"""\
 examples:
-  floorctl status                     is the gateway healthy? MQTT, outbox, buses
+  floorctl status                     the gateway at a glance: MQTT, outbox, buses
+  floorctl health                     ok, degraded or failed, and why (exit 1 unless ok)
   floorctl floor                      every room at a glance (see its legend)
   floorctl room 1203                  everything about room 1203
   floorctl alarms                     open alarms, oldest first
   floorctl alarms ack 5d0c --by ana   acknowledge the alarm whose id starts 5d0c
   floorctl events --room 1203 -f      follow room 1203's events (Ctrl-C stops)
   floorctl scan rs485-a               which unit ids answer on bus rs485-a
+  floorctl config history             remote configuration: applied, rolled back, refused
   floorctl --json devices | jq .      any subcommand, as JSON for scripts
   floorctl completion bash > /etc/bash_completion.d/floorctl
 

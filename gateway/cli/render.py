@@ -28,6 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressC
 from rich.table import Table
 from rich.text import Text
 
+from gateway.cli import render_fleet
 from gateway.cli.alarm_ids import short_ids
 from gateway.cli.floormap import LEGEND, FloorMapRenderable, floor_map, room_flags
 from gateway.cli.results import EventStream, Notice, Output, Script
@@ -35,11 +36,14 @@ from gateway.model.views import (
     AlarmRow,
     AlarmTable,
     AlarmUpdate,
+    ConfigHistory,
+    ConfigView,
     DeviceRow,
     DeviceTable,
     EventLog,
     EventRow,
     FloorMap,
+    HealthView,
     OutboxInfo,
     Result,
     RoomDetail,
@@ -162,6 +166,12 @@ def _renderable(result: Result) -> RenderableType:
             return _outbox(result)
         case ScanResult():
             return _scan(result)
+        case HealthView():
+            return render_fleet.health_view(result)
+        case ConfigView():
+            return render_fleet.config_view(result)
+        case ConfigHistory():
+            return render_fleet.config_history(result)
 
 
 def _status(s: Status) -> RenderableType:

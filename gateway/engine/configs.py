@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from pydantic import BaseModel
 
 from gateway.adapters import config_store
 from gateway.adapters.store import Store
@@ -115,6 +116,12 @@ class ConfigKeeper:
     def initial_effects(self) -> list[Effect]:
         """What this start tells once the engine runs (events, audit rows, history)."""
         return boot_effects(self.boot)
+
+    async def prepare(self, body: BaseModel) -> Proposal:
+        """The command pipeline's preparer of ``apply_config`` (see ``propose``)."""
+        if not isinstance(body, ApplyConfigBody):
+            raise TypeError(f"apply_config prepares an ApplyConfigBody, not {type(body)}")
+        return await self.propose(body)
 
     async def propose(self, body: ApplyConfigBody, by: str = "central") -> Proposal:
         """Check an apply_config body as --check would, and against what may not change."""

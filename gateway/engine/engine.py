@@ -64,6 +64,7 @@ from gateway.core.effects import (
     WritePoint,
     split,
 )
+from gateway.core.figures import FloorFigures, floor_figures
 from gateway.core.inputs import ClockJumped, Input, RunCommand, Tick
 from gateway.core.state import FloorState
 from gateway.engine.actuators import Actuators
@@ -171,6 +172,10 @@ class Engine:
     def current_state(self) -> list[tuple[str, dict[str, object] | None]]:
         """Every open alarm, then every room state (what goes out first on a connect)."""
         return current_state(self.state, self._wall())
+
+    def figures(self) -> FloorFigures:
+        """The floor state in figures, now (metrics and health read them)."""
+        return floor_figures(self.state, self._wall())
 
     @property
     def clock_jump(self) -> tuple[float, float] | None:

@@ -110,6 +110,13 @@ class LockKeeper:
             wanted[room] = "read" if read_slots else cause
         self._wake.setdefault(bus, asyncio.Event()).set()
 
+    def pending_slots(self) -> int:
+        """Slot writes still to make: tokens to add or remove on locks with our changes."""
+        return sum(
+            len(self._desired(room) ^ self._synced.get(room, frozenset()))
+            for room in self._unsynced
+        )
+
     def read_log(self, device: DeviceRef) -> None:
         """A lock's log head changed: read its new entries (in the log-reader task)."""
         self._log_reads.put_nowait(device)

@@ -32,12 +32,17 @@ __all__ = [
     "AlarmTable",
     "AlarmUpdate",
     "BusHealth",
+    "ConfigHistory",
+    "ConfigHistoryRow",
+    "ConfigView",
     "DeviceRow",
     "DeviceTable",
     "EventLog",
     "EventRow",
     "FloorMap",
     "FloorView",
+    "HealthReasonRow",
+    "HealthView",
     "MqttLink",
     "OutboxInfo",
     "Result",
@@ -53,7 +58,19 @@ __all__ = [
 PROTOCOL_VERSION = 1
 MAX_REQUEST_BYTES = 16 * 1024  # a request is a command name and a few short arguments
 READ_COMMANDS = frozenset(
-    {"status", "floor", "rooms", "room", "devices", "alarms", "events", "outbox"}
+    {
+        "status",
+        "floor",
+        "rooms",
+        "room",
+        "devices",
+        "alarms",
+        "events",
+        "outbox",
+        "health",
+        "config.show",
+        "config.history",
+    }
 )
 # Requests that change something (or load a bus): admin group, audited.
 CHANGING_COMMANDS = frozenset({"alarms.ack", "alarms.resolve", "scan"})
@@ -326,6 +343,56 @@ class ScanResult(_Json):
     hits: tuple[ScanHit, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class HealthReasonRow(_Json):
+    """One reason the floor is not ok; ``critical``: it withholds the systemd watchdog."""
+
+    code: str  # gateway.core.health.REASON_CODES
+    level: str  # degraded | failed
+    message: str
+    critical: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HealthView(_Json):
+    """``floorctl health``: ok, degraded or failed, with every reason."""
+
+    level: str  # ok | degraded | failed
+    reasons: tuple[HealthReasonRow, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigView(_Json):
+    """``floorctl config show``: the floor file running, and remote configuration's state."""
+
+    sha256: str
+    source: str  # local (the --config file) | remote (applied with apply_config)
+    path: str  # the local floor file
+    summary: str  # --check's one-line summary
+    last_good: str  # sha256 of the file a rollback returns to
+    pending_sha256: str | None  # a file being confirmed
+    pending_until: str | None  # when its window ends (RFC 3339)
+    text: str  # the floor file's text
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigHistoryRow(_Json):
+    """One step of remote configuration: applying, applied, rolled_back, refused, local."""
+
+    ts: str
+    action: str
+    sha256: str
+    reason: str | None = None
+    by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigHistory(_Json):
+    """``floorctl config history``: the newest steps, oldest first."""
+
+    entries: tuple[ConfigHistoryRow, ...]
+
+
 Result = (
     Status
     | FloorMap
@@ -337,6 +404,9 @@ Result = (
     | EventLog
     | OutboxInfo
     | ScanResult
+    | HealthView
+    | ConfigView
+    | ConfigHistory
 )
 
 
@@ -397,6 +467,18 @@ class FloorView(Protocol):
 
     async def scan(self, bus: str, progress: Callable[[ScanProgress], None]) -> list[ScanHit]:
         """Probe unit ids 1-247 on ``bus`` between normal work; KeyError for an unknown bus."""
+        ...
+
+    def health(self) -> HealthView:
+        """The floor's health now (gateway.core.health)."""
+        ...
+
+    def config_show(self) -> ConfigView:
+        """The floor file running and remote configuration's state."""
+        ...
+
+    async def config_history(self, limit: int) -> ConfigHistory:
+        """The newest ``limit`` steps of remote configuration, oldest first."""
         ...
 
 
