@@ -27,7 +27,7 @@ class FloorFigures:
     alarms_open: Mapping[str, int]  # by kind: call, technical (both always present)
     unacknowledged_s: Mapping[str, float]  # by kind: oldest active alarm's age, 0 if none
     rooms: Mapping[str, int]  # by energy mode
-    technical: tuple[tuple[str, str | None], ...]  # open technical alarms: (point, room)
+    technical: tuple[tuple[str, str | None], ...]  # open technical: (point, room or panel)
 
 
 def floor_figures(floor: FloorState, now: datetime) -> FloorFigures:
@@ -43,6 +43,6 @@ def floor_figures(floor: FloorState, now: datetime) -> FloorFigures:
             age = max(0.0, (now - alarm.raised_at).total_seconds())
             waiting[kind] = max(waiting[kind], age)
         if alarm.kind is AlarmKind.TECHNICAL:
-            technical.append((alarm.point, alarm.room))
+            technical.append((alarm.point, alarm.room or alarm.source))
     rooms = {ENERGY_UNKNOWN: len(floor.layout.rooms)}
     return FloorFigures(open_, waiting, rooms, tuple(technical))

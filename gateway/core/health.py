@@ -137,7 +137,8 @@ class HealthFacts:
     broker_down_s: float | None = None  # None while the broker link is up
     loops: tuple[Loop, ...] = ()
     buses: tuple[BusFacts, ...] = ()
-    alarms: tuple[tuple[str, str | None], ...] = ()  # open technical alarms: (point, room)
+    # open technical alarms: (point, room or call-panel bus, None for the floor's own)
+    alarms: tuple[tuple[str, str | None], ...] = ()
     storage: tuple[str, ...] = ()  # storage trouble short of an unwritable database
     clock_jump: tuple[float, float] | None = None  # (seconds stepped, seconds ago)
     devices_total: int = field(default=0)
@@ -187,14 +188,15 @@ def _loops(loops: Sequence[Loop]) -> list[Reason]:
 
 
 def _alarms(alarms: Sequence[tuple[str, str | None]]) -> list[Reason]:
-    grouped: dict[str, list[str]] = {}
-    for point, room in alarms:
+    grouped: dict[str, set[str]] = {}
+    for point, where in alarms:
         if point in _ALARM_REASONS:
-            grouped.setdefault(point, []).append(room or "floor")
+            grouped.setdefault(point, set()).update([where] if where else [])
     out = []
     for point, where in grouped.items():
         code, level = _ALARM_REASONS[point]
-        out.append(Reason(code, level, f"{_ALARM_TEXT[point]}: {_names(sorted(where))}"))
+        names = f": {_names(sorted(where))}" if where else ""
+        out.append(Reason(code, level, _ALARM_TEXT[point] + names))
     return out
 
 
