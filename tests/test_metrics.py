@@ -114,7 +114,8 @@ async def test_the_listener_answers_get_metrics_and_nothing_else() -> None:
         assert ok.startswith(b"HTTP/1.1 200 OK\r\n")
         assert b"\r\n\r\n# HELP floorgate_info" in ok
         head = await ask(b"HEAD /metrics HTTP/1.1\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 200 OK") and head.endswith(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK")
+        assert head.endswith(b"\r\n\r\n")
         assert (await ask(b"GET /secret HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 404")
         assert (await ask(b"POST /metrics HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 405")
         assert (await ask(b"\x00garbage\r\n\r\n")).startswith(b"HTTP/1.1 400")

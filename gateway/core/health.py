@@ -193,9 +193,9 @@ def _alarms(alarms: Sequence[tuple[str, str | None]]) -> list[Reason]:
         if point in _ALARM_REASONS:
             grouped.setdefault(point, set()).update([where] if where else [])
     out = []
-    for point, where in grouped.items():
+    for point, places in grouped.items():
         code, level = _ALARM_REASONS[point]
-        names = f": {_names(sorted(where))}" if where else ""
+        names = f": {_names(sorted(places))}" if places else ""
         out.append(Reason(code, level, _ALARM_TEXT[point] + names))
     return out
 
