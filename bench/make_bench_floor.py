@@ -22,8 +22,11 @@ root = "hotel/bench/bench-12"
 command_key_file = "${FLOORGATE_RUN_DIR:-/tmp/floorgate-bench}/command.key"
 
 [policy]
-vacant_setpoint_c = 26.0
+occupied_setpoint_c = 22.0
 door_held_open_s = 120
+
+[energy]                        # the guest-room energy policy; these are the defaults
+unsold_cool_c = 26.7
 
 [[escalation]]
 after_s = 0

@@ -64,12 +64,14 @@ class ReadPlanner:
     max_gap_registers: int = 4
     max_gap_bits: int = 16
     barriers: set[tuple[Table, int]] = field(default_factory=set)
+    absent: set[tuple[Table, int]] = field(default_factory=set)  # optional, refused alone
 
     def plan(self, wants: Iterable[Want]) -> list[ReadRequest]:
         """The fewest requests covering every want, in table then address order."""
         by_table: dict[Table, list[Want]] = {}
         for w in wants:
-            by_table.setdefault(w.table, []).append(w)
+            if (w.table, w.start) not in self.absent:
+                by_table.setdefault(w.table, []).append(w)
         out: list[ReadRequest] = []
         for table in sorted(by_table, key=list(Table).index):
             out.extend(self._plan_table(table, sorted(by_table[table], key=lambda w: w.start)))
@@ -81,7 +83,15 @@ class ReadPlanner:
         for before, after in itertools.pairwise(items):
             if after.start > before.end + 1:
                 self.barriers.add((request.table, after.start))
-        return self.plan(items)
+        plan = self.plan(items)
+        if plan == [request]:  # no hole to blame: a point itself is missing, read one by one
+            self.barriers.update((request.table, w.start) for w in items[1:])
+            plan = self.plan(items)
+        return plan
+
+    def lacks(self, want: Want) -> None:
+        """The device refused this optional element alone: never plan it again."""
+        self.absent.add((want.table, want.start))
 
     def _plan_table(self, table: Table, wants: list[Want]) -> list[ReadRequest]:
         out: list[ReadRequest] = []

@@ -139,6 +139,9 @@ class Point(_Model):
     interval_ms: Annotated[int, Field(ge=20)] | None = None
     unit: str | None = None
     description: str = ""
+    # A device of older firmware may not have it: exception 02 on it alone means "absent"
+    # (never polled again, the device stays online), not a failing device.
+    optional: bool = False
 
     @property
     def step(self) -> int:

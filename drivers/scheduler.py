@@ -404,9 +404,17 @@ class BusScheduler:
             def call(r: ReadRequest = request) -> Awaitable[list[int]]:
                 return self._transport.read(dev.unit, r.table, r.address, r.count)
 
+            alone = request.items[0] if len(request.items) == 1 else None
+            optional = alone is not None and alone.point.optional
             try:
-                raw = await self._transact(dev, call, merged=len(request.items) > 1)
+                raw = await self._transact(dev, call, merged=len(request.items) > 1 or optional)
             except ModbusExceptionError as exc:
+                if exc.code == 2 and alone is not None and optional:
+                    # An older firmware without this point (devices.md v1.1): absent, not a
+                    # failing device.
+                    self._log.warning("point_absent", device=dev.name, point=alone.point.name)
+                    dev.planner.lacks(alone)
+                    continue
                 if exc.code == 2 and len(request.items) > 1:
                     # devices.md: an unmapped address answers 02. Split, remember, go on.
                     self._log.info(

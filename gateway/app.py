@@ -29,7 +29,7 @@ from drivers.lines import CallPanelBus, RtuBus, TcpBus
 from drivers.modbus import ModbusTransport
 from drivers.scheduler import BusScheduler
 from gateway import __version__
-from gateway.adapters import alarms_store, schema, stays
+from gateway.adapters import alarms_store, rooms_store, schema, stays
 from gateway.adapters.control import ControlServer
 from gateway.adapters.metrics import FloorMetrics, MetricsSources
 from gateway.adapters.mqtt import Uplink
@@ -224,6 +224,8 @@ def _load_stored(conn: sqlite3.Connection) -> tuple[Stored, dict[str, int]]:
         stays.load_stays(conn),
         alarms_store.load_open_alarms(conn),
         stays.load_welcomed(conn),
+        rooms_store.load_room_status(conn),
+        rooms_store.load_latest_days(conn),
     )
     return stored, stays.load_log_heads(conn)
 

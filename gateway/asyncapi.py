@@ -134,6 +134,8 @@ _EXAMPLE_BODIES: dict[str, dict[str, Any]] = {
         "sha256": hashlib.sha256(_FLOOR_TOML.encode()).hexdigest(),
         "confirm_s": 120,
     },
+    "set_housekeeping": {"room": _ROOM, "status": "inspected", "by": "hk/li"},
+    "set_energy": {"room": _ROOM, "hold": True},
 }
 
 
@@ -505,6 +507,9 @@ def _models_in(annotation: Any) -> list[type[Message]]:
 
 _ROOM_STATE: dict[str, Any] = {
     "room": _ROOM, "ts": "2026-11-23T06:03:22.123Z", "occupancy": "occupied", "stay_id": _STAY,
+    "rental": "sold", "presence": "present",
+    "energy": {"mode": "comfort", "since": "2026-11-23T05:58:40.000Z"},
+    "housekeeping": "clean", "service": "idle",
     "door": "closed", "deadbolt": False, "lock_battery": 87,
     "climate": {"temp_c": 23.4, "setpoint_c": 22.5, "mode": "cool", "fan": "auto", "power": True},
     "lights": {"entry": False, "main": True, "bedside": False, "bath": False},

@@ -137,14 +137,17 @@ async def running(
     policy: dict[str, Any] | None = None,
     escalation: list[int] | None = None,
     edit: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    sim_options: dict[str, Any] | None = None,
 ) -> AsyncIterator[Floor]:
-    """floorsim, a central collector and floorgated, until the block ends."""
+    """floorsim (``sim_options``: more FloorSim arguments), a central collector and
+    floorgated, until the block ends."""
     modbus_port = free_port()
     path = floor_file(run_dir, broker, modbus_port, policy=policy, escalation=escalation, edit=edit)
     config, _ = load_floor(path)
     key = bytes.fromhex((run_dir / "command.key").read_text().strip())
     async with (
-        FloorSim(config, tcp_ports={"lan": modbus_port}) as sim,
+        FloorSim(config, tcp_ports={"lan": modbus_port}, **(sim_options or {})) as sim,
         central.Central(
             HOST, broker.port, client_id="central", keys={config.gateway.id: key},
             roots=[config.mqtt.root], reconnect_max_s=0.5,

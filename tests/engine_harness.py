@@ -26,6 +26,7 @@ from gateway.config.load import load_floor
 from gateway.core.decide import Stored, restore
 from gateway.core.effects import WritePoint
 from gateway.core.inputs import Tick
+from gateway.core.state import Layout
 from gateway.engine.actuators import Actuators
 from gateway.engine.engine import Engine, Inbox
 from gateway.engine.locks import LockKeeper
@@ -125,13 +126,17 @@ async def running_engine(
     stored: Stored | None = None,
     *,
     inbox: Inbox | None = None,
+    layout: Layout | None = None,
 ) -> AsyncIterator[Harness]:
-    """The demo floor's engine, running over a fresh store in ``run_dir``."""
+    """The demo floor's engine (or ``layout``), running over a fresh store in ``run_dir``."""
     clock = clock or Clock()
     config = demo_config(run_dir)
     store = await Store.open(run_dir / "floor.db", synchronous="NORMAL")
     state, restored = restore(
-        config.layout(), stored or Stored({}, [], [], {}), clock(), new_id=lambda: uuid.uuid4().hex
+        layout or config.layout(),
+        stored or Stored({}, [], [], {}),
+        clock(),
+        new_id=lambda: uuid.uuid4().hex,
     )
     inbox = inbox or Inbox()
     actuators = RecordingActuators()

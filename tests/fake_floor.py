@@ -29,6 +29,8 @@ from gateway.model.views import (
     AlarmRow,
     BusHealth,
     DeviceRow,
+    EnergyDay,
+    EnergyLedger,
     EventRow,
     MqttLink,
     OutboxInfo,
@@ -273,6 +275,19 @@ class FakeFloor:
         last = self.events_log[-1].seq
         return OutboxInfo(3, last - 2, "2026-11-23T06:03:22.123Z", last - 3, last - 3, 0)
 
+    async def energy(self, room: str | None, days: int) -> EnergyLedger:
+        """Yesterday and today of every room (or one): 1203 mostly away, the others unsold."""
+        rooms = list(LAYOUT) if room is None else [room]
+        if room is not None and room not in LAYOUT:
+            raise KeyError(room)
+        rows = []
+        for r in rooms:
+            seconds = {"comfort": 30000, "away": 56400} if r == "1203" else {"unsold": 86400}
+            for date, today in (("2026-11-22", False), ("2026-11-23", True))[2 - min(days, 2) :]:
+                kwh = 3.25 if r == "1203" else None
+                rows.append(EnergyDay(r, date, seconds, 7200, 600, 31.3, kwh, today))
+        return EnergyLedger("Asia/Shanghai", days, tuple(rows))
+
     async def scan(self, bus: str, progress: Callable[[ScanProgress], None]) -> list[ScanHit]:
         """Probe 1-247: the configured units answer (and the floor panel at 40 on rs485-a)."""
         if bus not in BUSES or BUSES[bus] == "callpanel":
@@ -410,6 +425,15 @@ def _scan_shape(doc: dict[str, Any]) -> None:
         assert [h["unit"] for h in doc["hits"]] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 40]
 
 
+def _energy_shape(doc: dict[str, Any]) -> None:
+    assert set(doc) == {"timezone", "days", "rows"}
+    row = doc["rows"][0]
+    assert set(row) == {
+        "room", "date", "seconds", "hvac_run_s", "lights_on_absent_s", "setback_degree_hours",
+        "energy_kwh", "today",
+    }  # fmt: skip
+
+
 _SHAPES: dict[str, Callable[[dict[str, Any]], None]] = {
     "status": _status_shape,
     "floor": _rooms_shape,
@@ -422,6 +446,7 @@ _SHAPES: dict[str, Callable[[dict[str, Any]], None]] = {
     "events": _events_shape,
     "outbox": _outbox_shape,
     "scan": _scan_shape,
+    "energy": _energy_shape,
 }
 
 

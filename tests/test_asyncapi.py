@@ -52,6 +52,7 @@ SPEC_COMMAND_TYPES = {
     "set_lights", "unlock", "ack_alarm", "resolve_alarm", "resync",
     # v2 "Commands, v2"
     "apply_config",
+    "set_housekeeping", "set_energy",  # v2
 }  # fmt: skip
 
 # AsyncAPI 3.0.0: the fixed fields of each object used here (required ones listed apart).

@@ -88,14 +88,14 @@ FLOOR_MISTAKES: list[tuple[str, Edit, str]] = [
         "unknown profile",
         _set("room.0.devices.0.profile", "fg-tstat-9"),
         "room[0].devices[0].profile: no profile named 'fg-tstat-9' (known: eastron-sdm120, "
-        "fg-floorpanel-1, fg-lock-1, fg-rio-1, fg-tstat-1, siemens-rdf302; did you mean "
-        "'fg-tstat-1'?)",
+        "fg-floorpanel-1, fg-lock-1, fg-rio-1, fg-tstat-1, kaysun-kc-fcd2-m, siemens-rdf302; "
+        "did you mean 'fg-tstat-1'?)",
     ),
     (
         "unknown profile, nothing like it",
         _set("room.0.devices.0.profile", "acme-9000"),
         "no profile named 'acme-9000' (known: eastron-sdm120, fg-floorpanel-1, fg-lock-1, "
-        "fg-rio-1, fg-tstat-1, siemens-rdf302)",
+        "fg-rio-1, fg-tstat-1, kaysun-kc-fcd2-m, siemens-rdf302)",
     ),
     (
         "profile of another kind",
@@ -496,7 +496,7 @@ def test_check_names_the_line_of_each_problem(
         "(buses: rs485-a, lan, panel)",
         f"  line {line('fg-rio-2')}: room[1].devices[2].profile: no profile named 'fg-rio-2' "
         "(known: eastron-sdm120, fg-floorpanel-1, fg-lock-1, fg-rio-1, fg-tstat-1, "
-        "siemens-rdf302; did you mean 'fg-rio-1'?)",
+        "kaysun-kc-fcd2-m, siemens-rdf302; did you mean 'fg-rio-1'?)",
     ]
 
 

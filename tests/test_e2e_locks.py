@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from drivers.profile import Table
 from tests.e2e import (  # noqa: F401 (fixtures)
@@ -94,12 +97,21 @@ async def test_a_lock_offline_at_checkout_is_purged_when_it_answers(
 async def test_a_stay_that_ends_is_checked_out_as_expired(
     run_dir: Path, mosquitto: Mosquitto
 ) -> None:
-    async with running(run_dir, mosquitto) as f:
+    def shrink(floor: dict[str, Any]) -> None:
+        floor["energy"] = {**floor.get("energy", {}), "unsold_after_s": 2}
+
+    async with running(run_dir, mosquitto, edit=shrink) as f:
         # The stay is short: first let the lock be heard, so its slot is written in time.
         await retained_until(
             mosquitto,
             f"{ROOT}/rooms/1203/state",
             lambda s: s.get("devices", {}).get("lock") == "online",
+        )
+        f.sim.set_room_temp("1203", 25.0)  # warmer than comfort: the set-back is for cooling
+        await retained_until(
+            mosquitto,
+            f"{ROOT}/rooms/1203/state",
+            lambda s: ((s.get("climate") or {}).get("temp_c") or 0) > 24,
         )
         await _checkin(f, "1203", datetime.now(UTC) + timedelta(seconds=3))
         await until(lambda: int(TOKEN, 16) in slot_tokens(f.sim, "1203"), timeout=WAIT_S)
@@ -107,8 +119,10 @@ async def test_a_stay_that_ends_is_checked_out_as_expired(
         assert out["data"]["reason"] == "expired"
         await until(lambda: not slot_tokens(f.sim, "1203"), timeout=WAIT_S)
         assert f.sim.present_token("1203", int(TOKEN, 16))["granted"] is False
-        # Vacant: the thermostat set back to the policy's vacant setpoint.
-        await until(lambda: f.sim.get("1203/tstat", "setpoint") == 26.0, timeout=WAIT_S)
+        # Unsold within unsold_after_s: the thermostat set back to unsold_cool_c.
+        await until(
+            lambda: f.sim.get("1203/tstat", "setpoint") == pytest.approx(26.7), timeout=WAIT_S
+        )
 
 
 def _words(token: int) -> list[int]:

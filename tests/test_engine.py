@@ -43,6 +43,8 @@ def one_of_each() -> list[fx.Effect]:
         fx.SaveCounter(RIO, "bath_count", 7),
         fx.SaveLogHead(LOCK, 12),
         fx.MarkWelcomed(RoomId("1201"), "S-1"),
+        fx.SaveRoomStatus(RoomId("1201"), "clean", "S-1"),
+        fx.SaveLedger((("1201", {"date": "2026-11-23", "hvac_run_s": 60}),), keep_days=400),
         fx.RecordCommand("c-9", T0, b'{"schema":1,"id":"c-9","ok":true,"result":{}}'),
         fx.WritePoint(RIO, "light_main", True, priority=PollClass.ROOM),
         fx.SetPanelLamp("panel", "1205", LampState.ON),
@@ -63,7 +65,7 @@ def test_the_list_covers_every_effect_type() -> None:
 def _stored(conn: sqlite3.Connection) -> dict[str, Any]:
     one = lambda sql: conn.execute(sql).fetchone()  # noqa: E731
     return {
-        "event": one("SELECT type FROM events"),
+        "event": one("SELECT type FROM events WHERE type = 'room.dnd'"),
         "audit": one("SELECT action FROM audit"),
         "alarm": one("SELECT alarm_id FROM alarms"),
         "stay": one("SELECT stay_id FROM stays"),
@@ -72,6 +74,8 @@ def _stored(conn: sqlite3.Connection) -> dict[str, Any]:
         "welcomed": one("SELECT value FROM point_values WHERE point = 'welcomed'"),
         "command": one("SELECT id FROM commands"),
         "config": one("SELECT sha256 FROM config_files"),
+        "room_status": one("SELECT housekeeping, hold_stay FROM room_status"),
+        "ledger": one("SELECT room, day FROM energy_ledger"),
     }
 
 
@@ -100,6 +104,8 @@ async def test_every_effect_is_persisted_or_carried_out(
             "welcomed": ('"S-1"',),
             "command": ("c-9",),
             "config": ("ab" * 32,),
+            "room_status": ("clean", "S-1"),
+            "ledger": ("1201", "2026-11-23"),
         }
         assert [(str(w.device), w.point) for w in h.actuators.writes] == [
             ("1201/rio", "light_main")

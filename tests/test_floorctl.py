@@ -104,6 +104,8 @@ SUBCOMMANDS: list[tuple[list[str], list[str]]] = [
     (["alarms", "resolve", BED_ALARM, "--by", "cy"], ["resolved by cy"]),
     (["events"], ["Seq", "Details", "gateway.started", "call bath, level 1", "(alarm a1203bat)"]),
     (["outbox"], ["Waiting", "3"]),
+    (["energy"], ["Savings ledger", "1203", "CCCCC", "AAAAA", "UUUUU", "65 %", "4.0"]),
+    (["energy", "--room", "1203", "--days", "1"], ["1203", "2.0", "31.3", "3.2"]),
     (["scan", "rs485-a"], ["11 of 247 unit ids answered", "fg-floorpanel-1"]),
 ]
 
@@ -793,7 +795,7 @@ def test_help_teaches_with_examples(capsys: pytest.CaptureFixture[str]) -> None:
     assert "floorctl alarms ack" in text
     assert "exit codes:" in text
     for name in ("status", "floor", "rooms", "room", "devices", "alarms", "events", "outbox",
-                 "scan", "completion"):  # fmt: skip
+                 "energy", "scan", "completion"):  # fmt: skip
         assert main([name, "--help"]) == EX_OK
         assert name in capsys.readouterr().out
     assert main(["floor", "--help"]) == EX_OK
@@ -832,7 +834,8 @@ def test_bash_completion_of_subcommands_and_options(
     assert capsys.readouterr().out == bash_script
     assert _complete(bash_script, ["floorctl", "''"]) == [
         "status", "health", "floor", "rooms", "room", "devices", "alarms", "events",
-        "outbox", "config", "scan", "completion", "--help", "--socket", "--config", "--json",
+        "outbox", "energy", "config", "scan", "completion", "--help", "--socket", "--config",
+        "--json",
     ]  # fmt: skip
     assert _complete(bash_script, ["floorctl", "al"]) == ["alarms"]
     assert _complete(bash_script, ["floorctl", "alarms", "''"]) == [

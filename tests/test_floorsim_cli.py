@@ -198,7 +198,18 @@ async def test_every_ctl_command_over_the_socket(
             assert await ctl("coils", target="floorpanel") == {
                 "floor_sounder": False,
                 "floor_call_lamp": False,
+                "trouble_lamp": False,
+                "trouble_buzzer": False,
             }
+            await ctl("motion", room="1202")
+            assert await ctl("registers", target="1202/rio", table="input", address=3) == [1]
+            assert (await ctl("read", target="1202/rio"))["motion"] is True
+            assert (await ctl("guest", room="1203", state="in"))["state"] == "in"
+            assert (await ctl("read", target="1203/lock"))["door_open"] is True
+            assert (await ctl("guest", room="1203", state="sleep"))["state"] == "sleep"
+            with pytest.raises(CtlError, match="guest state"):
+                await ctl("guest", room="1203", state="dancing")
+            assert (await ctl("set_outside", celsius=12.5))["outside_c"] == 12.5
             assert len(await ctl("slots", room="1201")) == 32
             assert (await ctl("access_log", room="1201"))["log_head"] == 1
             faults = await ctl("set_fault", target="1201/tstat", kind="slow", value=20)

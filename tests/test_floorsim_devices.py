@@ -6,7 +6,7 @@ import pytest
 
 from drivers.profile import Table
 from floorsim.devices import Lock, RoomIO, SimDevice, Thermostat, make_device
-from floorsim.journal import Journal, SimClock
+from floorsim.journal import Journal, ManualClock, SimClock
 from floorsim.modbus import handle_pdu
 from floorsim.regmap import ModbusError
 from gateway.config.load import load_profile, shipped_profiles_dir
@@ -76,15 +76,19 @@ def test_tstat_setpoint_range_and_bool_registers() -> None:
 
 
 def test_thermostat_drifts_toward_setpoint_with_power_on() -> None:
-    dev = build("fg-tstat-1", scale=1.0)
+    clock = ManualClock(1000.0)
+    dev = make_device(
+        load_profile(shipped_profiles_dir() / "fg-tstat-1.toml"),
+        name="x/tstat", room="x", bus="b", unit=1, clock=clock, journal=Journal(),
+    )  # fmt: skip
     assert isinstance(dev, Thermostat)
-    dev.set_room_temp(20.0)
-    dev.clock.time_scale = 1.0
-    dev._last -= 10.0  # ten device seconds ago (white-box: no waiting in a unit test)
+    dev.set_room_temp(20.0)  # auto, setpoint 22.0: heating
+    clock.t += 10.0
     assert dev.get("room_temp") == pytest.approx(20.1)  # 0.1 °C per 10 s
-    dev.regs.put("power", 0)
-    dev._last -= 100.0
-    assert dev.get("room_temp") == pytest.approx(20.1)  # no drift with power off
+    dev.master_write("power", 0)
+    dev.set_outside(20.1)
+    clock.t += 100.0
+    assert dev.get("room_temp") == pytest.approx(20.1)  # power off: only toward outside
     assert dev.get("fan_state") == 0
 
 

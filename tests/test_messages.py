@@ -33,7 +33,10 @@ from gateway.model.time import format_ts, parse_ts
 # The examples of mqtt.md, with its "…" filled in.
 ROOM_STATE = {
     "schema": 1, "room": "1203", "ts": "2026-11-23T06:03:22.123Z", "occupancy": "occupied",
-    "stay_id": "R-88231", "door": "closed", "deadbolt": False, "lock_battery": 87,
+    "stay_id": "R-88231", "rental": "sold", "presence": "present",
+    "energy": {"mode": "comfort", "since": "2026-11-23T06:00:00.000Z"},
+    "housekeeping": "clean", "service": "idle", "door": "closed", "deadbolt": False,
+    "lock_battery": 87,
     "climate": {"temp_c": 23.4, "setpoint_c": 22.5, "mode": "cool", "fan": "auto", "power": True},
     "lights": {"entry": False, "main": True, "bedside": False, "bath": False},
     "keycard": True, "dnd": False, "mur": False, "window_open": False,
@@ -85,6 +88,9 @@ def test_unknown_values_are_null_and_written_as_null() -> None:
         {"extra": 1},
         {"occupancy": "busy"},
         {"call": "ringing"},
+        {"presence": "maybe"},
+        {"energy": {"mode": "eco", "since": None}},
+        {"housekeeping": "tidy"},
         {"lock_battery": 101},
         {"lock_battery": "87"},
         {"deadbolt": 0},
@@ -195,7 +201,8 @@ def test_resync_body_is_empty() -> None:
 def test_every_command_type_of_the_spec_has_a_body() -> None:
     assert set(COMMAND_BODIES) == {
         "checkin", "checkout", "extend", "add_token", "revoke_token", "set_climate",
-        "set_lights", "unlock", "ack_alarm", "resolve_alarm", "resync", "apply_config",
+        "set_lights", "unlock", "ack_alarm", "resolve_alarm", "resync",
+        "set_housekeeping", "set_energy", "apply_config",
     }  # fmt: skip
 
 

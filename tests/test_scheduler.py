@@ -549,13 +549,29 @@ async def test_a_merged_read_refused_is_split_and_remembered(floor: FloorConfig)
     )
     async with scheduling(bus, [spec(patched, 3)], intervals_ms=FAST) as run:
         await until(lambda: run.points("1201/rio", "bed_count") == [0])
-        counters = lambda: [r for r in bus.reads if r[1] is Table.INPUT]  # noqa: E731
+        counters = lambda: [r for r in bus.reads if r[1] is Table.INPUT and r[2] < 3]  # noqa: E731
         await until(lambda: len(counters()) >= 5)
         assert counters()[0] == (3, Table.INPUT, 0, 3)  # merged across the hole: refused
         # Split at once, and never merged across the hole again.
         assert counters()[1:5] == [(3, Table.INPUT, 0, 1), (3, Table.INPUT, 2, 1)] * 2
         assert run.sched.online(dev("1201/rio"))
         assert run.sched.stats().errors == {"exception 02": 1}
+
+
+async def test_an_optional_point_a_v1_device_lacks_is_absent_not_a_failure(
+    floor: FloorConfig,
+) -> None:
+    bus = FakeBus()
+    profile = rio_profile(floor)  # v1.1: motion at discrete 7, motion_count at input 3
+    bus.add(3, profile, skip=[(Table.DISCRETE, 7), (Table.INPUT, 3)])  # a v1 FG-RIO-1
+    async with scheduling(bus, [spec(profile, 3)], intervals_ms=FAST) as run:
+        await until(lambda: run.points("1201/rio", "keycard") == [False])
+        await until(lambda: len(bus.reads) >= 30)
+        assert run.sched.online(dev("1201/rio"))
+        assert not run.of(DeviceOffline, "1201/rio")
+        refused = [r for r in bus.reads if r[1:3] in ((Table.DISCRETE, 7), (Table.INPUT, 3))]
+        assert len(refused) <= 2  # each asked alone once, then never again
+        assert not run.points("1201/rio", "motion_count")
 
 
 async def test_a_value_the_codec_refuses_is_a_fault_not_a_crash(floor: FloorConfig) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drivers.codec import Value
+from drivers.codec import Value, element_address, encode
 from drivers.profile import Profile, Table
 from floorsim.journal import Event, Journal, SimClock, Stamp
 from floorsim.regmap import Element, RegisterMap
@@ -71,6 +71,12 @@ class SimDevice:
                 and el.address + el.width <= address + len(values)
             )
             self.on_write(el, before[el], whole=whole, stamp=stamp)
+
+    def master_write(self, role: str, value: Value, index: int = 0) -> None:
+        """Write ``role[index]`` as a bus master would: encoded, checked, then acted on
+        (in-process users such as benches; ModbusError as the bus would answer)."""
+        p = self.regs.point(role)
+        self.write(p.table, element_address(p, index), encode(p, value, index), multiple=True)
 
     def on_write(self, el: Element, old: Value, *, whole: bool, stamp: Stamp) -> None:
         """Behaviour after the master wrote ``el`` (the default journals the change)."""

@@ -35,6 +35,7 @@ from floorsim.journal import Journal, SimClock, Stamp
 from floorsim.lock import Lock
 from floorsim.meter import METER, Meter
 from floorsim.regmap import Element
+from floorsim.thermal import HYSTERESIS_C, Controls, ThermalRoom
 
 __all__ = [
     "Lock",
@@ -44,13 +45,16 @@ __all__ = [
     "Thermostat",
     "connect_room",
     "make_device",
+    "v1_profile",
 ]
 
-# devices.md, FG-TSTAT-1: "room_temp moves toward setpoint (simulators: about 0.1 °C per 10 s)".
-DRIFT_C_PER_S = 0.01
-FAN_GAP_C = 0.05  # the fan-coil runs while the room is further than this from the setpoint
 F32_MAX = 3.4e38  # float32 holds finite values up to about this
 CALL_POINTS = {"bath": ("call_bath", "bath_count"), "bed": ("call_bed", "bed_count")}
+# devices.md v1.1: "motion ... 1 while movement was seen in the last 30 s (the sensor holds it)".
+MOTION_HOLD_S = 30.0
+OCCUPANT_MOTION_S = 45.0  # an awake occupant is detected about this often (device time)
+# The v1.1 points of FG-RIO-1: a v1 module has none of them (and answers 02 there).
+RIO_V11_ROLES = frozenset({"motion", "motion_count"})
 
 
 def make_device(
@@ -75,22 +79,32 @@ def make_device(
 
 
 def connect_room(devices: Iterable[SimDevice]) -> None:
-    """Let the devices of one room see each other: each meter watches each thermostat."""
+    """Let the devices of one room see each other: each meter watches each thermostat, and
+    each thermostat's room feels the room I/O's window."""
     devs = list(devices)
-    for meter in devs:
-        if isinstance(meter, Meter):
-            for tstat in devs:
-                if isinstance(tstat, Thermostat):
-                    meter.watch(tstat)
+    tstats = [d for d in devs if isinstance(d, Thermostat)]
+    for dev in devs:
+        if isinstance(dev, Meter):
+            for tstat in tstats:
+                dev.watch(tstat)
+        if isinstance(dev, RoomIO):
+            for tstat in tstats:
+                dev.watch_window(tstat.set_window)
+
+
+def v1_profile(profile: Profile) -> Profile:
+    """A room I/O profile as a v1 FG-RIO-1 serves it: without the v1.1 motion sensor."""
+    kept = [p for p in profile.point if p.role not in RIO_V11_ROLES]
+    return profile.model_copy(update={"point": kept})
 
 
 class Thermostat(SimDevice):
-    """FG-TSTAT-1 behaviour, by role (any thermostat profile)."""
+    """FG-TSTAT-1 behaviour, by role (any thermostat profile), on floorsim.thermal's room."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._temp = 21.0
-        self._last = self.clock.now()
+        self._room = ThermalRoom(21.0, self.clock.now())
+        self._ctl: Controls | None = None  # the registers' controls, decoded once per change
         self._sensor_fault = False
         self._fan = 0
         self._fan_watchers: list[Callable[[int, float], None]] = []
@@ -110,13 +124,35 @@ class Thermostat(SimDevice):
     def room_temp(self) -> float:
         """The physical room temperature (°C), whatever the sensor reports."""
         self.tick()
-        return round(self._temp, 3)
+        return round(self._room.temp, 3)
 
     @property
     def fan_speed(self) -> int:
         """The fan-coil's running stage now: 0 stopped .. 3, whether the profile maps it."""
         self.tick()
         return self._fan
+
+    @property
+    def run_seconds(self) -> float:
+        """Seconds the fan-coil has run since the device was made (run_minutes is this / 60)."""
+        self.tick()
+        return self._room.run_s
+
+    @property
+    def outside_c(self) -> float:
+        """The outside temperature the room drifts toward."""
+        return self._room.outside
+
+    def set_outside(self, celsius: float) -> None:
+        """The weather changed: the room drifts toward ``celsius`` from now on."""
+        self.tick()
+        self._room.outside = float(celsius)
+
+    def set_window(self, is_open: bool) -> None:
+        """The room's window opened or closed (the room I/O's contact tells the thermostat)."""
+        self.tick()
+        self._room.window_open = is_open
+        self._advance()
 
     def watch_fan(self, callback: Callable[[int, float], None]) -> None:
         """Call ``callback(stage, at)`` when the fan stage changes (``at``: device time)."""
@@ -125,28 +161,27 @@ class Thermostat(SimDevice):
     def on_write(self, el: Element, old: Value, *, whole: bool, stamp: Stamp) -> None:
         """Journal the write, then act on it at once (a switched-off fan stops now)."""
         super().on_write(el, old, whole=whole, stamp=stamp)
-        self._publish()
+        self._ctl = None
+        self._advance()
+
+    def set_input(self, role: str, value: Value, index: int = 0) -> Stamp:
+        """Set a point as the world would (the controls are read again)."""
+        stamp = super().set_input(role, value, index)
+        self._ctl = None
+        self._advance()
+        return stamp
 
     def tick(self) -> None:
-        """Drift toward the setpoint (only with power on), then refresh the inputs."""
-        now = self.clock.now()
-        dt, self._last = now - self._last, now
-        target = self._setpoint()
-        stopped_at = None
-        if self._powered() and target is not None and dt > 0:
-            step = DRIFT_C_PER_S * dt
-            diff = target - self._temp
-            self._temp = target if abs(diff) <= step else self._temp + (step if diff > 0 else -step)
-            if abs(diff) > FAN_GAP_C >= abs(target - self._temp):  # the fan stopped meanwhile
-                stopped_at = now - dt + (abs(diff) - FAN_GAP_C) / DRIFT_C_PER_S
-        self._publish(stopped_at)
+        """Bring the room up to now (fan starts and stops dated when they happened)."""
+        self._advance()
 
     def set_room_temp(self, celsius: float) -> Stamp:
         """Force the physical room temperature (e.g. a window left open)."""
         self._encodable("room_temp", celsius)
         self.tick()
-        old, self._temp = self._temp, float(celsius)
-        self._publish()
+        old = self._room.temp
+        self._room.set_temp(celsius)
+        self._advance()
         return self._event("room_temp", old=round(old, 3), value=celsius).stamp
 
     def keypad(self, celsius: float) -> dict[str, Any]:
@@ -165,6 +200,8 @@ class Thermostat(SimDevice):
         if hi is not None:
             value = min(value, hi)
         r.put("setpoint", value)
+        self._ctl = None
+        self._advance()
         ev = self._event("keypad", requested=celsius, accepted=True, value=self._setpoint())
         return {"accepted": True, "setpoint": self._setpoint(), **ev.stamp.as_dict()}
 
@@ -174,32 +211,50 @@ class Thermostat(SimDevice):
         self._publish()
         return self._event("sensor_fault", value=on).stamp
 
+    def _controls(self) -> Controls:
+        if self._ctl is None:
+            r = self.regs
+            mode = str(r.get("mode")) if r.has("mode") else "auto"
+            powered = not r.has("power") or bool(r.get("power"))
+            setpoint = _number(r.get("setpoint")) if r.has("setpoint") else None
+            self._ctl = Controls(powered, mode, setpoint)
+        return self._ctl
+
+    def _advance(self) -> None:
+        self._room.advance(self.clock.now(), self._controls(), self._switched)
+        self._publish()
+
+    def _switched(self, running: bool, at: float) -> None:
+        self._publish(at)
+
     def _powered(self) -> bool:
-        return not self.regs.has("power") or bool(self.regs.get("power"))
+        return self._controls().power
 
     def _setpoint(self) -> float | None:
-        if not self.regs.has("setpoint"):
-            return None
-        return _number(self.regs.get("setpoint"))
+        return self._controls().setpoint
 
     def _publish(self, changed_at: float | None = None) -> None:
         """Refresh the inputs; a new fan stage is reported as of ``changed_at`` (else now)."""
         r = self.regs
+        temp = self._room.temp
         if r.has("room_temp"):
-            reading: float | None = round(self._temp, 2)
+            reading: float | None = round(temp, 2)
             if self._sensor_fault and r.point("room_temp").no_value:
                 reading = None
             r.put("room_temp", self._clamped("room_temp", reading))
         if r.has("sensor_fault"):
             r.put("sensor_fault", self._sensor_fault)
         if r.has("frost_protection"):
-            r.put("frost_protection", not self._powered() and self._temp < 5.0)
-        target = self._setpoint()
-        gap = abs(target - self._temp) if target is not None else 0.0
+            r.put("frost_protection", not self._powered() and temp < 5.0)
+        if r.has("run_minutes"):
+            _, hi = r.point("run_minutes").raw_range
+            r.put("run_minutes", int(self._room.run_s // 60) % (hi + 1))  # wrapping 65535 -> 0
         speed = 0
-        if self._powered() and gap > FAN_GAP_C:
+        if self._room.running:
+            target = self._setpoint()
+            gap = abs(target - temp) if target is not None else 0.0
             chosen = r.get("fan_speed") if r.has("fan_speed") else "auto"
-            auto = 3 if gap > 1.0 else 2 if gap > 0.5 else 1
+            auto = 3 if gap > 1.0 else 2 if gap > HYSTERESIS_C else 1
             speed = {"low": 1, "medium": 2, "high": 3}.get(str(chosen), auto)
         if r.has("fan_state"):
             r.put("fan_state", speed)
@@ -230,11 +285,21 @@ class Thermostat(SimDevice):
 
 
 class RoomIO(SimDevice):
-    """FG-RIO-1 behaviour: level inputs held for a duration, counters that never miss."""
+    """FG-RIO-1 behaviour: level inputs held for a duration, counters that never miss,
+    the v1.1 motion sensor (a detection holds ``motion`` for 30 s and counts), and a
+    scripted occupant who moves about every ``OCCUPANT_MOTION_S`` while awake."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._held_until: dict[str, float] = {}
+        self._motion_until = float("-inf")  # device time
+        self._next_move: float | None = None  # device time of the occupant's next detection
+        self._window_watchers: list[Callable[[bool], None]] = []
+
+    @property
+    def has_motion(self) -> bool:
+        """True for a v1.1 module (a motion sensor); a v1 module answers 02 there."""
+        return self.regs.has("motion") and self.regs.has("motion_count")
 
     def press(self, point: str, ms: int) -> Stamp:
         """A call point (bath/bed) pressed for ``ms`` real milliseconds: counted once, now."""
@@ -248,14 +313,58 @@ class RoomIO(SimDevice):
         """The staff-presence key turned at the room for ``ms`` milliseconds."""
         return self._pulse("staff_present", "staff_count", ms, "staff")
 
+    def motion(self) -> Stamp:
+        """One detection (devices.md v1.1): motion 1 for 30 s, motion_count + 1."""
+        if not self.has_motion:
+            raise ValueError(f"{self.name} ({self.profile.name}) has no motion sensor (v1)")
+        self.tick()
+        self._detect(self.clock.now())
+        return self._event("motion", count=self._int("motion_count")).stamp
+
+    def occupant(self, moving: bool) -> None:
+        """Someone awake in the room (detected about every OCCUPANT_MOTION_S), or not."""
+        self.tick()
+        if moving and self._next_move is None and self.has_motion:
+            self._detect(self.clock.now())
+            self._next_move = self.clock.now() + OCCUPANT_MOTION_S
+        elif not moving:
+            self._next_move = None
+
+    def watch_window(self, callback: Callable[[bool], None]) -> None:
+        """Call ``callback(open)`` when the window contact changes (the thermostat's room)."""
+        self._window_watchers.append(callback)
+
+    def set_input(self, role: str, value: Value, index: int = 0) -> Stamp:
+        """Set a physical input; the window contact also tells the room's thermostat."""
+        stamp = super().set_input(role, value, index)
+        if self.regs.point(role).role == "window_open":
+            for callback in self._window_watchers:
+                callback(bool(value))
+        return stamp
+
     def tick(self) -> None:
-        """Drop level inputs whose hold time is over."""
+        """Drop level inputs whose hold time is over; the occupant's detections fall due."""
         if self._held_until:
             now = time.monotonic()
             for role, until in list(self._held_until.items()):
                 if now >= until:
                     self.regs.put(role, False)
                     del self._held_until[role]
+        if not self.has_motion:
+            return
+        now = self.clock.now()
+        while self._next_move is not None and self._next_move <= now:
+            self._detect(self._next_move)
+            self._next_move += OCCUPANT_MOTION_S
+        if self.regs.get("motion") and now >= self._motion_until:
+            self.regs.put("motion", False)
+
+    def _detect(self, at: float) -> None:
+        """One detection at device time ``at``: counted, and the bit held 30 s from then."""
+        self._motion_until = max(self._motion_until, at + MOTION_HOLD_S)
+        self.regs.put("motion", self.clock.now() < self._motion_until)
+        _, hi = self.regs.point("motion_count").raw_range
+        self.regs.put("motion_count", (self._int("motion_count") + 1) % (hi + 1))
 
     def _pulse(self, level: str, counter: str, ms: int, kind: str, **detail: Any) -> Stamp:
         if ms < 0:

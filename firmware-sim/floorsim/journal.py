@@ -20,7 +20,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Event", "Journal", "SimClock", "Stamp"]
+__all__ = ["Event", "Journal", "ManualClock", "SimClock", "Stamp"]
 
 JOURNAL_MAX = 200_000
 
@@ -145,3 +145,15 @@ class SimClock:
     def _check(value: float) -> None:
         if not 0 < value <= 1_000_000:
             raise ValueError(f"time_scale must be in (0, 1e6], got {value!r}")
+
+
+class ManualClock(SimClock):
+    """Device time that moves only when its owner moves it (benches, unit tests)."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        super().__init__(1.0)
+        self.t = float(start)
+
+    def now(self) -> float:
+        """The time the owner set."""
+        return self.t

@@ -36,7 +36,8 @@ from floorsim.control import (
     default_socket,
     socket_is_live,
 )
-from floorsim.sim import FloorSim
+from floorsim.sim import GUEST_STATES, FloorSim
+from floorsim.thermal import OUTSIDE_C
 from floorsim.wire import PortInUseError
 from gateway.config.load import format_report, load_floor, load_gateway_section
 from gateway.logging import configure_logging
@@ -74,6 +75,16 @@ def serve_main(argv: Sequence[str]) -> int:
     p.add_argument(
         "--time-scale", type=float, default=1.0, help="device time speed-up (drift, HB, repeats)"
     )
+    p.add_argument(
+        "--outside-c", type=float, default=OUTSIDE_C, help="outside temperature, °C (default 30)"
+    )
+    p.add_argument(
+        "--rio-v1",
+        action="append",
+        default=[],
+        metavar="ROOM",
+        help="serve this room's room I/O as a v1 FG-RIO-1, without a motion sensor (repeatable)",
+    )
     p.add_argument("--log-level", default="info")
     p.add_argument("--log-json", action="store_true", help="JSON log lines even on a terminal")
     p.add_argument(
@@ -92,7 +103,16 @@ def serve_main(argv: Sequence[str]) -> int:
         log.warning("config_warning", warning=w)
     if not 0 < args.time_scale <= 1_000_000:
         p.error("--time-scale must be in (0, 1e6]")
-    sim = FloorSim(config, time_scale=args.time_scale, check_line_speed=not args.no_speed_check)
+    unknown = [r for r in args.rio_v1 if all(room.id != r for room in config.rooms)]
+    if unknown:
+        p.error(f"--rio-v1: no room {', '.join(unknown)} on this floor")
+    sim = FloorSim(
+        config,
+        time_scale=args.time_scale,
+        check_line_speed=not args.no_speed_check,
+        v1_rio_rooms=args.rio_v1,
+        outside_c=args.outside_c,
+    )
     ctl_path = args.ctl_socket or default_socket(config.gateway)
     try:
         asyncio.run(_serve(sim, ctl_path))
@@ -217,6 +237,18 @@ def _ctl_parser() -> argparse.ArgumentParser:
     switch("mur", "mur", ("on", "off"), "make-up-room switch", "on")
     switch("window", "window", ("open", "close"), "window contact", "is_open")
     switch("sensor-fault", "sensor_fault", ("on", "off"), "break the thermostat sensor", "on")
+    sp = cmd("motion", "motion", _one_arg("room"), "one detection of the room's motion sensor")
+    sp.add_argument("room")
+    sp = cmd(
+        "guest",
+        "guest",
+        lambda a: {"room": a.room, "state": a.state},
+        "a scripted guest: in (enters, moves about), out (leaves), sleep (inside, still)",
+    )
+    sp.add_argument("room")
+    sp.add_argument("state", choices=GUEST_STATES)
+    sp = cmd("outside", "set_outside", lambda a: {"celsius": a.celsius}, "outside temperature (°C)")
+    sp.add_argument("celsius", type=float)
     for name, method, help_ in (
         ("temp", "set_room_temp", "force the room's physical temperature (°C)"),
         ("keypad", "keypad", "a guest sets the thermostat at its keypad (°C)"),

@@ -16,7 +16,7 @@ The same operations are served to ``floorsim ctl`` by control.ControlServer.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -26,17 +26,29 @@ import structlog
 from drivers.lines import CallPanelBus, RtuBus, TcpBus
 from drivers.profile import Table
 from floorsim.callpanel import CallPanel
-from floorsim.devices import Lock, RoomIO, SimDevice, Thermostat, connect_room, make_device
+from floorsim.devices import (
+    Lock,
+    RoomIO,
+    SimDevice,
+    Thermostat,
+    connect_room,
+    make_device,
+    v1_profile,
+)
 from floorsim.faults import MODBUS_FAULTS, PANEL_FAULTS, FaultBook
 from floorsim.journal import Journal, SimClock
 from floorsim.modbus import ModbusBus, TcpServer
 from floorsim.regmap import ModbusError
+from floorsim.thermal import OUTSIDE_C
 from floorsim.wire import TURNAROUND_S, RtuLine
 from gateway.config.floor import FloorConfig
 
-__all__ = ["FloorSim"]
+__all__ = ["GUEST_STATES", "FloorSim"]
 
 log = structlog.get_logger("floorsim")
+
+GUEST_STATES = ("in", "out", "sleep")
+GUEST_DOOR_S = 3.0  # device seconds a guest holds the door open, coming or going
 
 
 class FloorSim:
@@ -50,8 +62,13 @@ class FloorSim:
         tcp_ports: Mapping[str, int] | None = None,
         turnaround_s: float = TURNAROUND_S,
         check_line_speed: bool = True,
+        v1_rio_rooms: Iterable[str] = (),
+        outside_c: float = OUTSIDE_C,
     ) -> None:
         self.config = config
+        self.v1_rio_rooms = frozenset(v1_rio_rooms)
+        self.outside_c = float(outside_c)
+        self._guest_timers: dict[str, asyncio.TimerHandle] = {}
         self.clock = SimClock(time_scale)
         self.journal = Journal()
         self.faults = FaultBook()
@@ -87,6 +104,9 @@ class FloorSim:
 
     async def stop(self) -> None:
         """Stop every task, close every link and listener; leaves nothing behind."""
+        for timer in self._guest_timers.values():
+            timer.cancel()
+        self._guest_timers.clear()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -184,6 +204,43 @@ class FloorSim:
     def window(self, room: str, is_open: bool) -> dict[str, Any]:
         """Open or close the window (contact)."""
         return self._rio(room).set_input("window_open", is_open).as_dict()
+
+    def motion(self, room: str) -> dict[str, Any]:
+        """One detection of the room's motion sensor (motion 1 for 30 s, motion_count + 1)."""
+        return self._rio(room).motion().as_dict()
+
+    def guest(self, room: str, state: str) -> dict[str, Any]:
+        """A scripted guest: ``in`` (enters: door, key card, moving about), ``out`` (leaves:
+        key card out, door, nobody moving), ``sleep`` (inside, still: no detections)."""
+        if state not in GUEST_STATES:
+            raise ValueError(f"guest state {state!r} is not one of {', '.join(GUEST_STATES)}")
+        rio = self._rio(room)
+        lock = self._room_device(room, "lock", required=False)
+        stamp = self.journal.record("guest", f"{room}/guest", room=room, state=state).stamp
+        if state == "sleep":
+            rio.occupant(False)
+            return {"state": state, **stamp.as_dict()}
+        entering = state == "in"
+        if not entering and rio.regs.has("keycard"):
+            rio.set_input("keycard", False)
+        if rio.has_motion:
+            rio.motion()  # seen at the door, coming or going
+        rio.occupant(entering)
+        if lock is not None and lock.regs.has("door_open"):
+            lock.set_input("door_open", True)
+            self._later(room, GUEST_DOOR_S, lambda: self._guest_door_closed(room, entering))
+        elif entering and rio.regs.has("keycard"):
+            rio.set_input("keycard", True)
+        return {"state": state, **stamp.as_dict()}
+
+    def set_outside(self, celsius: float) -> dict[str, Any]:
+        """The outside temperature every room drifts toward (°C)."""
+        self.outside_c = float(celsius)
+        for dev in self.devices.values():
+            if isinstance(dev, Thermostat):
+                dev.set_outside(self.outside_c)
+        ev = self.journal.record("outside", "floor", value=self.outside_c)
+        return {"outside_c": self.outside_c, **ev.stamp.as_dict()}
 
     def set_room_temp(self, room: str, celsius: float) -> dict[str, Any]:
         """Force the room's physical temperature; it then drifts toward the setpoint."""
@@ -364,6 +421,23 @@ class FloorSim:
 
     # -- internals -------------------------------------------------------------------------------
 
+    def _guest_door_closed(self, room: str, entered: bool) -> None:
+        """The guest's door swings shut; one who came in puts the key card in the holder."""
+        lock = self._room_device(room, "lock", required=False)
+        if lock is not None:
+            lock.set_input("door_open", False)
+        rio = self._rio(room)
+        if entered and rio.regs.has("keycard"):
+            rio.set_input("keycard", True)
+
+    def _later(self, room: str, device_s: float, action: Callable[[], None]) -> None:
+        """Run ``action`` after ``device_s`` of device time (a newer guest step replaces it)."""
+        old = self._guest_timers.pop(room, None)
+        if old is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        self._guest_timers[room] = loop.call_later(self.clock.real_seconds(device_s), action)
+
     def _build(self, tcp_ports: dict[str, int], turnaround_s: float, check_speed: bool) -> None:
         cfg = self.config
         for bus in cfg.buses:
@@ -381,8 +455,11 @@ class FloorSim:
             placed.append(("floorpanel", None, fp.profile, fp.bus, fp.unit))
         by_room: dict[str, list[SimDevice]] = {}
         for name, room, profile, bus_name, unit in placed:
+            prof = cfg.profiles[profile]
+            if room in self.v1_rio_rooms and prof.device == "rio":
+                prof = v1_profile(prof)
             dev = make_device(
-                cfg.profiles[profile],
+                prof,
                 name=name,
                 room=room,
                 bus=bus_name,
@@ -396,6 +473,9 @@ class FloorSim:
                 by_room.setdefault(room, []).append(dev)
         for devs in by_room.values():
             connect_room(devs)
+        for dev in self.devices.values():
+            if isinstance(dev, Thermostat):
+                dev.set_outside(self.outside_c)
         for bus in cfg.buses:
             if isinstance(bus, RtuBus):
                 self.lines[bus.name] = RtuLine(

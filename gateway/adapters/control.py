@@ -367,6 +367,8 @@ class ControlServer:
                         return view.config_show().to_json()
                     case "config.history":
                         return (await view.config_history(args.limit)).to_json()
+                    case "energy":
+                        return (await view.energy(args.room, args.days)).to_json()
                     case _:  # "outbox"
                         return (await view.outbox()).to_json()
         except KeyError as exc:
@@ -496,6 +498,11 @@ class _HistoryArgs(_Args):
     limit: Annotated[int, Field(ge=1, le=1000)] = 20
 
 
+class _EnergyArgs(_Args):
+    room: _Name | None = None
+    days: Annotated[int, Field(ge=1, le=400)] = 7
+
+
 _ARGS: dict[str, type[_Args]] = {
     "status": _NoArgs,
     "floor": _NoArgs,
@@ -511,6 +518,7 @@ _ARGS: dict[str, type[_Args]] = {
     "health": _NoArgs,
     "config.show": _NoArgs,
     "config.history": _HistoryArgs,
+    "energy": _EnergyArgs,
 }
 assert set(_ARGS) == COMMANDS
 
@@ -548,7 +556,7 @@ def _validation_message(cmd: str, exc: ValidationError) -> str:
 
 
 def _not_found(cmd: str, args: Any) -> str:
-    if cmd == "room":
+    if cmd == "room" or (cmd == "energy" and args.room is not None):
         return f"no room {args.room!r} on this floor"
     if cmd.startswith("alarms."):
         return f"no open alarm {args.alarm_id!r} (floorctl alarms lists them)"

@@ -127,6 +127,26 @@ MIGRATIONS: list[tuple[int, str]] = [
     (
         4,
         """
+        -- guest-room management: the PMS's housekeeping status and a set_energy hold
+        CREATE TABLE room_status (
+            room         TEXT NOT NULL PRIMARY KEY,
+            housekeeping TEXT NULL,
+            hold_stay    TEXT NULL,
+            updated_at   REAL NOT NULL
+        );
+        -- the savings ledger: one row per room and local day, kept 400 days
+        CREATE TABLE energy_ledger (
+            room TEXT NOT NULL,
+            day  TEXT NOT NULL,  -- local date, YYYY-MM-DD
+            data TEXT NOT NULL,  -- JSON: the energy.daily data
+            PRIMARY KEY (room, day)
+        );
+        CREATE INDEX energy_ledger_day ON energy_ledger (day);
+        """,
+    ),
+    (
+        5,
+        """
         -- remote configuration: the floor files applied remotely, by sha256
         CREATE TABLE config_files (
             sha256    TEXT NOT NULL PRIMARY KEY,

@@ -24,6 +24,7 @@ from gateway.model.views import (
     ConfigHistory,
     ConfigView,
     DeviceTable,
+    EnergyLedger,
     EventLog,
     EventRow,
     FloorMap,
@@ -133,6 +134,13 @@ class Client:
     def config_history(self, limit: int) -> ConfigHistory:
         """``floorctl config history``."""
         return self._typed(ConfigHistory, "config.history", {"limit": limit})
+
+    def energy(self, room: str | None, days: int) -> EnergyLedger:
+        """``floorctl energy``."""
+        args: dict[str, Any] = {"days": days}
+        if room is not None:
+            args["room"] = room
+        return self._typed(EnergyLedger, "energy", args)
 
     def scan(self, bus: str, on_progress: Callable[[ScanProgress], None]) -> ScanResult:
         """``floorctl scan BUS``, reporting progress as it comes."""

@@ -20,6 +20,7 @@ from gateway.cli import (
     completion,
     config,
     devices,
+    energy,
     events,
     exits,
     health,
@@ -37,7 +38,9 @@ from gateway.model.errors import DaemonUnreachableError, ViewRefused
 __all__ = ["GROUPS", "build_parser", "main"]
 
 # In the order `floorctl --help` lists them.
-GROUPS = (status, health, rooms, devices, alarms, events, outbox, config, scan, completion)
+GROUPS = (
+    status, health, rooms, devices, alarms, events, outbox, energy, config, scan, completion,
+)  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -30,6 +30,7 @@ from rich.text import Text
 
 from gateway.cli import render_fleet
 from gateway.cli.alarm_ids import short_ids
+from gateway.cli.energybars import energy_table
 from gateway.cli.floormap import LEGEND, FloorMapRenderable, floor_map, room_flags
 from gateway.cli.results import EventStream, Notice, Output, Script
 from gateway.model.views import (
@@ -40,6 +41,7 @@ from gateway.model.views import (
     ConfigView,
     DeviceRow,
     DeviceTable,
+    EnergyLedger,
     EventLog,
     EventRow,
     FloorMap,
@@ -172,6 +174,8 @@ def _renderable(result: Result) -> RenderableType:
             return render_fleet.config_view(result)
         case ConfigHistory():
             return render_fleet.config_history(result)
+        case EnergyLedger():
+            return energy_table(result)
 
 
 def _status(s: Status) -> RenderableType:

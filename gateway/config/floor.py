@@ -8,8 +8,10 @@ one bad room does not hide the problems of the next.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -18,12 +20,24 @@ from drivers.lines import Bus, DeviceSpec, TcpPort
 from drivers.profile import PollClass, Profile
 from gateway.core.alarms import AlarmLayout
 from gateway.core.kinds import KINDS, ROOM_KINDS
-from gateway.core.state import DeviceInfo, Layout, Policy, RoomLayout
+from gateway.core.state import (
+    CODE_LIMITS,
+    UNSOLD_COOL_CODE_C,
+    UNSOLD_HEAT_CODE_C,
+    DeviceInfo,
+    EnergySettings,
+    Layout,
+    Policy,
+    RoomLayout,
+    Scene,
+)
 
 GATEWAY_ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 # Room ids appear in MQTT topics: no '/', '+', '#', no spaces.
 ROOM_ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$"
 UnitId = Annotated[int, Field(ge=1, le=247)]
+Circuit = Literal["entry", "main", "bedside", "bath"]
+WELCOME_LIGHTS: tuple[Circuit, ...] = ("entry", "main")
 
 
 class _Section(BaseModel):
@@ -39,6 +53,14 @@ class GatewaySection(_Section):
     profile_dirs: list[Path] = Field(default_factory=list)
     control_group: str = "floorgate"
     admin_group: str = "floorgate-admin"
+    # The floor's local time (IANA name): ledger days end at its midnight.
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        zone_of(name)
+        return name
 
 
 class MqttSection(_Section):
@@ -90,6 +112,42 @@ class PolicySection(_Section):
     alarm_ack_timeout_s: Annotated[int, Field(ge=10, le=86400)] = 300
     # Locks: read every slot of every lock this often, and repair drift.
     slot_verify_s: Annotated[float, Field(ge=1, le=86400)] = 60
+
+
+class EnergySection(_Section):
+    """[energy]: the guest-room energy policy (operations.md, Presence and Energy)."""
+
+    presence_check_s: Annotated[int, Field(ge=1, le=3600)] = 300
+    away_setback_c: Annotated[float, Field(ge=0, le=10)] = 2.0
+    lights_off_absent_s: Annotated[int, Field(ge=0, le=86400)] = 600
+    unsold_after_s: Annotated[int, Field(ge=0, le=86400)] = 600
+    unsold_cool_c: Annotated[float, Field(ge=5, le=35)] | None = None  # default 26.7
+    unsold_heat_c: Annotated[float, Field(ge=5, le=35)] = UNSOLD_HEAT_CODE_C
+    precondition_min: Annotated[int, Field(ge=0, le=1440)] = 60
+    window_delay_s: Annotated[int, Field(ge=0, le=3600)] = 60
+    code_limits: bool = True  # refuse settings that break the energy codes
+
+    @model_validator(mode="after")
+    def _code(self) -> Self:
+        if not self.code_limits:
+            return self
+        problems = []
+        if self.precondition_min > CODE_LIMITS["precondition_min"]:
+            problems.append("precondition_min above 60 breaks the energy code")
+        if self.unsold_after_s > CODE_LIMITS["unsold_after_s"]:
+            problems.append("unsold_after_s above 1200 breaks the energy code")
+        if self.away_setback_c < CODE_LIMITS["away_setback_c"]:
+            problems.append("away_setback_c below 2.0 breaks the energy code")
+        if problems:
+            raise ValueError("; ".join(problems) + " (code_limits = false lifts the limits)")
+        return self
+
+
+class SceneSection(_Section):
+    """[scene.NAME]: a welcome scene (the light circuits it turns on, a comfort setpoint)."""
+
+    lights: list[Circuit] = Field(default_factory=lambda: list(WELCOME_LIGHTS))
+    setpoint_c: Annotated[float, Field(ge=5, le=35)] | None = None
 
 
 class EscalationLevel(_Section):
@@ -202,6 +260,8 @@ class FloorConfig:
     metrics: MetricsSection = field(default_factory=MetricsSection)
     health: HealthSection = field(default_factory=HealthSection)
     remote_config: RemoteConfigSection = field(default_factory=RemoteConfigSection)
+    energy: EnergySection = field(default_factory=EnergySection)
+    scenes: dict[str, SceneSection] = field(default_factory=dict)
 
     def bus(self, name: str) -> Bus:
         """The bus with this name (KeyError if none)."""
@@ -242,7 +302,8 @@ class FloorConfig:
                 for role, p in by_role.items()
             }
             points = frozenset(spec.profile.roles(spec.roles))
-            devices[spec.ref] = DeviceInfo(spec.ref, spec.bus, points, ranges)
+            steps = {role: p.scale for role, p in by_role.items() if not p.type.is_float}
+            devices[spec.ref] = DeviceInfo(spec.ref, spec.bus, points, ranges, steps)
         rooms = tuple(
             RoomLayout(
                 RoomId(r.id),
@@ -266,7 +327,37 @@ class FloorConfig:
             repeat_s=self.policy.alarm_repeat_s,
             ack_timeout_s=self.policy.alarm_ack_timeout_s,
         )
-        return Layout(rooms, devices, policy, alarms)
+        scenes = {"welcome": Scene()}
+        scenes.update({n: Scene(tuple(sc.lights), sc.setpoint_c) for n, sc in self.scenes.items()})
+        return Layout(
+            rooms,
+            devices,
+            policy,
+            alarms,
+            energy=self.energy_settings(),
+            timezone=zone_of(self.gateway.timezone),
+            scenes=scenes,
+        )
+
+    def energy_settings(self) -> EnergySettings:
+        """[energy] as the core uses it; unsold_cool_c from [policy] vacant_setpoint_c (v1)
+        when [energy] does not set it."""
+        e = self.energy
+        cool = e.unsold_cool_c
+        if cool is None:
+            explicit = "vacant_setpoint_c" in self.policy.model_fields_set
+            cool = self.policy.vacant_setpoint_c if explicit else UNSOLD_COOL_CODE_C
+        return EnergySettings(
+            presence_check_s=e.presence_check_s,
+            away_setback_c=e.away_setback_c,
+            lights_off_absent_s=e.lights_off_absent_s,
+            unsold_after_s=e.unsold_after_s,
+            unsold_cool_c=cool,
+            unsold_heat_c=e.unsold_heat_c,
+            precondition_min=e.precondition_min,
+            window_delay_s=e.window_delay_s,
+            occupied_setpoint_c=self.policy.occupied_setpoint_c,
+        )
 
     @property
     def database_path(self) -> Path:
@@ -286,6 +377,15 @@ class FloorConfig:
             f"{len(self.buses)} buses ({bus_text}), {panel}, "
             f"{len(self.escalation)} escalation levels, {len(self.profiles)} profiles"
         )
+
+
+def zone_of(name: str) -> tzinfo:
+    """The IANA time zone ``name`` (ValueError if the system does not know it)."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        msg = f"unknown time zone {name!r} (an IANA name such as Asia/Shanghai)"
+        raise ValueError(msg) from exc
 
 
 def _kind_order(device: DeviceRef) -> int:

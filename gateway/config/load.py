@@ -30,6 +30,7 @@ from pydantic import BaseModel, ValidationError
 from drivers.lines import BUS_KINDS, Bus, CallPanelBus, TcpBus
 from drivers.profile import Profile, structure_problems
 from gateway.config.floor import (
+    EnergySection,
     EscalationLevel,
     FloorConfig,
     FloorPanelSection,
@@ -41,15 +42,19 @@ from gateway.config.floor import (
     PollSection,
     RemoteConfigSection,
     Room,
+    SceneSection,
 )
 from gateway.config.toml_lines import line_index, line_of
 from gateway.core.kinds import role_problems
+from gateway.core.state import UNSOLD_COOL_CODE_C, UNSOLD_HEAT_CODE_C
 from gateway.model.errors import ConfigError
 
 SECTIONS = (
     "gateway",
     "mqtt",
     "policy",
+    "energy",
+    "scene",
     "escalation",
     "bus",
     "floorpanel",
@@ -229,6 +234,8 @@ class _FloorChecker:
         metrics = self._section(raw, "metrics", MetricsSection) or MetricsSection()
         health = self._section(raw, "health", HealthSection) or HealthSection()
         remote = self._section(raw, "remote_config", RemoteConfigSection) or RemoteConfigSection()
+        energy = self._section(raw, "energy", EnergySection) or EnergySection()
+        scenes = self._scenes(raw)
         floorpanel = self._section(raw, "floorpanel", FloorPanelSection)
         levels = self._list(raw, "escalation", EscalationLevel)
         self.broken_buses: set[str] = set()
@@ -264,10 +271,39 @@ class _FloorChecker:
             metrics=self._resolve_metrics(metrics),
             health=health,
             remote_config=remote,
+            energy=energy,
+            scenes=scenes,
         )
+        self._energy_warnings(config)
         return config, self.warnings
 
     # -- parsing -------------------------------------------------------------------------
+
+    def _scenes(self, raw: dict[str, Any]) -> dict[str, SceneSection]:
+        data = raw.get("scene", {})
+        if not isinstance(data, dict):
+            self.problem("scene", "must be tables [scene.NAME]")
+            return {}
+        out: dict[str, SceneSection] = {}
+        for name, table in data.items():
+            where = f"scene.{name}"
+            scene = self._section({where: table}, where, SceneSection)
+            if scene is not None:
+                out[name] = scene
+        return out
+
+    def _energy_warnings(self, config: FloorConfig) -> None:
+        settings = config.energy_settings()
+        if settings.unsold_cool_c < UNSOLD_COOL_CODE_C:
+            self.warnings.append(
+                f"energy: unsold rooms cool to {settings.unsold_cool_c} °C, below the energy "
+                f"code's {UNSOLD_COOL_CODE_C} °C (80 °F): set [energy] unsold_cool_c"
+            )
+        if settings.unsold_heat_c > UNSOLD_HEAT_CODE_C:
+            self.warnings.append(
+                f"energy: unsold rooms heat to {settings.unsold_heat_c} °C, above the energy "
+                f"code's {UNSOLD_HEAT_CODE_C} °C (60 °F)"
+            )
 
     def _expand(self, value: Any, where: str) -> Any:
         if isinstance(value, dict):

@@ -20,7 +20,7 @@ from typing import assert_never
 from drivers.ids import RoomId
 from drivers.observations import DeviceFault, DeviceOffline, DeviceOnline, PointObserved
 from drivers.panelproto import CallCancelled, CallPlaced, LineFault, PanelOffline, PanelOnline
-from gateway.core import handlers
+from gateway.core import grms, handlers
 from gateway.core.alarms import Alarm, Alarms
 from gateway.core.alarms import Refusal as AlarmRefusal
 from gateway.core.authz import Authz, Stay
@@ -89,6 +89,9 @@ class Stored:
     stays: list[Stay]
     alarms: list[Alarm]
     welcomed: Mapping[str, str]  # room -> stay whose welcome scene ran
+    # room -> (housekeeping status, the stay a set_energy hold is for)
+    room_status: Mapping[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    ledger: Mapping[str, Mapping[str, object]] = field(default_factory=dict)  # room -> latest day
     config: ConfigRecord = field(default_factory=ConfigRecord)  # gateway.core.remote_config
 
 
@@ -103,7 +106,8 @@ def restore(
     """The floor as it was, and what fell due while the daemon was down.
 
     Escalation levels and stay boundaries that passed are decided at once, every lamp is
-    asserted as the open calls want it, and every lock's slots are read and reconciled.
+    asserted as the open calls want it, every lock's slots are read and reconciled, and
+    every room's devices are brought to what its energy mode says.
     """
     alarms, alarm_effects = Alarms.restore(
         layout.alarms, stored.alarms, now, link_up=False, new_id=new_id
@@ -118,8 +122,10 @@ def restore(
         welcomed={RoomId(r): s for r, s in stored.welcomed.items()},
         kinds={role: k.new_state() for role, k in registry.items()},
         config=stored.config,
+        rooms=grms.Rooms.restore(layout, now, stored.room_status, stored.ledger),
     )
-    effects = expand(floor, [*alarm_effects, *boundary])
+    effects = grms.start(floor, now)
+    effects += expand(floor, [*alarm_effects, *boundary], now)
     effects += [
         ReconcileLock(r.room, "verify", read_slots=True)
         for r in layout.rooms
@@ -144,7 +150,7 @@ def decide(floor: FloorState, item: Input, now: datetime) -> Decision:
                 return Decision([])
             floor.link_up = up
             floor.alarms, effects = floor.alarms.link_changed(up, now)
-            return Decision(expand(floor, effects))
+            return Decision(expand(floor, effects, now))
         case ClockJumped():
             return Decision(
                 [
@@ -178,6 +184,8 @@ def decide(floor: FloorState, item: Input, now: datetime) -> Decision:
         case AccessLogRead():
             return Decision(_access_log(floor, item))
         case Lifecycle(event=event, data=data):
+            if event == "gateway.stopping":
+                return Decision([Emit(event, None, data), grms.checkpoint_ledger(floor, now)])
             return Decision([Emit(event, None, data)])
         case ConfigVerdict(sha256=sha, problems=problems):
             verdict = verdict_effects(floor.config, sha, problems)
@@ -202,6 +210,7 @@ def room_snapshot(floor: FloorState, room: RoomId, now: datetime) -> dict[str, o
         "occupancy": occupancy,
         "stay_id": stay_id,
     }
+    doc.update(grms.room_fields(floor, room, now))
     present = {d.role: d for d in layout.devices}
     for role, k in _by_fields_order(floor.registry):
         device = present.get(role)
@@ -226,6 +235,7 @@ def next_deadline(floor: FloorState, now: datetime) -> datetime | None:
     """When a ``Tick`` next has something to do (None: nothing scheduled)."""
     candidates = [floor.authz.next_boundary(now), floor.alarms.next_deadline()]
     candidates += [k.next_deadline(floor) for k in floor.registry.values()]
+    candidates.append(grms.next_deadline(floor, now))
     return min((c for c in candidates if c is not None), default=None)
 
 
@@ -237,9 +247,13 @@ def _observed(floor: FloorState, obs: PointObserved, now: datetime) -> Effects:
     if k is None:
         return []
     before, known = floor.points.observe(obs, cache=obs.point not in k.saved_with_decision)
-    effects = k.observe(floor, Observed(obs, before, known), now)
+    seen = Observed(obs, before, known)
+    call_open = obs.room is not None and floor.alarms.call_state(obs.room) != "idle"
+    effects = k.observe(floor, seen, now)
+    if obs.point in grms.ROOM_INPUTS:
+        effects += grms.observe(floor, seen, now, call_open=call_open)
     floor.touch(obs.room)
-    return expand(floor, effects)
+    return expand(floor, effects, now)
 
 
 def _health(
@@ -257,18 +271,20 @@ def _health(
             out.append(Emit("device.offline", device.room, {**data, "reason": reason}))
             if k is not None:
                 out += k.went_offline(floor, device, now)
+            out += grms.device_offline(floor, device, now)
         case DeviceOnline():
             if floor.points.online_changed(device, online=True):
                 out.append(Emit("device.online", device.room, data))
             if k is not None:
                 out += k.came_online(floor, device, now)
+            out += grms.device_back(floor, device, now)
             sent = {e for e in out if isinstance(e, WritePoint)}
             out += [e for e in floor.alarms.outputs_for(device) if e not in sent]
             out.append(DeviceBack(device))
         case _:
             assert_never(obs)
     floor.touch(device.room)
-    return expand(floor, out)
+    return expand(floor, out, now)
 
 
 def _panel(
@@ -293,7 +309,7 @@ def _panel(
             floor.alarms, effects = alarms.panel_online(bus, now)
         case _:
             assert_never(event)
-    return expand(floor, [*out, *effects])
+    return expand(floor, [*out, *effects], now)
 
 
 def _tick(floor: FloorState, now: datetime) -> Effects:
@@ -302,7 +318,8 @@ def _tick(floor: FloorState, now: datetime) -> Effects:
     out: list[Intent] = [*authz_effects, *alarm_effects]
     for k in floor.registry.values():
         out += k.tick(floor, now)
-    return expand(floor, out)
+    out += grms.tick(floor, now)
+    return expand(floor, out, now)
 
 
 def _access_log(floor: FloorState, read: AccessLogRead) -> Effects:
@@ -333,9 +350,9 @@ def _command(floor: FloorState, cmd: RunCommand, now: datetime) -> Decision:
     if isinstance(done, handlers.Refused):
         reply = _error_reply(cmd.id, done.code, done.message)
         rejected = Emit("command.rejected", None, {"id": cmd.id, "code": done.code})
-        also = expand(floor, done.also)
+        also = expand(floor, done.also, now)
         return Decision([rejected, *also, RecordCommand(cmd.id, now, reply)], reply)
-    effects = expand(floor, done.intents)
+    effects = expand(floor, done.intents, now)
     result = done.result
     if result is None:
         result = {"pending": handlers.pending(floor, done.devices)}
@@ -353,7 +370,7 @@ def _alarm_action(floor: FloorState, action: AlarmAction, now: datetime) -> Deci
     floor.alarms, effects = result
     saved = [e.alarm for e in effects if isinstance(e, SaveAlarm)]
     mine = [a for a in saved if a.alarm_id == action.alarm_id]
-    return Decision(expand(floor, effects), mine[-1] if mine else None)
+    return Decision(expand(floor, effects, now), mine[-1] if mine else None)
 
 
 def _error_reply(command_id: str, code: str, message: str) -> bytes:

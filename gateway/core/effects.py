@@ -41,7 +41,9 @@ __all__ = [
     "SaveAlarm",
     "SaveConfig",
     "SaveCounter",
+    "SaveLedger",
     "SaveLogHead",
+    "SaveRoomStatus",
     "SaveStay",
     "SetPanelLamp",
     "WritePoint",
@@ -108,6 +110,24 @@ class MarkWelcomed:
 
     room: RoomId
     stay_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SaveRoomStatus:
+    """Persist a room's housekeeping status and its set_energy hold (the stay it holds for)."""
+
+    room: RoomId
+    housekeeping: str | None
+    hold_stay: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SaveLedger:
+    """Persist rooms' day totals of the savings ledger ``(room, row)``; rows older than
+    ``keep_days`` (if given) are purged."""
+
+    rows: tuple[tuple[str, Mapping[str, object]], ...]
+    keep_days: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +228,8 @@ Persisted = (
     | SaveCounter
     | SaveLogHead
     | MarkWelcomed
+    | SaveRoomStatus
+    | SaveLedger
     | RecordCommand
     | SaveConfig
 )
@@ -241,6 +263,8 @@ def split(effects: Iterable[Effect]) -> tuple[list[Persisted], list[Action]]:
                 | SaveCounter()
                 | SaveLogHead()
                 | MarkWelcomed()
+                | SaveRoomStatus()
+                | SaveLedger()
                 | RecordCommand()
                 | SaveConfig()
             ):

@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from gateway.core.alarms import AlarmKind, AlarmState
+from gateway.core.energy import Mode
 from gateway.core.state import FloorState
 
 __all__ = ["ENERGY_UNKNOWN", "FloorFigures", "floor_figures"]
 
 ENERGY_UNKNOWN = "unknown"
-"""The energy mode of a room whose floor does not manage energy (yet)."""
+"""The energy mode of a room not yet known (just after a start, until its devices answer)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,5 +45,9 @@ def floor_figures(floor: FloorState, now: datetime) -> FloorFigures:
             waiting[kind] = max(waiting[kind], age)
         if alarm.kind is AlarmKind.TECHNICAL:
             technical.append((alarm.point, alarm.room or alarm.source))
-    rooms = {ENERGY_UNKNOWN: len(floor.layout.rooms)}
+    rooms = dict.fromkeys([*(str(m) for m in Mode), ENERGY_UNKNOWN], 0)
+    for room in floor.layout.rooms:
+        managed = floor.rooms.by_room.get(room.room)
+        mode = None if managed is None else managed.energy.mode
+        rooms[ENERGY_UNKNOWN if mode is None else str(mode)] += 1
     return FloorFigures(open_, waiting, rooms, tuple(technical))

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from drivers.ids import DeviceRef
 from drivers.profile import PollClass
+from gateway.core import grms
 from gateway.core.alarms import Refusal as AlarmRefusal
 from gateway.core.authz import Authz, Outcome
 from gateway.core.authz import Refusal as AuthzRefusal
@@ -37,6 +38,8 @@ from gateway.model.messages import (
     ResyncBody,
     RevokeTokenBody,
     SetClimateBody,
+    SetEnergyBody,
+    SetHousekeepingBody,
     SetLightsBody,
     UnlockBody,
 )
@@ -207,7 +210,8 @@ def set_climate(floor: FloorState, body: SetClimateBody, ctx: Context) -> Done |
         return refused
     audit = Audit("central", "set_climate", body.room, body.model_dump(exclude_none=True))
     floor.touch(body.room)
-    return Done([audit, *writes], devices=[device])
+    manual = grms.manual(floor, body.room, ctx.now)
+    return Done([audit, *manual, *writes], devices=[device])
 
 
 @handles("set_lights")
@@ -223,6 +227,30 @@ def set_lights(floor: FloorState, body: SetLightsBody, ctx: Context) -> Done | R
         return refused
     floor.touch(body.room)
     return Done(writes, devices=[device])
+
+
+# -- guest-room management ----------------------------------------------------------------
+
+
+@handles("set_energy")
+def set_energy(floor: FloorState, body: SetEnergyBody, ctx: Context) -> Done | Refused:
+    """Hold the room in comfort until its stay ends (or release the hold)."""
+    if (refused := _unknown_room(floor, body.room)) is not None:
+        return refused
+    occupancy, _ = floor.authz.occupancy(body.room, ctx.now)
+    if body.hold and occupancy != "occupied":
+        return Refused("conflict", f"room {body.room} has no stay to hold comfort for")
+    audit = Audit("central", "set_energy", body.room, {"hold": body.hold})
+    intents = [audit, *grms.hold(floor, body.room, body.hold, ctx.now)]
+    return Done(intents, devices=[w.device for w in intents if isinstance(w, WritePoint)])
+
+
+@handles("set_housekeeping")
+def set_housekeeping(floor: FloorState, body: SetHousekeepingBody, ctx: Context) -> Done | Refused:
+    """The PMS's housekeeping status (``housekeeping.changed`` when it changes)."""
+    if (refused := _unknown_room(floor, body.room)) is not None:
+        return refused
+    return Done(grms.set_housekeeping(floor, body.room, body.status, body.by), result={})
 
 
 # -- alarms -----------------------------------------------------------------------------

@@ -1,17 +1,19 @@
 """From what the core modules decide to what the engine does.
 
 Authorisation speaks of rooms becoming occupied or vacant and of locks whose tokens
-changed; the floor turns those into device writes (each kind's ``room_writes``) and lock
-reconciliations, and marks the rooms whose published state changed.
+changed; the floor turns those into the rooms' energy modes (gateway.core.grms, whose
+writes are each kind's ``room_writes``) and lock reconciliations, and marks the rooms
+whose published state changed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 
+from gateway.core import grms
 from gateway.core.authz import LocksChanged, RoomOccupied, RoomVacant
 from gateway.core.effects import Effect, ReconcileLock, SaveAlarm, SaveStay
-from gateway.core.kinds.base import Occupied, Vacant
 from gateway.core.state import Effects, FloorState
 
 __all__ = ["Intent", "expand"]
@@ -20,19 +22,15 @@ Intent = Effect | RoomOccupied | RoomVacant | LocksChanged
 """What a core module may return: an effect, or a room or lock change to expand."""
 
 
-def expand(floor: FloorState, intents: Iterable[Intent]) -> Effects:
+def expand(floor: FloorState, intents: Iterable[Intent], now: datetime) -> Effects:
     """The effects of ``intents``, in order; rooms whose state changed are touched."""
     out: Effects = []
-    policy = floor.layout.policy
     for item in intents:
         match item:
-            case RoomOccupied(room=room, setpoint_c=setpoint):
-                wanted = policy.occupied_setpoint_c if setpoint is None else setpoint
-                out += floor.room_writes(room, Occupied(wanted))
-                floor.touch(room)
+            case RoomOccupied(room=room):
+                out += grms.rental(floor, room, True, now)
             case RoomVacant(room=room):
-                out += floor.room_writes(room, Vacant(policy.vacant_setpoint_c))
-                floor.touch(room)
+                out += grms.rental(floor, room, False, now)
             case LocksChanged(rooms=rooms):
                 out += [
                     ReconcileLock(r.room, "change")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, tzinfo
 from typing import TYPE_CHECKING
 
 from drivers.ids import DeviceRef, RoomId
@@ -21,9 +22,20 @@ from gateway.core.points import PointTable
 from gateway.core.remote_config import ConfigRecord
 
 if TYPE_CHECKING:
+    from gateway.core.grms import Rooms
     from gateway.core.kinds.base import DeviceKind, RoomChange
 
-__all__ = ["DeviceInfo", "Effects", "FloorState", "Layout", "Policy", "RoomLayout"]
+__all__ = [
+    "CODE_LIMITS",
+    "DeviceInfo",
+    "Effects",
+    "EnergySettings",
+    "FloorState",
+    "Layout",
+    "Policy",
+    "RoomLayout",
+    "Scene",
+]
 
 Effects = list[Effect]
 
@@ -37,6 +49,36 @@ class Policy:
     door_held_open_s: int = 120
 
 
+# The energy codes' limits, checked by --check while [energy] code_limits is true.
+CODE_LIMITS = {"precondition_min": 60, "unsold_after_s": 1200, "away_setback_c": 2.0}
+UNSOLD_COOL_CODE_C = 26.7  # 80 °F
+UNSOLD_HEAT_CODE_C = 15.6  # 60 °F
+
+
+@dataclass(frozen=True, slots=True)
+class EnergySettings:
+    """The floor file's ``[energy]`` table (and ``[policy] occupied_setpoint_c``)."""
+
+    presence_check_s: float = 300
+    away_setback_c: float = 2.0
+    lights_off_absent_s: float = 600
+    unsold_after_s: float = 600
+    unsold_cool_c: float = UNSOLD_COOL_CODE_C
+    unsold_heat_c: float = UNSOLD_HEAT_CODE_C
+    precondition_min: int = 60
+    window_delay_s: float = 60
+    occupied_setpoint_c: float = 22.0
+
+
+@dataclass(frozen=True, slots=True)
+class Scene:
+    """A welcome scene: the light circuits on at the first entry of a stay, and optionally
+    the comfort setpoint of a stay that names it and prefers none."""
+
+    lights: tuple[str, ...] = ("entry", "main")
+    setpoint_c: float | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class DeviceInfo:
     """A Modbus device as the core needs it: its bus, the roles its profile provides."""
@@ -45,6 +87,7 @@ class DeviceInfo:
     bus: str
     points: frozenset[str]  # roles the profile maps (bit-field members included)
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # role -> min, max
+    steps: Mapping[str, float] = field(default_factory=dict)  # role -> resolution (scale)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +107,9 @@ class Layout:
     devices: Mapping[DeviceRef, DeviceInfo]
     policy: Policy
     alarms: AlarmLayout
+    energy: EnergySettings = field(default_factory=EnergySettings)
+    timezone: tzinfo = UTC  # the floor's local time: ledger days, staff schedules
+    scenes: Mapping[str, Scene] = field(default_factory=lambda: {"welcome": Scene()})
 
     def room(self, room: str) -> RoomLayout | None:
         """The room with this id, or None when it is not on this floor."""
@@ -81,6 +127,11 @@ class Layout:
         """True when the device's profile has a point playing this role."""
         info = self.devices.get(device)
         return info is not None and point in info.points
+
+    def point_step(self, device: DeviceRef, point: str) -> float | None:
+        """The resolution a numeric point is written in (None: not known)."""
+        info = self.devices.get(device)
+        return None if info is None else info.steps.get(point)
 
     def point_range(self, device: DeviceRef, point: str) -> tuple[float, float]:
         """The profile's accepted range of a numeric point (unbounded if it names none)."""
@@ -101,6 +152,7 @@ class FloorState:
     alarms: Alarms
     welcomed: dict[RoomId, str]  # room -> stay whose welcome scene ran
     kinds: dict[str, object]  # each kind's own state, by role
+    rooms: Rooms  # each room's presence, energy, service, housekeeping, ledger (core.grms)
     link_up: bool = False
     dirty_rooms: set[RoomId] = field(default_factory=set)  # room states to publish again
     config: ConfigRecord = field(default_factory=ConfigRecord)  # remote configuration

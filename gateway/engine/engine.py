@@ -29,7 +29,7 @@ from typing import assert_never
 import structlog
 
 from drivers.panelproto import LampState
-from gateway.adapters import alarms_store, config_store, journal, schema, stays
+from gateway.adapters import alarms_store, config_store, journal, rooms_store, schema, stays
 from gateway.adapters.signals import Broadcast, RetainedChanges
 from gateway.adapters.store import Store
 from gateway.core.clock import ClockWatch
@@ -58,7 +58,9 @@ from gateway.core.effects import (
     SaveAlarm,
     SaveConfig,
     SaveCounter,
+    SaveLedger,
     SaveLogHead,
+    SaveRoomStatus,
     SaveStay,
     SetPanelLamp,
     WritePoint,
@@ -169,6 +171,10 @@ class Engine:
             await self._commit(decided)
             self._beat()
 
+    def now(self) -> datetime:
+        """The floor's wall clock (the one every decision is taken at)."""
+        return self._wall()
+
     def current_state(self) -> list[tuple[str, dict[str, object] | None]]:
         """Every open alarm, then every room state (what goes out first on a connect)."""
         return current_state(self.state, self._wall())
@@ -265,6 +271,10 @@ class Engine:
                         stays.save_log_head(conn, str(device), head)
                 case MarkWelcomed(room=room, stay_id=stay_id):
                     stays.save_welcomed(conn, room, stay_id)
+                case SaveRoomStatus(room=room, housekeeping=status, hold_stay=hold):
+                    rooms_store.save_room_status(conn, room, status, hold)
+                case SaveLedger(rows=rows, keep_days=keep):
+                    rooms_store.save_ledger(conn, rows, keep)
                 case RecordCommand(id=command_id, at=at, reply=reply):
                     schema.record_command(conn, command_id, at, reply.decode())
                     self._purge_commands(conn, at)

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from drivers.callpanel import CallPanelDriver
+from drivers.ids import RoomId
 from drivers.scheduler import BusScheduler
 from gateway import __version__
-from gateway.adapters import config_store, schema
+from gateway.adapters import config_store, rooms_store, schema
 from gateway.adapters.mqtt import Uplink
 from gateway.adapters.signals import Broadcast
 from gateway.adapters.store import Store
 from gateway.config.floor import FloorConfig
 from gateway.core.alarms import Alarm, Refusal
 from gateway.core.inputs import AlarmAction, AuditAction
+from gateway.core.ledger import local_date
 from gateway.engine.configs import ConfigKeeper
 from gateway.engine.engine import Engine, Inbox
 from gateway.engine.health import HealthMonitor
@@ -28,6 +32,8 @@ from gateway.model.views import (
     ConfigHistoryRow,
     ConfigView,
     DeviceRow,
+    EnergyDay,
+    EnergyLedger,
     EventRow,
     HealthReasonRow,
     HealthView,
@@ -58,8 +64,8 @@ class LiveFloorView:
         uplink: Uplink,
         outbox: Broadcast,
         started_at: datetime,
-        health: HealthMonitor,
-        configs: ConfigKeeper,
+        health: HealthMonitor | None = None,
+        configs: ConfigKeeper | None = None,
     ) -> None:
         """The view of the running floor; changes go in through the engine's inbox."""
         self.config = config
@@ -202,6 +208,34 @@ class LiveFloorView:
             shed=self.uplink.stats().shed,
         )
 
+    async def energy(self, room: str | None, days: int) -> EnergyLedger:
+        """The stored day rows of the ledger, with today's running totals from the floor."""
+        state = self.engine.state
+        rooms = state.room_ids() if room is None else [self._room_id(room)]
+        now = self.engine.now()
+        tz = state.layout.timezone
+        today = local_date(now, tz)
+        since = today - timedelta(days=days - 1)
+        stored = await self.store.read(
+            functools.partial(rooms_store.load_ledger, since=since, room=room)
+        )
+        by_room: dict[str, list[EnergyDay]] = {r: [] for r in rooms}
+        for r, doc in stored:
+            if r in by_room and doc.get("date") != today.isoformat():
+                by_room[r].append(_energy_day(r, doc, today=False))
+        for r in rooms:
+            live = copy.deepcopy(state.rooms.by_room[r].ledger)  # the view changes nothing
+            live.advance(now)
+            by_room[r].append(_energy_day(r, live.day.doc(), today=True))
+        rows = tuple(row for r in rooms for row in sorted(by_room[r], key=lambda d: d.date))
+        return EnergyLedger(self.config.gateway.timezone, days, rows)
+
+    def _room_id(self, room: str) -> RoomId:
+        layout = self.engine.state.layout.room(room)
+        if layout is None:
+            raise KeyError(room)
+        return layout.room
+
     async def scan(self, bus: str, progress: Callable[[ScanProgress], None]) -> list[ScanHit]:
         """Probe unit ids 1-247 on a Modbus bus between its normal work."""
         sched = self.schedulers[bus]
@@ -223,6 +257,8 @@ class LiveFloorView:
 
     def health(self) -> HealthView:
         """The floor's health now."""
+        if self.monitor is None:
+            raise ViewRefused("unavailable", "this daemon does not watch its health")
         h = self.monitor.health()
         reasons = tuple(
             HealthReasonRow(r.code, str(r.level), r.message, r.critical) for r in h.reasons
@@ -232,6 +268,8 @@ class LiveFloorView:
     def config_show(self) -> ConfigView:
         """The floor file running and remote configuration's state."""
         keeper, record = self.configs, self.engine.state.config
+        if keeper is None:
+            raise ViewRefused("unavailable", "this daemon does not keep its configuration")
         pending = record.pending
         until = pending.deadline if pending is not None else None
         return ConfigView(
@@ -258,6 +296,30 @@ class LiveFloorView:
         rate = errors / st.transactions if st.transactions else 0.0
         offline = tuple(d.name for d in st.devices if d.state == "offline")
         return BusHealth(name, st.kind, round(st.tx_per_s, 1), round(rate, 4), offline)
+
+
+def _energy_day(room: str, doc: Mapping[str, object], *, today: bool) -> EnergyDay:
+    """A ledger row as floorctl shows it."""
+    seconds = doc.get("seconds")
+    kwh = doc.get("energy_kwh")
+    return EnergyDay(
+        room=room,
+        date=str(doc.get("date")),
+        seconds={str(k): v for k, v in seconds.items()} if isinstance(seconds, dict) else {},
+        hvac_run_s=_int(doc.get("hvac_run_s")),
+        lights_on_absent_s=_int(doc.get("lights_on_absent_s")),
+        setback_degree_hours=float(_number(doc.get("setback_degree_hours"))),
+        energy_kwh=None if kwh is None else float(_number(kwh)),
+        today=today,
+    )
+
+
+def _number(value: object) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
+def _int(value: object) -> int:
+    return round(_number(value))
 
 
 def _outbox(conn: sqlite3.Connection) -> tuple[int, int | None, str | None, int | None, int]:

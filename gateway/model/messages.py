@@ -222,6 +222,16 @@ class RoomMeter(Message):
     power_w: float | None
 
 
+EnergyModeName = Literal["comfort", "away", "unsold", "precondition", "window", "manual"]
+
+
+class RoomEnergy(Message):
+    """The room's energy mode and since when (``null`` before the first after start)."""
+
+    mode: EnergyModeName | None
+    since: Timestamp | None
+
+
 class RoomState(Message):
     """``{root}/rooms/{room}/state`` (retained): a room snapshot, republished on change."""
 
@@ -230,6 +240,17 @@ class RoomState(Message):
     ts: Timestamp
     occupancy: Literal["vacant", "occupied"]
     stay_id: str | None
+    rental: Literal["sold", "unsold"] = Field(description="sold while a stay is active")
+    presence: Literal["present", "absent"] | None = Field(
+        description="null when it cannot be told (treated as present)"
+    )
+    energy: RoomEnergy
+    housekeeping: Literal["dirty", "clean", "inspected", "out_of_order"] | None = Field(
+        description="null until the PMS sets it or a checkout makes the room dirty"
+    )
+    service: Literal["in_progress", "idle"] = Field(
+        description="in_progress while the staff key is turned at the room and no call is open"
+    )
     door: Literal["open", "closed"] | None
     deadbolt: bool | None
     lock_battery: Annotated[int, Field(ge=0, le=100)] | None
@@ -453,6 +474,24 @@ class ApplyConfigBody(Message):
     )
 
 
+Housekeeping = Literal["dirty", "clean", "inspected", "out_of_order"]
+
+
+class SetHousekeepingBody(Message):
+    """``set_housekeeping``: the PMS's housekeeping status of the room."""
+
+    room: RoomId
+    status: Housekeeping
+    by: Text
+
+
+class SetEnergyBody(Message):
+    """``set_energy``: hold the room in comfort whatever the presence until the stay ends."""
+
+    room: RoomId
+    hold: bool
+
+
 COMMAND_BODIES: dict[str, type[Message]] = {
     "checkin": CheckinBody,
     "checkout": CheckoutBody,
@@ -466,5 +505,7 @@ COMMAND_BODIES: dict[str, type[Message]] = {
     "resolve_alarm": ResolveAlarmBody,
     "resync": ResyncBody,
     "apply_config": ApplyConfigBody,
+    "set_housekeeping": SetHousekeepingBody,
+    "set_energy": SetEnergyBody,
 }
 """Each command ``type`` of mqtt.md and the model of its ``body``."""

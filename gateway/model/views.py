@@ -37,6 +37,8 @@ __all__ = [
     "ConfigView",
     "DeviceRow",
     "DeviceTable",
+    "EnergyDay",
+    "EnergyLedger",
     "EventLog",
     "EventRow",
     "FloorMap",
@@ -70,6 +72,7 @@ READ_COMMANDS = frozenset(
         "health",
         "config.show",
         "config.history",
+        "energy",
     }
 )
 # Requests that change something (or load a bus): admin group, audited.
@@ -273,6 +276,29 @@ class OutboxInfo(_Json):
 
 
 @dataclass(frozen=True, slots=True)
+class EnergyDay(_Json):
+    """One room's savings-ledger totals for one local day (the ``energy.daily`` data)."""
+
+    room: str
+    date: str  # the local day, YYYY-MM-DD
+    seconds: Mapping[str, Any]  # energy mode -> seconds in it
+    hvac_run_s: int
+    lights_on_absent_s: int
+    setback_degree_hours: float
+    energy_kwh: float | None  # None: the room has no meter
+    today: bool = False  # the day under way: totals so far
+
+
+@dataclass(frozen=True, slots=True)
+class EnergyLedger(_Json):
+    """``floorctl energy``: the savings ledger of the last ``days`` local days."""
+
+    timezone: str
+    days: int
+    rows: tuple[EnergyDay, ...]  # by room (floor-file order), then day
+
+
+@dataclass(frozen=True, slots=True)
 class ScanProgress(_Json):
     """How far a bus scan is: ``done`` of ``total`` unit ids probed, ``found`` answered."""
 
@@ -407,6 +433,7 @@ Result = (
     | HealthView
     | ConfigView
     | ConfigHistory
+    | EnergyLedger
 )
 
 
@@ -463,6 +490,11 @@ class FloorView(Protocol):
 
     async def outbox(self) -> OutboxInfo:
         """The outbox's depth and what it keeps."""
+        ...
+
+    async def energy(self, room: str | None, days: int) -> EnergyLedger:
+        """The savings ledger of the last ``days`` local days (today's so far included), of
+        one room or every room; KeyError for a room not on this floor."""
         ...
 
     async def scan(self, bus: str, progress: Callable[[ScanProgress], None]) -> list[ScanHit]:

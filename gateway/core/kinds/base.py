@@ -33,11 +33,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DeviceKind",
+    "EnergyMode",
+    "LightsOff",
     "Observed",
-    "Occupied",
     "RoleSpec",
     "RoomChange",
-    "Vacant",
     "ValueKind",
     "Values",
     "Welcome",
@@ -79,27 +79,36 @@ class Observed:
 
 
 @dataclass(frozen=True, slots=True)
-class Occupied:
-    """A stay became valid: the room takes the guest's settings."""
+class EnergyMode:
+    """The room entered (or is brought back to) an energy mode: what its devices must hold.
 
-    setpoint_c: float
+    ``None`` leaves a setting as it is; ``lights_off`` switches every light circuit off;
+    ``tstat_mode`` the thermostat's own mode (an ``auto`` thermostat is held to ``cool`` or
+    ``heat`` while set back, so one setpoint cannot drive it the wrong way).
+    """
+
+    mode: str
+    setpoint_c: float | None = None
+    power: bool | None = None
+    keypad_locked: bool | None = None
+    lights_off: bool = False
+    tstat_mode: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class Vacant:
-    """The stay that occupied the room ended."""
-
-    setpoint_c: float
+class LightsOff:
+    """Every light circuit off (an absent guest's lights, after their delay)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Welcome:
-    """The guest's first entry of the stay."""
+    """The guest's first entry of the stay: the scene's lights on (the others off)."""
 
     scene: str | None
+    lights: tuple[str, ...] = ("entry", "main")
 
 
-RoomChange = Occupied | Vacant | Welcome
+RoomChange = EnergyMode | LightsOff | Welcome
 
 
 class Values:

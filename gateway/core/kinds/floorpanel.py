@@ -20,7 +20,13 @@ class FloorPanel(DeviceKind):
     role = "floorpanel"
     room_level = False
     order = 90
-    points: ClassVar[Mapping[str, RoleSpec]] = {"floor_sounder": _BW, "floor_call_lamp": _BW}
+    points: ClassVar[Mapping[str, RoleSpec]] = {
+        "floor_sounder": _BW,
+        "floor_call_lamp": _BW,
+        # v1.1 trouble indication (a profile may map them; a v1 panel has neither)
+        "trouble_lamp": _BW,
+        "trouble_buzzer": _BW,
+    }
     required = (("floor_call_lamp",), ("floor_sounder",))
 
 

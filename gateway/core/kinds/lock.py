@@ -3,8 +3,8 @@
 The lock decides at the door from its credential slots; the engine keeps the slots equal
 to what is authorised (a ``ReconcileLock`` on every change, read-back of the slots) and
 follows the access log (``ReadAccessLog`` when its head moves). Here: the door's events
-and the held-open timer, the welcome scene on the first opening of a stay, the tamper
-alarm.
+and the held-open timer, the tamper alarm. The door also tells the room's presence and
+its first opening of a stay runs the welcome scene (gateway.core.grms).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from datetime import datetime, timedelta
 from typing import ClassVar
 
 from drivers.ids import DeviceRef, RoomId
-from gateway.core.effects import Emit, MarkWelcomed, ReadAccessLog, ReconcileLock
-from gateway.core.kinds.base import DeviceKind, Observed, RoleSpec, ValueKind, Values, Welcome
+from gateway.core.effects import Emit, ReadAccessLog, ReconcileLock
+from gateway.core.kinds.base import DeviceKind, Observed, RoleSpec, ValueKind, Values
 from gateway.core.state import Effects, FloorState
 
 ACCESS_RESULTS = ("granted", "denied", "denied_deadbolt", "remote_unlock")
@@ -129,21 +129,7 @@ class Lock(DeviceKind):
         out: Effects = []
         if seen.changed:
             out.append(Emit("door.opened" if opened else "door.closed", room, {}, low_value=True))
-        if seen.obs.value is True:
-            out += _welcome(floor, room, now)
         return out
-
-
-def _welcome(floor: FloorState, room: RoomId, now: datetime) -> Effects:
-    """The first opening of a stay: the welcome scene, once per stay."""
-    occupancy, stay_id = floor.authz.occupancy(room, now)
-    if occupancy != "occupied" or not stay_id or floor.welcomed.get(room) == stay_id:
-        return []
-    floor.welcomed[room] = stay_id
-    stay = floor.authz.stay(room, stay_id)
-    scene = stay.preferences.get("scene") if stay is not None else None
-    change = Welcome(scene if isinstance(scene, str) else None)
-    return [MarkWelcomed(room, stay_id), *floor.room_writes(room, change)]
 
 
 def _doors(floor: FloorState) -> Doors:

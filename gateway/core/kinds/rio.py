@@ -4,8 +4,9 @@ Its call counters raise calls and staff presence resolves them (gateway.core.ala
 counters are saved with the decision they cause, so a press made while the gateway was down
 is raised on the first read after start. A room I/O that goes offline makes its call
 points unreachable (a technical alarm). Switches (DND, MUR, key card, window) become room
-events on change; a vacant room's lights go off; the first entry of a stay gets the
-welcome scene.
+events on change; its motion sensor, key card, window, staff key and MUR switch feed the
+room's presence, energy and service (gateway.core.grms); an energy mode that says so
+switches the lights off; the first entry of a stay gets the welcome scene.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from drivers.profile import PollClass
 from gateway.core.effects import Emit, SaveCounter, WritePoint
 from gateway.core.kinds.base import (
     DeviceKind,
+    EnergyMode,
+    LightsOff,
     Observed,
     RoleSpec,
     RoomChange,
-    Vacant,
     ValueKind,
     Values,
     Welcome,
@@ -40,7 +42,6 @@ SWITCH_EVENTS = {
     "keycard": "room.keycard",
     "window_open": "room.window",
 }
-WELCOME_LIGHTS = ("light_entry", "light_main")
 
 
 class RoomIO(DeviceKind):
@@ -60,6 +61,8 @@ class RoomIO(DeviceKind):
         "mur": _B,
         "window_open": _B,
         "staff_present": _B,
+        "motion": _B,  # v1.1 presence sensor: held 30 s after movement
+        "motion_count": RoleSpec(ValueKind.COUNT),  # v1.1: +1 per detection, wrapping
         "bath_count": RoleSpec(ValueKind.COUNT),
         "staff_count": RoleSpec(ValueKind.COUNT),
         "bed_count": RoleSpec(ValueKind.COUNT),
@@ -109,12 +112,13 @@ class RoomIO(DeviceKind):
         }
 
     def room_writes(self, device: DeviceRef, change: RoomChange) -> list[WritePoint]:
-        """Vacant: every light off; the welcome scene: entry and main lights on."""
+        """Lights off with a mode that says so (or an absent guest's delay); the welcome
+        scene: its circuits on, the others off."""
         match change:
-            case Vacant():
+            case EnergyMode(lights_off=True) | LightsOff():
                 return [_w(device, f"light_{c}", False) for c in LIGHTS]
-            case Welcome():
-                return [_w(device, point, True) for point in WELCOME_LIGHTS]
+            case Welcome(lights=lights):
+                return [_w(device, f"light_{c}", c in lights) for c in LIGHTS]
             case _:
                 return []
 

@@ -1,8 +1,8 @@
 """The room thermostat / fan-coil controller (FG-TSTAT-1 and profiles like it).
 
 Shows the room's climate; a rising sensor-fault bit is a ``device.fault`` for maintenance;
-an occupied room gets the guest's setpoint with the keypad free and the power on, a vacant
-room the vacant setpoint with the keypad locked.
+each energy mode (gateway.core.energy) sets its setpoint, keypad lock and power here. Its
+run time, fan and temperature feed the savings ledger and the policy's cooling/heating.
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ from drivers.profile import PollClass
 from gateway.core.effects import Emit, WritePoint
 from gateway.core.kinds.base import (
     DeviceKind,
+    EnergyMode,
     Observed,
-    Occupied,
     RoleSpec,
     RoomChange,
-    Vacant,
     ValueKind,
     Values,
 )
@@ -44,6 +43,7 @@ class Thermostat(DeviceKind):
         "room_temp": RoleSpec(ValueKind.NUMBER),
         "humidity": RoleSpec(ValueKind.NUMBER),
         "fan_state": RoleSpec(ValueKind.COUNT),
+        "run_minutes": RoleSpec(ValueKind.COUNT),  # v1.1: fan-coil run time, wrapping
         "sensor_fault": _B,
         "frost_protection": _B,
         "power": _BW,
@@ -82,21 +82,25 @@ class Thermostat(DeviceKind):
         }
 
     def room_writes(self, device: DeviceRef, change: RoomChange) -> list[WritePoint]:
-        """Occupied: the guest's setpoint, keypad free, power on; vacant: set back, locked."""
+        """An energy mode: its thermostat mode, setpoint, keypad lock and power, each when
+        the mode sets it."""
         match change:
-            case Occupied(setpoint_c=setpoint):
-                return [
-                    _w(device, "setpoint", float(setpoint)),
-                    _w(device, "keypad_lock", 0),
-                    _w(device, "power", 1),
-                ]
-            case Vacant(setpoint_c=setpoint):
-                return [_w(device, "setpoint", setpoint), _w(device, "keypad_lock", 1)]
+            case EnergyMode(setpoint_c=setpoint, keypad_locked=locked, power=power):
+                out = []
+                if change.tstat_mode is not None:
+                    out.append(_w(device, "mode", change.tstat_mode))
+                if setpoint is not None:
+                    out.append(_w(device, "setpoint", float(setpoint)))
+                if locked is not None:
+                    out.append(_w(device, "keypad_lock", int(locked)))
+                if power is not None:
+                    out.append(_w(device, "power", int(power)))
+                return out
             case _:
                 return []
 
 
-def _w(device: DeviceRef, point: str, value: float) -> WritePoint:
+def _w(device: DeviceRef, point: str, value: float | str) -> WritePoint:
     return WritePoint(device, point, value, priority=PollClass.ROOM)
 
 
