@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import os
 import signal
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,13 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def audited(run_dir: Path) -> list[str]:
+    """The configuration steps in the audit log, in order."""
+    with contextlib.closing(sqlite3.connect(run_dir / "state" / "floorgate.db")) as conn:
+        rows = conn.execute("SELECT action FROM audit WHERE action LIKE 'config.%' ORDER BY id")
+        return [str(a) for (a,) in rows]
+
+
 def ctl(run_dir: Path) -> Client:
     return Client(run_dir / "floorctl.sock")
 
@@ -169,6 +177,14 @@ async def test_a_room_added_is_confirmed_and_a_bus_on_a_wrong_port_rolled_back(
             ("rolled_back", _sha(bad)),
         ]
         assert f.proc.poll() is None  # the same process all along (re-executed in place)
+        assert audited(run_dir) == [
+            "config.apply",
+            "config.watching",
+            "config.applied",
+            "config.apply",
+            "config.watching",
+            "config.rolled_back",
+        ]
 
 
 async def test_refusals_name_their_problems_and_a_kill_during_the_window_rolls_back(
@@ -235,3 +251,11 @@ async def test_refusals_name_their_problems_and_a_kill_during_the_window_rolls_b
         assert shown.text == first
         actions = [e.action for e in ctl(run_dir).config_history(20).entries]
         assert actions == ["refused", "refused", "refused", "applying", "rolled_back"]
+        assert audited(run_dir) == [
+            "config.refused",
+            "config.refused",
+            "config.refused",
+            "config.apply",
+            "config.watching",
+            "config.rolled_back",
+        ]
