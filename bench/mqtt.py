@@ -1,15 +1,37 @@
 """MQTT uplink figures against a local Mosquitto (figures, not a timed test).
 
-1. Outage: N events are produced while the broker is down (the uplink is running and
-   reconnecting), then the broker returns. Reported: time from the broker's restart to
-   the current state (status, every room, every open alarm) at a subscriber, time to the
-   first backlog event, the drain rate, lost/out-of-order events (must be 0), and the
-   worst event-loop lag while draining (a 10 ms ticker standing in for call sampling).
-2. Steady 200 events/s: event-to-subscriber latency p50/p99.
-3. Command-to-reply: signed ``set_lights`` commands with an in-memory handler, p50/p99.
+Sections (``--sections``, default all):
+
+``drain``
+  1. Outage: N events are produced while the broker is down (the uplink is running and
+     reconnecting), then the broker returns. Reported: time from the broker's restart to
+     the current state (status, every room, every open alarm) at a subscriber, time to the
+     first backlog event, the drain rate, lost/out-of-order events (must be 0), and the
+     worst event-loop lag while draining (a 10 ms ticker standing in for call sampling).
+  2. Steady 200 events/s: event-to-subscriber latency p50/p99.
+  3. Command-to-reply: signed ``set_lights`` commands with an in-memory handler, p50/p99.
+``reconnect``
+  Publishes a broker restart costs a 60-room floor with one open alarm: counted at a
+  subscriber that is in place before the uplink comes back, from its reconnect to its
+  first event; with a broker that keeps sessions (Session Present) and one that does not.
+``outage``
+  The broker stopped for ``--outage-s`` (60) with a call raised in the middle; the
+  uplink with its default reconnect settings. Reported: broker back -> the alarm at a
+  subscriber.
+``hung``
+  The broker stopped with SIGSTOP (TCP open, nothing answered) while the uplink drains;
+  reported: SIGSTOP -> the uplink drops the link (keepalive ``--keepalive-s``).
+``flap``
+  The outbox stall: after a long outage (the reconnect backoff at its cap) the broker
+  returns, dies again while the gateway's new session is still sending its current state
+  (when its status has reached a subscriber), and is started again at once. Reported,
+  per trial: that last start -> the first backlog event at a subscriber.
 
 The subscriber runs in its own process (clocks: CLOCK_MONOTONIC, shared across
-processes). Usage: ``python bench/mqtt.py [--events 100000] [--rooms 40] [--window 32]``.
+processes). The bench builds the uplink only with the options the code under test has,
+so the same script measures the base commit for before/after figures:
+``PYTHONPATH=/path/to/base/checkout python bench/mqtt.py --sections reconnect,outage``.
+Usage: ``python bench/mqtt.py [--events 100000] [--rooms 40] [--window 32] [--sections …]``.
 """
 
 from __future__ import annotations
@@ -18,6 +40,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import inspect
 import json
 import logging
 import os
@@ -32,6 +55,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import structlog
@@ -61,7 +85,7 @@ SUBSCRIBER = r"""
 import asyncio, json, sys, time
 import aiomqtt
 
-async def main(port: int, root: str) -> None:
+async def main(port: int, root: str, identifier: str) -> None:
     seen: list[tuple[float, str, int | None]] = []
     mark = {"restart": None}
     stop = asyncio.Event()
@@ -79,21 +103,19 @@ async def main(port: int, root: str) -> None:
     async def collect() -> None:
         while True:
             try:
-                async with aiomqtt.Client("127.0.0.1", port, identifier="bench-sub",
+                async with aiomqtt.Client("127.0.0.1", port, identifier=identifier,
                                           clean_session=False, timeout=5) as c:
                     await c.subscribe(root + "/#", qos=1)
                     print("ready", flush=True)
                     async for m in c.messages:
                         now = time.monotonic()
-                        if m.retain:
-                            continue
                         topic = m.topic.value[len(root) + 1:]
-                        if topic == "events":
+                        if topic == "events" and not m.retain:
                             e = json.loads(m.payload)
                             sent = e["data"].get("t")
-                            seen.append((now, "events", e["seq"], sent))
+                            seen.append((now, "events", e["seq"], sent, False))
                         else:
-                            seen.append((now, topic, None, None))
+                            seen.append((now, topic, None, None, bool(m.retain)))
             except aiomqtt.MqttError:
                 await asyncio.sleep(0.005)
 
@@ -103,7 +125,7 @@ async def main(port: int, root: str) -> None:
     task.cancel()
     print(json.dumps(seen), flush=True)
 
-asyncio.run(main(int(sys.argv[1]), sys.argv[2]))
+asyncio.run(main(int(sys.argv[1]), sys.argv[2], sys.argv[3]))
 """
 
 
@@ -112,22 +134,26 @@ class Floor:
 
     def __init__(self, rooms: int) -> None:
         self.rooms = [str(1201 + i) for i in range(rooms)]
+        alarm = {"schema": 1, "alarm_id": "a-1", "room": self.rooms[0], "state": "active"}
+        self.alarms: list[tuple[str, dict[str, object] | None]] = [("alarms/a-1", alarm)]
 
     def current_state(self) -> Sequence[tuple[str, dict[str, object] | None]]:
-        alarm = {"schema": 1, "alarm_id": "a-1", "room": self.rooms[0], "state": "active"}
-        items: list[tuple[str, dict[str, object] | None]] = [("alarms/a-1", alarm)]
+        items = list(self.alarms)
         items += [(f"rooms/{r}/state", {"schema": 1, "room": r}) for r in self.rooms]
         return items
 
 
-def floor_config(directory: Path, port: int, window: int) -> FloorConfig:
+def floor_config(directory: Path, port: int, window: int, **mqtt: object) -> FloorConfig:
     key = directory / "command.key"
-    key.write_text(secrets.token_hex(32))
+    if not key.exists():
+        key.write_text(secrets.token_hex(32))
+    # Only the settings the code under test knows (the base commit has fewer).
+    known = {k: v for k, v in mqtt.items() if k in MqttSection.model_fields}
     return FloorConfig(
         path=directory / "floor.toml",
         gateway=GatewaySection(id="bench-12", state_dir=directory),
         mqtt=MqttSection(
-            host=HOST, port=port, root=ROOT, command_key_file=key, max_in_flight=window
+            host=HOST, port=port, root=ROOT, command_key_file=key, max_in_flight=window, **known
         ),
         policy=PolicySection(),
         escalation=(),
@@ -167,41 +193,66 @@ async def wait_for(cond: Callable[[], bool]) -> None:
         await asyncio.sleep(0.005)
 
 
+def make_uplink(config: FloorConfig, store: Store, **kw: object) -> Uplink:
+    """An Uplink with the arguments the code under test takes (the base commit has fewer)."""
+    accepted = inspect.signature(Uplink).parameters
+    args = {"version": "bench", "started_at": datetime.now(UTC), **kw}
+    return Uplink(config, store, **{k: v for k, v in args.items() if k in accepted})  # type: ignore[arg-type]
+
+
+async def subscriber(port: int, identifier: str = "bench-sub") -> asyncio.subprocess.Process:
+    """The subscriber process, connected (it reconnects by itself)."""
+    sub = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        SUBSCRIBER,
+        str(port),
+        ROOT,
+        identifier,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        limit=1 << 30,
+    )
+    assert sub.stdout is not None
+    assert (await sub.stdout.readline()).strip() == b"ready"
+    return sub
+
+
+async def dump(sub: asyncio.subprocess.Process) -> list[list[Any]]:
+    """Stop the subscriber; everything it saw: (time, topic, seq, stamp, retained)."""
+    assert sub.stdin is not None
+    assert sub.stdout is not None
+    sub.stdin.write(b"dump\n")
+    await sub.stdin.drain()
+    line = b"ready"
+    while line.strip() == b"ready":  # it says so again at every reconnect
+        line = await sub.stdout.readline()
+    seen: list[list[Any]] = json.loads(line)
+    await sub.wait()
+    return seen
+
+
 async def run(events: int, rooms: int, window: int) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-mqtt-"))
     broker = Mosquitto(work / "mosquitto", make_certs(work / "certs"))
     broker.start()
     store = await Store.open(work / "floor.db")
     floor = Floor(rooms)
-    config = floor_config(work, broker.port, window)
+    config = floor_config(work, broker.port, window, reconnect_jitter_s=0.0)
     key = bytes.fromhex(config.mqtt.command_key_file.read_text())
     processor = CommandProcessor(store, key, functools.partial(_decide_lights, store))
     committed = Broadcast()
-    uplink = Uplink(
+    uplink = make_uplink(
         config,
         store,
-        version="bench",
-        started_at=datetime.now(UTC),
         current_state=floor.current_state,
         on_command=processor.handle,
         retained=RetainedChanges(),
         outbox=committed,
         backoff=Backoff(initial_s=0.05, cap_s=0.5),
     )
-    sub = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        SUBSCRIBER,
-        str(broker.port),
-        ROOT,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        limit=1 << 30,
-    )
-    assert sub.stdout is not None
-    assert sub.stdin is not None
+    sub = await subscriber(broker.port)
     try:
-        assert (await sub.stdout.readline()).strip() == b"ready"
         task = asyncio.create_task(uplink.run())
         async with asyncio.timeout(10):
             await wait_for(lambda: uplink.connected)
@@ -242,12 +293,7 @@ async def run(events: int, rooms: int, window: int) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        sub.stdin.write(b"dump\n")
-        await sub.stdin.drain()
-        line = b"ready"
-        while line.strip() == b"ready":  # it says so again at every reconnect
-            line = await sub.stdout.readline()
-        seen = json.loads(line)
+        seen = await dump(sub)
     finally:
         with contextlib.suppress(ProcessLookupError):
             sub.kill()
@@ -255,7 +301,7 @@ async def run(events: int, rooms: int, window: int) -> None:
         await store.close()
         broker.kill()
 
-    after = [s for s in seen if s[0] >= t_restart]
+    after = [s for s in seen if s[0] >= t_restart and not s[4]]
     state_topics = {t for t, _ in floor.current_state()} | {"status"}
     state_times = [s[0] for s in after if s[1] in state_topics and s[0] < t_steady]
     backlog = [s for s in after if s[1] == "events" and s[0] < t_steady]
@@ -337,16 +383,284 @@ def _pct(values: list[float], p: int) -> float:
     return statistics.quantiles(values, n=100)[p - 1] if p < 100 else max(values)
 
 
+# -- what a broker restart costs -----------------------------------------------------------
+
+
+async def reconnect_cost(rooms: int, window: int) -> None:
+    """Publishes of the uplink's new session after a broker restart, 60 rooms, 1 alarm."""
+    for persistence in (True, False):
+        await _reconnect_once(rooms, window, persistence=persistence)
+
+
+async def _reconnect_once(rooms: int, window: int, *, persistence: bool) -> None:
+    work = Path(tempfile.mkdtemp(prefix="bench-mqtt-reconnect-"))
+    broker = Mosquitto(work / "mosquitto", make_certs(work / "certs"), persistence=persistence)
+    broker.start()
+    store = await Store.open(work / "floor.db")
+    floor = Floor(rooms)
+    config = floor_config(work, broker.port, window, reconnect_jitter_s=0.0)
+    committed = Broadcast()
+    # No jitter: after a failed attempt the next one is 2 s later, time enough for the
+    # counting subscriber to be in place before the uplink returns.
+    uplink = make_uplink(
+        config,
+        store,
+        current_state=floor.current_state,
+        on_command=_no_command,
+        retained=RetainedChanges(),
+        outbox=committed,
+        backoff=Backoff(initial_s=2.0, cap_s=2.0, jitter="none"),
+    )
+    task = asyncio.create_task(uplink.run())
+    try:
+        async with asyncio.timeout(10):
+            await wait_for(lambda: uplink.stats().link == "connected")
+        broker.stop()
+        async with asyncio.timeout(10):
+            await wait_for(lambda: not uplink.connected)
+        await append(store, 1)
+        committed.notify()
+        failures = uplink.stats().failures
+        async with asyncio.timeout(10):
+            await wait_for(lambda: uplink.stats().failures > failures)
+        broker.start()
+        sub = await subscriber(broker.port, identifier=f"bench-count-{secrets.token_hex(4)}")
+        async with asyncio.timeout(20):
+            await _until_drained(store)
+        await asyncio.sleep(0.5)  # nothing more is on its way: the backlog was 1 event
+        seen = await dump(sub)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await store.close()
+        broker.kill()
+    live = [s[1] for s in seen if not s[4]]
+    until_event = live[: live.index("events")] if "events" in live else live
+    rooms_sent = sum(1 for t in until_event if t.startswith("rooms/"))
+    kind = "keeps sessions (Session Present)" if persistence else "loses them (no persistence)"
+    print(
+        f"broker restart, {rooms} rooms, 1 open alarm, a broker that {kind}: "
+        f"{len(until_event)} publishes before the backlog ({rooms_sent} room states)"
+    )
+
+
+async def _no_command(payload: bytes) -> None:
+    return None
+
+
+# -- a long outage with a call in the middle ------------------------------------------------
+
+
+async def outage(rooms: int, window: int, outage_s: float) -> None:
+    """Broker down ``outage_s`` with a call raised halfway; the uplink's own defaults."""
+    work = Path(tempfile.mkdtemp(prefix="bench-mqtt-outage-"))
+    broker = Mosquitto(work / "mosquitto", make_certs(work / "certs"))
+    broker.start()
+    store = await Store.open(work / "floor.db")
+    floor = Floor(rooms)
+    config = floor_config(work, broker.port, window)  # defaults: jitter, backoff cap
+    retained = RetainedChanges()
+    uplink = make_uplink(
+        config,
+        store,
+        current_state=floor.current_state,
+        on_command=_no_command,
+        retained=retained,
+        outbox=Broadcast(),
+    )
+    sub = await subscriber(broker.port, identifier=f"bench-outage-{secrets.token_hex(4)}")
+    task = asyncio.create_task(uplink.run())
+    try:
+        async with asyncio.timeout(10):
+            await wait_for(lambda: uplink.stats().link == "connected")
+        broker.stop()
+        t_down = time.monotonic()
+        await asyncio.sleep(outage_s / 2)
+        call = {"schema": 1, "alarm_id": "call-1", "room": floor.rooms[2], "state": "active"}
+        floor.alarms.append(("alarms/call-1", call))
+        retained.set("alarms/call-1", call)
+        await asyncio.sleep(outage_s - (time.monotonic() - t_down))
+        t_back = time.monotonic()
+        broker.start()
+        async with asyncio.timeout(120):
+            await wait_for(lambda: uplink.stats().link == "connected")
+        await asyncio.sleep(0.5)
+        seen = await dump(sub)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await store.close()
+        broker.kill()
+        with contextlib.suppress(ProcessLookupError):
+            sub.kill()
+    at_sub = [s[0] for s in seen if s[1] == "alarms/call-1" and s[0] >= t_back]
+    print(
+        f"broker stopped {outage_s:.0f} s, a call raised after {outage_s / 2:.0f} s: broker back"
+        f" -> the call at a subscriber {at_sub[0] - t_back:6.2f} s (target <= 6 s)"
+    )
+
+
+# -- a hung broker ------------------------------------------------------------------------------
+
+
+async def hung(rooms: int, window: int, keepalive_s: int) -> None:
+    """SIGSTOP the broker while the uplink drains: how long until it drops the link."""
+    work = Path(tempfile.mkdtemp(prefix="bench-mqtt-hung-"))
+    broker = Mosquitto(work / "mosquitto", make_certs(work / "certs"))
+    broker.start()
+    store = await Store.open(work / "floor.db")
+    floor = Floor(rooms)
+    config = floor_config(work, broker.port, window, keepalive_s=keepalive_s)
+    committed = Broadcast()
+    uplink = make_uplink(
+        config,
+        store,
+        current_state=floor.current_state,
+        on_command=_no_command,
+        retained=RetainedChanges(),
+        outbox=committed,
+        backoff=Backoff(initial_s=0.05, cap_s=0.5),
+    )
+    task = asyncio.create_task(uplink.run())
+    try:
+        async with asyncio.timeout(10):
+            await wait_for(lambda: uplink.stats().link == "connected")
+        await append(store, 200_000)  # a backlog: publishes are in flight when it hangs
+        committed.notify()
+        await asyncio.sleep(0.3)
+        broker.pause()
+        t_stop = time.monotonic()
+        async with asyncio.timeout(4 * keepalive_s + 30):
+            await wait_for(lambda: not uplink.connected)
+        detected = time.monotonic() - t_stop
+        broker.resume()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await store.close()
+        broker.kill()
+    print(
+        f"hung broker (SIGSTOP while draining), keepalive {keepalive_s} s: link dropped after"
+        f" {detected:5.2f} s (target <= 2 x keepalive + 2 s = {2 * keepalive_s + 2} s)"
+    )
+
+
+# -- a broker that fails again while the gateway syncs ---------------------------------------
+
+
+async def flap(window: int, trials: int) -> None:
+    """The second restart of a flapping broker -> the first backlog event at a subscriber."""
+    work = Path(tempfile.mkdtemp(prefix="bench-mqtt-flap-"))
+    broker = Mosquitto(work / "mosquitto", make_certs(work / "certs"))
+    broker.start()
+    store = await Store.open(work / "floor.db")
+    floor = Floor(60)
+    committed = Broadcast()
+    current = "reconnect_max_s" in MqttSection.model_fields
+    # Each version's own reconnect backoff, as a long outage leaves it (at its cap).
+    backoff = Backoff(initial_s=0.5, cap_s=5.0) if current else Backoff(initial_s=1.0, cap_s=60.0)
+    uplink = make_uplink(
+        floor_config(work, broker.port, window),
+        store,
+        current_state=floor.current_state,
+        on_command=_no_command,
+        retained=RetainedChanges(),
+        outbox=committed,
+        backoff=backoff,
+    )
+    task = asyncio.create_task(uplink.run())
+    delays: list[float] = []
+    try:
+        for _ in range(trials):
+            async with asyncio.timeout(120):
+                await wait_for(lambda: uplink.stats().link == "connected")
+                await _until_drained(store)
+            broker.stop()
+            async with asyncio.timeout(10):
+                await wait_for(lambda: not uplink.connected)
+            backoff.failures = 10
+            await append(store, 50)
+            committed.notify()
+            delays.append(await _flap_once(broker, "status"))
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await store.close()
+        broker.kill()
+    shown = ", ".join(f"{d:.1f}" for d in delays)
+    print(
+        f"flapping broker after a long outage: its last start -> first backlog event at a"
+        f" subscriber: {shown} s (max {max(delays):.1f} s)"
+    )
+
+
+async def _flap_once(broker: Mosquitto, trigger: str) -> float:
+    """Start the broker, kill it when the gateway's ``trigger`` topic arrives, start it
+    again: how long from then to the first event at a subscriber."""
+    broker.start()
+    flapped = asyncio.Event()
+    back = 0.0
+    first_event: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+
+    async def watch() -> None:
+        nonlocal back
+        while not first_event.done():
+            with contextlib.suppress(aiomqtt.MqttError):
+                async with aiomqtt.Client(HOST, broker.port, timeout=5) as client:
+                    await client.subscribe(f"{ROOT}/#", qos=1)
+                    async for m in client.messages:
+                        topic = m.topic.value[len(ROOT) + 1 :]
+                        if m.retain:
+                            continue
+                        if topic == trigger and not flapped.is_set():
+                            flapped.set()
+                            broker.kill()  # the session dies while it sends the state
+                            broker.start()
+                            back = time.monotonic()
+                            break
+                        if topic == "events" and flapped.is_set():
+                            first_event.set_result(time.monotonic() - back)
+                            return
+            await asyncio.sleep(0.005)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        async with asyncio.timeout(150):
+            return await first_event
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
 def main() -> None:
     """Parse arguments, run, print figures."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--events", type=int, default=100_000)
     p.add_argument("--rooms", type=int, default=40)
     p.add_argument("--window", type=int, default=32, help="[mqtt] max_in_flight")
+    p.add_argument("--sections", default="drain,reconnect,outage,hung,flap")
+    p.add_argument("--outage-s", type=float, default=60.0)
+    p.add_argument("--keepalive-s", type=int, default=5)
+    p.add_argument("--trials", type=int, default=3, help="flap: trials")
     args = p.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    asyncio.run(run(args.events, args.rooms, args.window))
+    sections = set(args.sections.split(","))
+    if "drain" in sections:
+        asyncio.run(run(args.events, args.rooms, args.window))
+    if "reconnect" in sections:
+        asyncio.run(reconnect_cost(60, args.window))
+    if "outage" in sections:
+        asyncio.run(outage(60, args.window, args.outage_s))
+    if "hung" in sections:
+        asyncio.run(hung(args.rooms, args.window, args.keepalive_s))
+    if "flap" in sections:
+        asyncio.run(flap(args.window, args.trials))
 
 
 if __name__ == "__main__":

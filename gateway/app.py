@@ -33,12 +33,13 @@ from gateway.adapters import alarms_store, rooms_store, schema, stays
 from gateway.adapters.control import ControlServer
 from gateway.adapters.metrics import FloorMetrics, MetricsSources
 from gateway.adapters.mqtt import Uplink
-from gateway.adapters.signals import Broadcast, RetainedChanges
+from gateway.adapters.signals import Broadcast, ReplayRequests, RetainedChanges
 from gateway.adapters.store import Store
+from gateway.config.inventory import inventory
 from gateway.config.load import read_command_key
 from gateway.core.decide import Stored, restore
 from gateway.core.health import HealthLimits
-from gateway.core.inputs import LinkChanged
+from gateway.core.inputs import LinkChanged, UplinkRefusing
 from gateway.engine.actuators import Actuators
 from gateway.engine.commands import CommandProcessor
 from gateway.engine.configs import ConfigKeeper
@@ -124,10 +125,12 @@ async def build(configs: ConfigKeeper, store: Store, supervisor: Supervisor) -> 
         restart=functools.partial(_restart_soon, supervisor),
     )
 
+    replays = ReplayRequests()
     processor = CommandProcessor(
         store,
         read_command_key(config.mqtt.command_key_file),
         inbox.submit,
+        replays=replays,
         prepare={"apply_config": configs.prepare},
     )
     # The metrics, the uplink and the health monitor read each other: the lambdas below
@@ -155,7 +158,10 @@ async def build(configs: ConfigKeeper, store: Store, supervisor: Supervisor) -> 
         on_command=processor.handle,
         retained=retained,
         outbox=committed,
+        replays=replays,
+        inventory=inventory(config, __version__),
         on_link=lambda up: inbox.put(LinkChanged(up)),
+        on_refusing=lambda refusing: inbox.put(UplinkRefusing(refusing)),
         health=lambda: monitor.health().to_dict(),
         on_delivered=metrics.delivered,
     )

@@ -43,7 +43,9 @@ from gateway.model.messages import (
     AlarmSnapshot,
     CommandEnvelope,
     EventEnvelope,
+    Inventory,
     Message,
+    ReplayResult,
     Reply,
     RoomState,
     Status,
@@ -67,12 +69,26 @@ DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "asyncapi.jso
 EXAMPLE_KEY_HEX = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
 """The command key of the examples (docs/mqtt-api.md): public, so never a real floor's."""
 
-OUTGOING: tuple[type[Message], ...] = (Status, RoomState, AlarmSnapshot, EventEnvelope, Reply)
+OUTGOING: tuple[type[Message], ...] = (
+    Status,
+    RoomState,
+    AlarmSnapshot,
+    EventEnvelope,
+    Reply,
+    ReplayResult,
+    Inventory,
+)
 """Payloads the gateway writes (schemas in serialization mode)."""
 INCOMING: tuple[type[Message], ...] = (CommandEnvelope, *COMMAND_BODIES.values())
 """Payloads the gateway reads (schemas in validation mode)."""
 
 MQTT_BINDING_VERSION = "0.2.0"
+_JSON_BINDING: dict[str, Any] = {
+    "payloadFormatIndicator": 1,
+    "contentType": "application/json",
+    "bindingVersion": MQTT_BINDING_VERSION,
+}
+"""MQTT 5 properties on every payload the gateway publishes (none under 3.1.1)."""
 EX_OK, EX_DIFFERS = 0, 1
 _SCHEMAS = "#/components/schemas/"
 _MESSAGES = "#/components/messages/"
@@ -136,6 +152,7 @@ _EXAMPLE_BODIES: dict[str, dict[str, Any]] = {
     },
     "set_housekeeping": {"room": _ROOM, "status": "inspected", "by": "hk/li"},
     "set_energy": {"room": _ROOM, "hold": True},
+    "replay": {"from_seq": 1001, "to_seq": 1041},
 }
 
 
@@ -177,6 +194,20 @@ def build_document() -> dict[str, Any]:
                 " gap in seq.",
                 ["event"],
             ),
+            "replay": _channel(
+                "{root}/replay",
+                "Stored events published again at a replay command's request, each its"
+                " original envelope (same seq and id), in seq order; live events keep flowing"
+                " on {root}/events meanwhile.",
+                ["replayedEvent"],
+            ),
+            "inventory": _channel(
+                "{root}/inventory",
+                "Retained: what the floor is made of (rooms, device roles and profiles, call"
+                " panels, escalation), published on every connect; names no port, host, key"
+                " or token.",
+                ["inventory"],
+            ),
             "cmd": {
                 "address": "{root}/cmd",
                 "description": "Signed commands from the central system.",
@@ -186,7 +217,10 @@ def build_document() -> dict[str, Any]:
             "reply": _channel(
                 "{root}/reply",
                 "One reply per command whose id can be read; a duplicate gets the original"
-                ' reply again with "duplicate": true.',
+                ' reply again with "duplicate": true. A signed command with the MQTT 5'
+                " Response Topic and Correlation Data properties gets its reply on that topic"
+                " with the same Correlation Data instead; a reply to an unauthenticated"
+                " command always comes here. Replies expire after 300 s.",
                 ["reply"],
             ),
         },
@@ -276,10 +310,13 @@ def _info() -> dict[str, Any]:
         "version": f"{SCHEMA_VERSION}.0.0",
         "description": (
             "The contract between one floor's gateway and the hotel's central system"
-            " (mqtt.md v1): every payload is UTF-8 JSON with"
+            " (mqtt.md v1 and its v2 MQTT 5 additions): every payload is UTF-8 JSON with"
             f' "schema": {SCHEMA_VERSION}, times are RFC 3339 UTC with a Z. On every'
             " (re)connect the gateway publishes its status, every open alarm and every room"
-            " state before any backlog of events. Commands are signed with HMAC-SHA256 under"
+            " state (with Session Present: only the room states changed since the broker"
+            " last acknowledged them) before any backlog of events. A publish the broker"
+            " refuses (PUBACK reason code >= 0x80) stays in the outbox and is retried."
+            " Commands are signed with HMAC-SHA256 under"
             f" the floor's command key and refused when older than {MAX_AGE_S} s or more than"
             f" {MAX_AHEAD_S} s ahead. The examples are signed with a public example key:"
             " never use it. The prose, the worked signing example and the choices made"
@@ -298,6 +335,7 @@ def _servers() -> dict[str, Any]:
         "mqtt": {
             "cleanSession": False,
             "keepAlive": mqtt["keepalive_s"].default,
+            "sessionExpiryInterval": mqtt["session_expiry_s"].default,
             "lastWill": {
                 "topic": "{root}/status",
                 "qos": 1,
@@ -316,11 +354,14 @@ def _servers() -> dict[str, Any]:
         return {
             "host": "{host}:{port}",
             "protocol": protocol,
-            "protocolVersion": "3.1.1",
+            "protocolVersion": "5",
             "description": (
                 f"The hotel's broker, {what}. Each gateway connects with its gateway id as"
-                " client id and a persistent session (clean session off), so commands sent"
-                " while it is briefly away are delivered when it returns."
+                " client id and a persistent session (Clean Start off, a Session Expiry"
+                " Interval of [mqtt] session_expiry_s), so commands sent while it is briefly"
+                ' away are delivered when it returns. [mqtt] protocol = "3.1.1" remains for'
+                " old brokers: there a publish refused by the broker's ACL is acknowledged"
+                " as delivered and lost to the central system."
             ),
             "variables": {
                 "host": {"description": "[mqtt] host", "examples": ["mqtt.hotel.internal"]},
@@ -371,7 +412,8 @@ def _operations() -> dict[str, Any]:
         "cmd",
         [command_message_key(t) for t in COMMAND_BODIES],
         False,
-        "The gateway executes a signed command and replies on {root}/reply.",
+        "The gateway executes a signed command and replies on {root}/reply (or, for a"
+        " signed command, on its Response Topic).",
     )
     receive["reply"] = {
         "channel": {"$ref": "#/channels/reply"},
@@ -390,8 +432,24 @@ def _operations() -> dict[str, Any]:
             "An open alarm's snapshot (retained), cleared when it is resolved.",
         ),
         "sendEvent": op("send", "events", ["event"], False, "One event of the outbox."),
+        "sendReplayedEvent": op(
+            "send", "replay", ["replayedEvent"], False, "A stored event, published again."
+        ),
+        "sendInventory": op(
+            "send", "inventory", ["inventory"], True, "What the floor is made of (retained)."
+        ),
         "receiveCommand": receive,
-        "sendReply": op("send", "reply", ["reply"], False, "The reply to a command."),
+        "sendReply": {
+            **op("send", "reply", ["reply"], False, "The reply to a command."),
+            "bindings": {
+                "mqtt": {
+                    "qos": 1,
+                    "retain": False,
+                    "messageExpiryInterval": 300,
+                    "bindingVersion": MQTT_BINDING_VERSION,
+                }
+            },
+        },
     }
 
 
@@ -425,7 +483,20 @@ def _messages() -> dict[str, Any]:
             "examples": [{"name": "cleared", "payload": ""}],
         },
         "event": _message(EventEnvelope, "event", "Event", _event_examples()),
+        "replayedEvent": _message(
+            EventEnvelope, "replayedEvent", "Replayed event", _event_examples()[:1]
+        ),
+        "inventory": _message(Inventory, "inventory", "Inventory", [("floor", _inventory())]),
         "reply": _message(Reply, "reply", "Reply", _reply_examples()),
+    }
+    out["reply"]["bindings"] = {
+        "mqtt": {
+            **_JSON_BINDING,
+            "correlationData": {
+                "type": "string",
+                "description": "The command's Correlation Data, when it gave a Response Topic",
+            },
+        }
     }
     for command_type, body in COMMAND_BODIES.items():
         key = command_message_key(command_type)
@@ -459,6 +530,7 @@ def _message(
         "title": title,
         "summary": _first_line(model.__doc__),
         "payload": {"$ref": _SCHEMAS + model.__name__},
+        "bindings": {"mqtt": dict(_JSON_BINDING)},
         "examples": [{"name": n, "payload": m.to_dict()} for n, m in examples],
     }
 
@@ -559,11 +631,13 @@ def _event_examples() -> list[tuple[str, Message]]:
     denied = {"stay_id": _STAY, "log_seq": 311, "reason": "deadbolt"}
     offline = {"device": f"{_ROOM}/lock", "reason": "timeout"}
     rejected = {"id": _command_id("checkout"), "code": "stale"}
+    flood = {"code": "unauthenticated", "count": 9412}
     events: list[tuple[str, str | None, dict[str, Any], str]] = [
         ("alarm.raised", _ROOM, raised, "06:03:22.123"),
         ("access.denied", _ROOM, {**denied, "token_hash": token_hash(_CARD)}, "06:04:10.532"),
         ("device.offline", _ROOM, offline, "06:05:02.918"),
         ("command.rejected", None, rejected, "06:05:40.001"),
+        ("command.rejected", None, flood, "06:06:10.007"),
     ]
     out: list[tuple[str, Message]] = []
     for seq, (type_, room, data, time) in enumerate(events, start=1042):
@@ -576,7 +650,8 @@ def _event_examples() -> list[tuple[str, Message]]:
             **({"room": room} if room is not None else {}),
             "data": data,
         }
-        out.append((type_, EventEnvelope.model_validate(envelope)))
+        name = type_ if "count" not in data else f"{type_} (coalesced in a flood)"
+        out.append((name, EventEnvelope.model_validate(envelope)))
     return out
 
 
@@ -587,7 +662,41 @@ def _reply_examples() -> list[tuple[str, Message]]:
     error = {"code": "stale", "message": "issued_at is 412 s old"}
     refused = Reply.model_validate({"id": _command_id("checkout"), "ok": False, "error": error})
     duplicate = ok.model_copy(update={"duplicate": True})
-    return [("ok", ok), ("refused", refused), ("duplicate", duplicate)]
+    result = {
+        "count": 34,
+        "first_seq": 1011,
+        "last_seq": 1041,
+        "missing": [{"from_seq": 1001, "to_seq": 1010}],
+    }
+    replayed = Reply.model_validate(
+        {
+            "id": _command_id("replay"),
+            "ok": True,
+            "result": ReplayResult.model_validate(result).to_dict(),
+        }
+    )
+    return [("ok", ok), ("refused", refused), ("duplicate", duplicate), ("replay", replayed)]
+
+
+def _inventory() -> Inventory:
+    tstat = {"role": "tstat", "profile": "fg-tstat-1"}
+    lock = {"role": "lock", "profile": "fg-lock-1"}
+    return Inventory.model_validate(
+        {
+            "gateway": _GATEWAY,
+            "version": "0.1.0",
+            "config_sha256": "9f2c" * 16,
+            "timezone": "Asia/Shanghai",
+            "rooms": [
+                {"room": "1201", "devices": [tstat, lock], "callpanel": None},
+                {"room": "1205", "devices": [tstat], "callpanel": "panel"},
+            ],
+            "escalation": [
+                {"after_s": 0, "notify": "floor-staff"},
+                {"after_s": 60, "notify": "duty-manager"},
+            ],
+        }
+    )
 
 
 def _command_id(command_type: str) -> str:

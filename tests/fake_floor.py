@@ -273,7 +273,7 @@ class FakeFloor:
     async def outbox(self) -> OutboxInfo:
         """Three events waiting since the broker blinked."""
         last = self.events_log[-1].seq
-        return OutboxInfo(3, last - 2, "2026-11-23T06:03:22.123Z", last - 3, last - 3, 0)
+        return OutboxInfo(3, last - 2, "2026-11-23T06:03:22.123Z", last - 3, last - 3, 0, 2)
 
     async def energy(self, room: str | None, days: int) -> EnergyLedger:
         """Yesterday and today of every room (or one): 1203 mostly away, the others unsold."""
@@ -414,7 +414,7 @@ def _events_shape(doc: dict[str, Any]) -> None:
 def _outbox_shape(doc: dict[str, Any]) -> None:
     assert set(doc) == {
         "depth", "oldest_undelivered_seq", "oldest_undelivered_ts", "last_delivered_seq",
-        "delivered_kept", "shed",
+        "delivered_kept", "shed", "refused",
     }  # fmt: skip
 
 

@@ -11,6 +11,12 @@ read root-only files, hence ``user root``; a missing client certificate shows up
 a timeout. ``set_tcp_nodelay true``, as a deployment should set it: with Nagle on, a
 command's round trip took 44 ms instead of 2-3 ms here (bench/mqtt.py).
 
+Options for the MQTT 5 tests: ``acl`` (an ACL file for the password listener, reloaded by
+``reload()`` = SIGHUP), ``persistence`` off (a restart loses sessions and retained
+messages), ``max_inflight`` (Mosquitto's ``max_inflight_messages``: the Receive Maximum it
+announces in CONNACK). ``pause()``/``resume()`` send SIGSTOP/SIGCONT to this broker's own
+process only (a hung broker: TCP open, nothing answered).
+
 ``Collector`` subscribes (persistent session, reconnecting) and keeps every message;
 ``Collector.unique`` counts each event once, as the central system must.
 """
@@ -34,6 +40,8 @@ from typing import Any
 
 import aiomqtt
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 HOST = "127.0.0.1"
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -102,6 +110,9 @@ class Mosquitto:
     username: str = "floor"
     password: str = field(default_factory=lambda: secrets.token_hex(8))
     host: str = HOST
+    acl: str | None = None
+    persistence: bool = True
+    max_inflight: int | None = None
     process: subprocess.Popen[bytes] | None = None
     _started: bool = False
 
@@ -120,11 +131,18 @@ class Mosquitto:
 
     def _write_config(self) -> None:
         passwd = self.directory / "passwd"
+        acl_line = ""
+        if self.acl is not None:
+            self.set_acl(self.acl)
+            acl_line = f"acl_file {self.acl_file}\n"
+        inflight = (
+            "" if self.max_inflight is None else f"max_inflight_messages {self.max_inflight}\n"
+        )
         c = self.certs
         self.config.write_text(
             f"""per_listener_settings true
 user root
-persistence true
+{inflight}persistence {"true" if self.persistence else "false"}
 persistence_location {self.directory}/
 autosave_interval 3600
 max_queued_messages 100000
@@ -139,7 +157,7 @@ allow_anonymous true
 listener {self.auth_port} {HOST}
 allow_anonymous false
 password_file {passwd}
-listener {self.tls_port} {HOST}
+{acl_line}listener {self.tls_port} {HOST}
 allow_anonymous false
 password_file {passwd}
 cafile {c.ca}
@@ -153,6 +171,32 @@ require_certificate true
     def config(self) -> Path:
         """The mosquitto.conf written for it."""
         return self.directory / "mosquitto.conf"
+
+    @property
+    def acl_file(self) -> Path:
+        """The ACL file of the password listener (when ``acl`` was given)."""
+        return self.directory / "acl"
+
+    def set_acl(self, text: str) -> None:
+        """Write the ACL file (``reload()`` makes a running broker read it)."""
+        self.acl_file.write_text(text)
+
+    def reload(self) -> None:
+        """SIGHUP: the broker reads its ACL and password files again."""
+        self._signal(signal.SIGHUP)
+
+    def pause(self) -> None:
+        """SIGSTOP: the process stops; its TCP connections stay open, nothing is answered."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after ``pause()``."""
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        assert self.process is not None, "not started"
+        assert self.running, "not running"
+        os.kill(self.process.pid, sig)
 
     @property
     def log(self) -> Path:
@@ -222,7 +266,7 @@ require_certificate true
         self._close()
 
     def kill(self) -> None:
-        """SIGKILL, no saving."""
+        """SIGKILL, no saving (a paused broker is killed too)."""
         if self.running:
             assert self.process is not None
             os.kill(self.process.pid, signal.SIGKILL)
@@ -247,9 +291,14 @@ def mqtt_certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
 
 
 @pytest.fixture(name="mosquitto")
-def mosquitto_fixture(tmp_path: Path, mqtt_certs: Certs) -> Iterator[Mosquitto]:
-    """A running Mosquitto of this test's own; killed (by PID) at the end."""
-    broker = Mosquitto(tmp_path / "mosquitto", mqtt_certs)
+def mosquitto_fixture(
+    tmp_path: Path, mqtt_certs: Certs, request: pytest.FixtureRequest
+) -> Iterator[Mosquitto]:
+    """A running Mosquitto of this test's own; killed (by PID) at the end. Options (acl,
+    persistence, max_inflight) by ``@pytest.mark.parametrize("mosquitto", [{...}],
+    indirect=True)``."""
+    options: dict[str, Any] = getattr(request, "param", {})
+    broker = Mosquitto(tmp_path / "mosquitto", mqtt_certs, **options)
     broker.start()
     try:
         yield broker
@@ -264,10 +313,18 @@ class Collector:
     arrive when both are back.
     """
 
-    def __init__(self, broker: Mosquitto, topic: str, *, identifier: str = "test-collector"):
+    def __init__(
+        self,
+        broker: Mosquitto,
+        topic: str,
+        *,
+        identifier: str = "test-collector",
+        protocol: aiomqtt.ProtocolVersion = aiomqtt.ProtocolVersion.V311,
+    ):
         self.broker = broker
         self.topic = topic
         self.identifier = identifier
+        self.protocol = protocol
         self.messages: list[aiomqtt.Message] = []
         self.connected = asyncio.Event()
         self.connects = 0
@@ -293,11 +350,15 @@ class Collector:
         """Collect until cancelled."""
         while True:
             try:
+                v5 = self.protocol == aiomqtt.ProtocolVersion.V5
                 async with aiomqtt.Client(
                     HOST,
                     self.broker.port,
                     identifier=self.identifier,
-                    clean_session=False,
+                    protocol=self.protocol,
+                    clean_session=None if v5 else False,
+                    clean_start=False if v5 else 3,  # 3: MQTT_CLEAN_START_FIRST_ONLY
+                    properties=_session_expiry() if v5 else None,
                     timeout=2,
                 ) as client:
                     await client.subscribe(self.topic, qos=1)
@@ -310,12 +371,22 @@ class Collector:
                 await asyncio.sleep(0.02)
 
 
+def _session_expiry() -> Properties:
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 3600
+    return props
+
+
 @contextlib.asynccontextmanager
 async def collecting(
-    broker: Mosquitto, topic: str, *, identifier: str = "test-collector"
+    broker: Mosquitto,
+    topic: str,
+    *,
+    identifier: str = "test-collector",
+    protocol: aiomqtt.ProtocolVersion = aiomqtt.ProtocolVersion.V311,
 ) -> AsyncIterator[Collector]:
     """Run a Collector on ``topic`` for the duration of the block (connected on entry)."""
-    collector = Collector(broker, topic, identifier=identifier)
+    collector = Collector(broker, topic, identifier=identifier, protocol=protocol)
     task = asyncio.create_task(collector.run(), name=f"collector[{identifier}]")
     try:
         async with asyncio.timeout(20):

@@ -53,6 +53,7 @@ SPEC_COMMAND_TYPES = {
     # v2 "Commands, v2"
     "apply_config",
     "set_housekeeping", "set_energy",  # v2
+    "replay",  # mqtt.md v2 "Inventory and replay"
 }  # fmt: skip
 
 # AsyncAPI 3.0.0: the fixed fields of each object used here (required ones listed apart).
@@ -85,6 +86,8 @@ FIELDS: dict[str, set[str]] = {
                           "sessionExpiryInterval", "maximumPacketSize", "bindingVersion"},
     "mqttLastWill": {"topic", "qos", "message", "retain"},
     "mqttOperationBinding": {"qos", "retain", "messageExpiryInterval", "bindingVersion"},
+    "mqttMessageBinding": {"payloadFormatIndicator", "correlationData", "contentType",
+                           "responseTopic", "bindingVersion"},
 }  # fmt: skip
 REQUIRED: dict[str, set[str]] = {
     "document": {"asyncapi", "info"},
@@ -270,10 +273,25 @@ def test_topics_directions_qos_and_retain_are_mqtt_md_s(doc: dict[str, Any]) -> 
         ("send", "{root}/events", 1, False),
         ("receive", "{root}/cmd", 1, False),
         ("send", "{root}/reply", 1, False),
+        ("send", "{root}/replay", 1, False),  # mqtt.md v2
+        ("send", "{root}/inventory", 1, True),
     }
+    # mqtt.md v2: replies expire after 300 s; every payload says it is UTF-8 JSON.
+    assert doc["operations"]["sendReply"]["bindings"]["mqtt"]["messageExpiryInterval"] == 300
+    for key, message in doc["components"]["messages"].items():
+        if key.startswith("command.") or key == "alarmCleared":
+            continue
+        binding = message["bindings"]["mqtt"]
+        check_object("mqttMessageBinding", binding, f"messages.{key}.bindings.mqtt")
+        assert (binding["payloadFormatIndicator"], binding["contentType"]) == (
+            1,
+            "application/json",
+        )
     for server in doc["servers"].values():
         mqtt = server["bindings"]["mqtt"]
         assert mqtt["cleanSession"] is False
+        assert server["protocolVersion"] == "5"
+        assert mqtt["sessionExpiryInterval"] == 3600
         assert mqtt["lastWill"]["topic"] == "{root}/status"
         assert (mqtt["lastWill"]["qos"], mqtt["lastWill"]["retain"]) == (1, True)
         will = Status.model_validate_json(mqtt["lastWill"]["message"])
@@ -314,7 +332,7 @@ def test_schemas_are_the_models_json_schemas(doc: dict[str, Any]) -> None:
     alarm = schemas["AlarmSnapshot"]["properties"]
     assert set(alarm["point"]["enum"]) == {
         "bath", "bed", "other", "callpanel_offline", "call_point_unreachable",
-        "call_point_fault", "lock_tamper",
+        "call_point_fault", "lock_tamper", "uplink_refused",
     }  # fmt: skip
     assert set(alarm["state"]["enum"]) == {"active", "acknowledged", "resolved"}
     codes = schemas["ReplyError"]["properties"]["code"]["enum"]

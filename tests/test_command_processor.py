@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from gateway.adapters import schema
+from gateway.adapters.signals import CommandReply
 from gateway.core import commands as checks
 from gateway.core import handlers
 from gateway.core.effects import WritePoint
@@ -41,10 +42,15 @@ def command(
     return json.dumps(env).encode()
 
 
-def reply(raw: bytes | None) -> dict[str, Any]:
+def reply(raw: CommandReply | None) -> dict[str, Any]:
     assert raw is not None
-    data: dict[str, Any] = json.loads(raw)
+    data: dict[str, Any] = json.loads(raw.payload)
     Reply.model_validate(data)  # every reply matches the wire model
+    # Only a command whose signature was verified may choose where its reply goes.
+    if data["ok"] or data["error"]["code"] in ("stale", "conflict", "unknown_room"):
+        assert raw.authenticated
+    if not data["ok"] and data["error"]["code"] == "unauthenticated":
+        assert not raw.authenticated
     return data
 
 
@@ -212,3 +218,32 @@ async def test_replay_records_are_purged_after_24_hours(
     clock.now = T0 + timedelta(hours=25)
     await processor.handle(command(id="new", issued_at=clock.now))  # purges, at most hourly
     assert await floor.store.read(replay_ids) == ["new"]
+
+
+async def test_a_flood_of_refused_commands_gets_every_reply_but_few_events(
+    processor: CommandProcessor, floor: Harness, clock: Clock
+) -> None:
+    # A peer sending garbage with readable ids: unsigned, stale, broken JSON.
+    payloads = []
+    for i in range(300):
+        kind = i % 3
+        if kind == 0:
+            unsigned = {**json.loads(command(id=f"u{i}")), "sig": "0" * 64}
+            payloads.append(json.dumps(unsigned).encode())
+        elif kind == 1:
+            payloads.append(command(id=f"s{i}", issued_at=T0 - timedelta(hours=1)))
+        else:
+            payloads.append(f'{{"id": "j{i}", "type": '.encode())
+    replies = [reply(await processor.handle(p)) for p in payloads]
+    assert [r["id"] for r in replies] == [json.loads(p)["id"] if i % 3 != 2 else f"j{i}"
+                                          for i, p in enumerate(payloads)]  # fmt: skip
+    assert not any(r["ok"] for r in replies)
+    rejected = [e for e in await floor.store.read(events) if e[0] == "command.rejected"]
+    assert len(rejected) == 20  # each of the first 20 in 10 s has its own event
+    assert all("id" in data for _, _, data in rejected)
+    clock.now = T0 + timedelta(seconds=11)
+    await floor.settle()  # the window ends: one event per code, with the count
+    rejected = [e for e in await floor.store.read(events) if e[0] == "command.rejected"]
+    counted = {data["code"]: data["count"] for _, _, data in rejected[20:]}
+    assert counted == {"unauthenticated": 93, "stale": 93, "invalid": 94}
+    assert all("id" not in data for _, _, data in rejected[20:])

@@ -485,7 +485,8 @@ def test_check_names_the_line_of_each_problem(
         f"  line {line('[mqtt]')}: mqtt.host: missing (required)",
         f"  line {line('hots')}: mqtt.hots: unknown key (allowed: host, port, root, "
         "command_key_file, tls_ca_file, tls_cert_file, tls_key_file, username, password_file, "
-        "keepalive_s, max_in_flight, events_keep_days, outbox_max_mib)",
+        "keepalive_s, max_in_flight, events_keep_days, outbox_max_mib, protocol, "
+        "session_expiry_s, reconnect_jitter_s, reconnect_max_s)",
         f"  line {line('door_held')}: policy.door_held_open_s: Input should be a valid integer, "
         "unable to parse string as an integer (got '2 min')",
         f"  line {line('colour')}: room[5].colour: unknown key (allowed: id, devices, callpanel)",

@@ -214,6 +214,7 @@ def test_every_input_type_is_decided(layout: Any) -> None:
         PanelOnline("panel"),
         inputs.Tick(),
         inputs.LinkChanged(up=True),
+        inputs.UplinkRefusing(refusing=True),
         inputs.ClockJumped(5.0),
         inputs.RunCommand("c1", "set_lights", SetLightsBody(room="1203", circuits={"main": True})),
         inputs.CommandRefused("c2", "stale", "old", recorded=False),

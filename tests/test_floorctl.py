@@ -103,7 +103,7 @@ SUBCOMMANDS: list[tuple[list[str], list[str]]] = [
     (["alarms", "ack", CALL_ALARM, "--by", "bo"], ["acknowledged by bo"]),
     (["alarms", "resolve", BED_ALARM, "--by", "cy"], ["resolved by cy"]),
     (["events"], ["Seq", "Details", "gateway.started", "call bath, level 1", "(alarm a1203bat)"]),
-    (["outbox"], ["Waiting", "3"]),
+    (["outbox"], ["Waiting", "3", "Refused by the broker", "2"]),
     (["energy"], ["Savings ledger", "1203", "CCCCC", "AAAAA", "UUUUU", "65 %", "4.0"]),
     (["energy", "--room", "1203", "--days", "1"], ["1203", "2.0", "31.3", "3.2"]),
     (["scan", "rs485-a"], ["11 of 247 unit ids answered", "fg-floorpanel-1"]),

@@ -28,7 +28,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
@@ -279,17 +278,12 @@ def _link(link: UplinkStats, now: datetime) -> Iterator[Metric]:
     yield CounterMetricFamily(
         "floorgate_publish_refused",
         "Publishes the broker refused (MQTT 5 PUBACK reason code >= 0x80)",
-        value=_refused(link),
+        value=link.refused,
     )
     yield CounterMetricFamily(
         "floorgate_mqtt_reconnects", "Connections to the broker after the first",
         value=link.reconnects,
     )  # fmt: skip
-
-
-def _refused(link: UplinkStats) -> int:
-    value: Any = getattr(link, "refused", 0)  # only an MQTT 5 uplink counts refusals
-    return int(value)
 
 
 def _floor(figures: FloorFigures) -> Iterator[Metric]:

@@ -260,6 +260,15 @@ def events_since(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[S
     return [_event_from_row(row) for row in rows]
 
 
+def events_between(conn: sqlite3.Connection, first: int, last: int) -> list[StoredEvent]:
+    """The stored events with ``first <= seq <= last``, in seq order (gaps: purged or shed)."""
+    rows = conn.execute(
+        f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq BETWEEN ? AND ? ORDER BY seq",  # noqa: S608
+        (first, last),
+    )
+    return [_event_from_row(row) for row in rows]
+
+
 def events_page(
     conn: sqlite3.Connection, since_seq: int | None, room: str | None, limit: int
 ) -> list[StoredEvent]:
@@ -321,7 +330,7 @@ def purge_delivered(
     return deleted
 
 
-# -- outbox upkeep and the command replay cache (gateway.adapters.mqtt, gateway.engine.commands)
+# -- outbox upkeep and the command replay cache (gateway.adapters.outbox, gateway.engine.commands)
 
 
 def undelivered_after(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[StoredEvent]:

@@ -1,14 +1,18 @@
-"""What the engine hands the MQTT uplink without knowing it: wake-ups and retained changes.
+"""What the engine hands the MQTT uplink without knowing it: wake-ups, retained changes,
+a command's reply, and stored events to publish again.
 
-Both are built first by the app and given to both sides, so neither holds the other.
+Each is built first by the app and given to both sides, so neither holds the other.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
 
-__all__ = ["Broadcast", "RetainedChanges"]
+from gateway.adapters.schema import StoredEvent
+
+__all__ = ["Broadcast", "CommandReply", "ReplayRequests", "RetainedChanges"]
 
 RetainedPayload = dict[str, object] | None
 
@@ -81,3 +85,33 @@ class RetainedChanges:
     def resync_pending(self) -> bool:
         """A resync was asked for and not yet taken."""
         return self._resync
+
+
+@dataclass(frozen=True, slots=True)
+class CommandReply:
+    """A command's reply; ``authenticated``: its signature was verified, so the reply may go
+    to the topic the command names (an unsigned message never chooses where we publish)."""
+
+    payload: bytes
+    authenticated: bool
+
+
+class ReplayRequests:
+    """Stored events the command pipeline asks the uplink to publish again (``replay``)."""
+
+    def __init__(self) -> None:
+        """No request."""
+        self._queue: asyncio.Queue[tuple[Sequence[StoredEvent], asyncio.Future[int]]] = (
+            asyncio.Queue()
+        )
+
+    async def publish(self, events: Sequence[StoredEvent]) -> int:
+        """Have the uplink publish ``events`` in order; how many the broker accepted
+        (LinkError if the link ended first)."""
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((events, done))
+        return await done
+
+    async def take(self) -> tuple[Sequence[StoredEvent], asyncio.Future[int]]:
+        """The next request and the future to settle (its asker may have gone: check done)."""
+        return await self._queue.get()

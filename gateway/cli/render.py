@@ -328,6 +328,7 @@ def _outbox(o: OutboxInfo) -> RenderableType:
     grid.add_row("Last delivered", Text(last))
     grid.add_row("Delivered, kept", Text(str(o.delivered_kept)))
     grid.add_row("Shed", Text(str(o.shed), style="red" if o.shed else ""))
+    grid.add_row("Refused by the broker", Text(str(o.refused), style="red" if o.refused else ""))
     return grid
 
 

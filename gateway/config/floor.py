@@ -81,6 +81,15 @@ class MqttSection(_Section):
     max_in_flight: Annotated[int, Field(ge=1, le=1000)] = 32
     events_keep_days: Annotated[float, Field(gt=0, le=3650)] = 7.0
     outbox_max_mib: Annotated[int, Field(ge=1, le=65536)] = 256
+    # MQTT 5 by default; "3.1.1" for old brokers (a publish refused by ACL then looks
+    # delivered). The broker keeps the session this long after the link drops.
+    protocol: Literal["5", "3.1.1"] = "5"
+    session_expiry_s: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 3600
+    # After a broker loss the first reconnect waits a random 0..reconnect_jitter_s (a
+    # thousand floors must not arrive in the same second); later attempts back off, full
+    # jitter, capped at reconnect_max_s (a broker that returns is found within that cap).
+    reconnect_jitter_s: Annotated[float, Field(ge=0, le=300)] = 5.0
+    reconnect_max_s: Annotated[float, Field(ge=0.1, le=600)] = 5.0
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -262,6 +271,7 @@ class FloorConfig:
     remote_config: RemoteConfigSection = field(default_factory=RemoteConfigSection)
     energy: EnergySection = field(default_factory=EnergySection)
     scenes: dict[str, SceneSection] = field(default_factory=dict)
+    sha256: str = ""  # of the floor file's bytes as loaded ("" when not loaded from a file)
 
     def bus(self, name: str) -> Bus:
         """The bus with this name (KeyError if none)."""

@@ -14,6 +14,7 @@ taken from the floor file's directory.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import ipaddress
 import os
 import re
@@ -205,6 +206,7 @@ class _FloorChecker:
         self.text = text
         self.problems: list[str] = []
         self.warnings: list[str] = []
+        self.sha256 = ""
 
     def problem(self, where: str, msg: str) -> None:
         self.problems.append(f"{where}: {msg}")
@@ -212,10 +214,13 @@ class _FloorChecker:
     def read(self) -> dict[str, Any]:
         """The file's TOML with environment references expanded."""
         try:
-            text = self.path.read_text(encoding="utf-8") if self.text is None else self.text
-            raw = tomllib.loads(text)
+            data = self.path.read_bytes() if self.text is None else self.text.encode("utf-8")
+            self.sha256 = hashlib.sha256(data).hexdigest()
+            raw = tomllib.loads(data.decode("utf-8"))
         except OSError as exc:
             raise ConfigError([f"{self.path}: cannot read: {exc.strerror or exc}"]) from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError([f"{self.path}: not UTF-8: {exc}"]) from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError([f"{self.path}: TOML syntax error: {exc}"]) from exc
         expanded: dict[str, Any] = self._expand(raw, "")
@@ -273,6 +278,7 @@ class _FloorChecker:
             remote_config=remote,
             energy=energy,
             scenes=scenes,
+            sha256=self.sha256,
         )
         self._energy_warnings(config)
         return config, self.warnings

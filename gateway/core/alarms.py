@@ -32,6 +32,10 @@ Choices where the specs leave room (documented for the engine and the central sy
   link going down does not latch calls already raised.
 - A counter that went backwards by more than half its range means the device restarted
   its counter: the call is raised if the new value is not 0 (presses since the restart).
+- ``uplink_refused`` (``room`` null): raised once the broker has refused publishes that
+  must be delivered for ``UPLINK_REFUSED_AFTER`` without a break (the uplink reports when
+  a run of refusals starts and when it ends); resolved by the system when the run ends.
+  The run is not kept across a restart: it starts again at the first refusal after it.
 """
 
 from __future__ import annotations
@@ -53,8 +57,8 @@ from gateway.model.time import format_ts, to_ms
 
 __all__ = [
     "BATH", "BED", "CALLPANEL_OFFLINE", "CALL_POINT_FAULT", "CALL_POINT_UNREACHABLE",
-    "LOCK_TAMPER", "OTHER", "Alarm", "AlarmKind", "AlarmLayout", "AlarmState", "Alarms",
-    "Effect", "Refusal", "SaveAlarm",
+    "LOCK_TAMPER", "OTHER", "UPLINK_REFUSED", "UPLINK_REFUSED_AFTER", "Alarm", "AlarmKind",
+    "AlarmLayout", "AlarmState", "Alarms", "Effect", "Refusal", "SaveAlarm",
 ]  # fmt: skip
 
 # mqtt.md "Alarms": call points, and technical alarm points (their causes).
@@ -63,6 +67,8 @@ CALLPANEL_OFFLINE = "callpanel_offline"
 CALL_POINT_UNREACHABLE = "call_point_unreachable"
 CALL_POINT_FAULT = "call_point_fault"
 LOCK_TAMPER = "lock_tamper"
+UPLINK_REFUSED = "uplink_refused"
+UPLINK_REFUSED_AFTER = timedelta(seconds=30)  # mqtt.md v2: refused for longer than 30 s
 
 RAISED, ESCALATED = "alarm.raised", "alarm.escalated"
 ACKNOWLEDGED, RESOLVED = "alarm.acknowledged", "alarm.resolved"
@@ -173,6 +179,7 @@ class Alarms:
     layout: AlarmLayout
     alarms: tuple[Alarm, ...] = ()
     link_up: bool = True
+    refused_since: datetime | None = None  # the broker has refused publishes since then
     new_id: Callable[[], str] = field(default=lambda: uuid.uuid4().hex, compare=False)
 
     @classmethod
@@ -190,7 +197,7 @@ class Alarms:
         alarms = sorted(open_alarms, key=lambda a: (a.raised_at, a.alarm_id))
         if any(not a.is_open for a in alarms):
             raise ValueError("restore() takes open alarms only")
-        start = cls(layout, tuple(_scheduled(a, layout) for a in alarms), link_up, new_id)
+        start = cls(layout, tuple(_scheduled(a, layout) for a in alarms), link_up, new_id=new_id)
         current, effects = start.tick(now)
         kept = [e for e in effects if not isinstance(e, WritePoint | SetPanelLamp)]
         return current, kept + current.outputs()
@@ -293,6 +300,20 @@ class Alarms:
         cur, effects = self.tick(now)
         return replace(cur, link_up=up), effects
 
+    def uplink_refusing(self, refusing: bool, now: datetime) -> Result:
+        """A run of broker refusals began (``uplink_refused`` falls due later) or ended."""
+        cur, effects = self.tick(now)
+        now = to_ms(now)
+        if refusing:
+            if cur.refused_since is None:
+                cur = replace(cur, refused_since=now)
+            return cur, effects
+        cur = replace(cur, refused_since=None)
+        alarm = cur._find(None, UPLINK_REFUSED)
+        if alarm is None:
+            return cur, effects
+        return _then(effects, cur._resolve(alarm, SYSTEM, now))
+
     # Commands -------------------------------------------------------------------------
 
     def ack(self, alarm_id: str, by: str, now: datetime) -> Result | Refusal:
@@ -336,7 +357,8 @@ class Alarms:
     # Time -----------------------------------------------------------------------------
 
     def tick(self, now: datetime) -> Result:
-        """Every escalation level, repeat and acknowledgement timeout due by ``now``, in order."""
+        """Every escalation level, repeat and acknowledgement timeout due by ``now``, in
+        order; then ``uplink_refused`` if a run of refusals has lasted long enough."""
         now = to_ms(now)
         alarms = list(self.alarms)
         effects: list[Effect] = []
@@ -345,13 +367,21 @@ class Alarms:
             stepped, notify = self._step(alarm, now)
             alarms[alarms.index(alarm)] = stepped
             effects += _transition(stepped, ESCALATED, notify)
-        if not effects:
-            return self, []
-        return self._commit(tuple(alarms), effects)
+        cur: Alarms = self
+        if effects:
+            cur, effects = self._commit(tuple(alarms), effects)
+        refused_due = cur._refused_due()
+        if refused_due is not None and refused_due <= now:
+            return _then(effects, cur._raise(None, AlarmKind.TECHNICAL, UPLINK_REFUSED, now))
+        return cur, effects
 
     def next_deadline(self) -> datetime | None:
         """When tick() has something to do next (None: nothing scheduled)."""
-        return min((a.next_due_at for a in self.alarms if a.next_due_at is not None), default=None)
+        dues = [a.next_due_at for a in self.alarms if a.next_due_at is not None]
+        refused_due = self._refused_due()
+        if refused_due is not None:
+            dues.append(refused_due)
+        return min(dues, default=None)
 
     # Queries --------------------------------------------------------------------------
 
@@ -375,6 +405,12 @@ class Alarms:
         return list(annunciation.outputs_of(self._desired(), device))
 
     # Helpers --------------------------------------------------------------------------
+
+    def _refused_due(self) -> datetime | None:
+        """When ``uplink_refused`` is to be raised (None: no run, or it is open already)."""
+        if self.refused_since is None or self._find(None, UPLINK_REFUSED) is not None:
+            return None
+        return self.refused_since + UPLINK_REFUSED_AFTER
 
     def _by_id(self, alarm_id: str) -> Alarm | None:
         return next((a for a in self.alarms if a.alarm_id == alarm_id), None)

@@ -47,6 +47,7 @@ from gateway.core.inputs import (
     LockRepaired,
     RunCommand,
     Tick,
+    UplinkRefusing,
 )
 from gateway.core.intents import Intent, expand
 from gateway.core.kinds import ARRAYS, KINDS
@@ -151,6 +152,9 @@ def decide(floor: FloorState, item: Input, now: datetime) -> Decision:
             floor.link_up = up
             floor.alarms, effects = floor.alarms.link_changed(up, now)
             return Decision(expand(floor, effects, now))
+        case UplinkRefusing(refusing=refusing):
+            floor.alarms, effects = floor.alarms.uplink_refusing(refusing, now)
+            return Decision(expand(floor, effects, now))
         case ClockJumped():
             return Decision(
                 [
@@ -163,7 +167,7 @@ def decide(floor: FloorState, item: Input, now: datetime) -> Decision:
             return _command(floor, item, now)
         case CommandRefused(id=cid, code=code, message=message, recorded=recorded):
             reply = _error_reply(cid, code, message)
-            refused: Effects = [Emit("command.rejected", None, {"id": cid, "code": code})]
+            refused: Effects = _rejected(floor, cid, code, now)
             if recorded:
                 refused.append(RecordCommand(cid, now, reply))
             return Decision(refused, reply)
@@ -233,7 +237,11 @@ def current_state(floor: FloorState, now: datetime) -> list[tuple[str, dict[str,
 
 def next_deadline(floor: FloorState, now: datetime) -> datetime | None:
     """When a ``Tick`` next has something to do (None: nothing scheduled)."""
-    candidates = [floor.authz.next_boundary(now), floor.alarms.next_deadline()]
+    candidates = [
+        floor.authz.next_boundary(now),
+        floor.alarms.next_deadline(),
+        floor.rejections.next_deadline(),
+    ]
     candidates += [k.next_deadline(floor) for k in floor.registry.values()]
     candidates.append(grms.next_deadline(floor, now))
     return min((c for c in candidates if c is not None), default=None)
@@ -315,7 +323,8 @@ def _panel(
 def _tick(floor: FloorState, now: datetime) -> Effects:
     floor.authz, authz_effects = floor.authz.tick(now)
     floor.alarms, alarm_effects = floor.alarms.tick(now)
-    out: list[Intent] = [*authz_effects, *alarm_effects]
+    floor.rejections, rejected = floor.rejections.due(now)
+    out: list[Intent] = [*authz_effects, *alarm_effects, *rejected]
     for k in floor.registry.values():
         out += k.tick(floor, now)
     out += grms.tick(floor, now)
@@ -349,9 +358,9 @@ def _command(floor: FloorState, cmd: RunCommand, now: datetime) -> Decision:
     done = handler(floor, cmd.body, handlers.Context(cmd.id, cmd.type, now))
     if isinstance(done, handlers.Refused):
         reply = _error_reply(cmd.id, done.code, done.message)
-        rejected = Emit("command.rejected", None, {"id": cmd.id, "code": done.code})
+        rejected = _rejected(floor, cmd.id, done.code, now)
         also = expand(floor, done.also, now)
-        return Decision([rejected, *also, RecordCommand(cmd.id, now, reply)], reply)
+        return Decision([*rejected, *also, RecordCommand(cmd.id, now, reply)], reply)
     effects = expand(floor, done.intents, now)
     result = done.result
     if result is None:
@@ -371,6 +380,12 @@ def _alarm_action(floor: FloorState, action: AlarmAction, now: datetime) -> Deci
     saved = [e.alarm for e in effects if isinstance(e, SaveAlarm)]
     mine = [a for a in saved if a.alarm_id == action.alarm_id]
     return Decision(expand(floor, effects, now), mine[-1] if mine else None)
+
+
+def _rejected(floor: FloorState, command_id: str, code: str, now: datetime) -> Effects:
+    """``command.rejected`` for a refusal: its own event, or counted in a flood."""
+    floor.rejections, events = floor.rejections.refused(command_id, code, now)
+    return list(events)
 
 
 def _error_reply(command_id: str, code: str, message: str) -> bytes:

@@ -34,6 +34,7 @@ from gateway.model.messages import (
     CheckinBody,
     CheckoutBody,
     ExtendBody,
+    ReplayResult,
     ResolveAlarmBody,
     ResyncBody,
     RevokeTokenBody,
@@ -326,6 +327,13 @@ def apply_config(floor: FloorState, proposal: Proposal, ctx: Context) -> Done | 
         ],
         result={**result, "restarting": True},
     )
+
+
+@handles("replay")
+def replay(floor: FloorState, body: ReplayResult, ctx: Context) -> Done | Refused:
+    """Record the reply of a replay: the pipeline read the stored range and had it published
+    again before submitting (the core never reads the store), so ``body`` is its result."""
+    return Done(result=body.to_dict())
 
 
 # -- helpers ----------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """Everything that may change the floor's state, as values: the inputs of ``decide``.
 
-Observations of the buses, call-panel messages, the passing of time, the MQTT link, signed
-commands, floorctl actions, what the lock keeper found and read, and the daemon's own
-lifecycle. The engine's committer takes them one at a time, in arrival order, so the
-order of ``seq`` in the outbox is the order of decisions.
+Observations of the buses, call-panel messages, the passing of time, the MQTT link and the
+broker's refusals, signed commands, floorctl actions, what the lock keeper found and read,
+and the daemon's own lifecycle. The engine's committer takes them one at a time, in
+arrival order, so the order of ``seq`` in the outbox is the order of decisions.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ __all__ = [
     "PanelEvent",
     "RunCommand",
     "Tick",
+    "UplinkRefusing",
 ]
 
 PanelEvent = CallPlaced | CallCancelled | LineFault | PanelOffline | PanelOnline
@@ -49,6 +50,14 @@ class LinkChanged:
     """The MQTT link to the central system went up or down."""
 
     up: bool
+
+
+@dataclass(frozen=True, slots=True)
+class UplinkRefusing:
+    """The broker began (or stopped) refusing publishes that must be delivered (PUBACK
+    reason code >= 0x80): an event at the outbox's head, or a retained state."""
+
+    refusing: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +147,7 @@ Input = (
     | PanelEvent
     | Tick
     | LinkChanged
+    | UplinkRefusing
     | ClockJumped
     | RunCommand
     | CommandRefused

@@ -19,6 +19,7 @@ from gateway.core.alarms import AlarmLayout, Alarms
 from gateway.core.authz import Authz
 from gateway.core.effects import Effect, WritePoint
 from gateway.core.points import PointTable
+from gateway.core.rejections import Rejections
 from gateway.core.remote_config import ConfigRecord
 
 if TYPE_CHECKING:
@@ -154,6 +155,7 @@ class FloorState:
     kinds: dict[str, object]  # each kind's own state, by role
     rooms: Rooms  # each room's presence, energy, service, housekeeping, ledger (core.grms)
     link_up: bool = False
+    rejections: Rejections = field(default_factory=Rejections)  # command.rejected coalescing
     dirty_rooms: set[RoomId] = field(default_factory=set)  # room states to publish again
     config: ConfigRecord = field(default_factory=ConfigRecord)  # remote configuration
 

@@ -206,6 +206,7 @@ class LiveFloorView:
             last_delivered_seq=last_delivered,
             delivered_kept=kept,
             shed=self.uplink.stats().shed,
+            refused=self.uplink.stats().refused,
         )
 
     async def energy(self, room: str | None, days: int) -> EnergyLedger:

@@ -12,6 +12,7 @@ FloorgateError
 │   ├── BusGoneError       the port or connection is gone; reopen with backoff
 │   ├── DeviceUnavailableError  the device is offline: not tried (retry when online)
 │   └── WriteFailedError   a write was not confirmed after its bounded attempts
+├── LinkError              the MQTT link failed (refused, lost, hung broker): reconnect with backoff
 └── ControlError           the control socket (floorctl ⇄ floorgated)
     ├── ControlSocketError refuse to start: the socket path is in use or unusable
     ├── ViewRefused        a request refused with a code: an error reply, floorctl exit 1
@@ -30,6 +31,7 @@ __all__ = [
     "ControlSocketError",
     "DaemonUnreachableError",
     "FloorgateError",
+    "LinkError",
     "StoreClosedError",
     "StoreCorruptError",
     "StoreError",
@@ -55,6 +57,10 @@ class StoreCorruptError(StoreError):
 
 class StoreClosedError(StoreError):
     """The store was used after close()."""
+
+
+class LinkError(FloorgateError):
+    """The MQTT link failed or ended: the session is over, the uplink reconnects."""
 
 
 class ControlError(FloorgateError):

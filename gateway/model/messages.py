@@ -280,6 +280,7 @@ AlarmPoint = Literal[
     "call_point_unreachable",
     "call_point_fault",
     "lock_tamper",
+    "uplink_refused",
 ]
 
 
@@ -298,6 +299,41 @@ class AlarmSnapshot(Message):
     acknowledged_by: str | None
     resolved_at: Timestamp | None
     resolved_by: str | None
+
+
+class InventoryDevice(Message):
+    """A device of a room: its role and its profile (no bus, unit or address)."""
+
+    role: str
+    profile: str
+
+
+class InventoryRoom(Message):
+    """A room: its devices and the call panel serving it (its bus name, or null)."""
+
+    room: RoomId
+    devices: list[InventoryDevice]
+    callpanel: str | None
+
+
+class InventoryLevel(Message):
+    """One escalation level: after how long, who is notified."""
+
+    after_s: int = Field(ge=0)
+    notify: str
+
+
+class Inventory(Message):
+    """``{root}/inventory`` (retained): what the floor is made of, from its floor file;
+    names no bus port, host, key or token."""
+
+    schema_: SchemaVersion = Field(default=1, alias="schema")
+    gateway: str
+    version: str = Field(description="The gateway software version")
+    config_sha256: str = Field(description="SHA-256 (hex) of the floor file's bytes")
+    timezone: str = Field(description="The floor's time zone (IANA name)")
+    rooms: list[InventoryRoom]
+    escalation: list[InventoryLevel]
 
 
 class ReplyError(Message):
@@ -492,6 +528,50 @@ class SetEnergyBody(Message):
     hold: bool
 
 
+REPLAY_MAX = 10_000  # mqtt.md v2: at most 10 000 events a request
+
+
+class ReplayBody(Message):
+    """``replay``: publish the stored events from ``from_seq`` (to ``to_seq``) again, each its
+    original envelope, to ``{root}/replay``; at most 10 000 a request."""
+
+    from_seq: int = Field(ge=1)
+    to_seq: int | None = Field(
+        default=None,
+        ge=1,
+        description="Last seq wanted (at most from_seq + 9999); absent: as far as stored,"
+        " up to 10 000 events",
+    )
+
+    @model_validator(mode="after")
+    def _range(self) -> Self:
+        if self.to_seq is not None:
+            if self.to_seq < self.from_seq:
+                raise ValueError("to_seq must not be before from_seq")
+            if self.to_seq - self.from_seq >= REPLAY_MAX:
+                raise ValueError(f"at most {REPLAY_MAX} events a request")
+        return self
+
+
+class SeqRange(Message):
+    """A range of ``seq``, both ends included."""
+
+    from_seq: int = Field(ge=1)
+    to_seq: int = Field(ge=1)
+
+
+class ReplayResult(Message):
+    """The ``result`` of a ``replay`` reply: what was published again, and what is gone."""
+
+    count: int = Field(ge=0, description="Events published to {root}/replay, in seq order")
+    first_seq: int | None = Field(description="seq of the first published (null: none)")
+    last_seq: int | None = Field(description="seq of the last published (null: none)")
+    missing: list[SeqRange] = Field(
+        description="Ranges of the request no longer stored (purged after events_keep_days,"
+        " or shed at the disk cap); seqs not yet produced are not missing"
+    )
+
+
 COMMAND_BODIES: dict[str, type[Message]] = {
     "checkin": CheckinBody,
     "checkout": CheckoutBody,
@@ -507,5 +587,6 @@ COMMAND_BODIES: dict[str, type[Message]] = {
     "apply_config": ApplyConfigBody,
     "set_housekeeping": SetHousekeepingBody,
     "set_energy": SetEnergyBody,
+    "replay": ReplayBody,
 }
 """Each command ``type`` of mqtt.md and the model of its ``body``."""

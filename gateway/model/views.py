@@ -273,6 +273,7 @@ class OutboxInfo(_Json):
     last_delivered_seq: int | None
     delivered_kept: int  # delivered events still stored (what `floorctl events` can show)
     shed: int  # low-value events dropped at the disk cap
+    refused: int = 0  # publishes the broker refused (PUBACK reason >= 0x80) since the start
 
 
 @dataclass(frozen=True, slots=True)
