@@ -1,6 +1,7 @@
-"""Authorisation benchmark (issue 6): checkout and expiry until the lock's slots are empty.
+"""Authorisation benchmark: how fast the locks follow what is authorised.
 
-    .venv/bin/python bench/authz.py [--stays 100] [--seconds 40] [--warmup 6] [--seed 1]
+    .venv/bin/python bench/authz.py [--phases window,burst] [--stays 100] [--seconds 40]
+                                    [--warmup 6] [--seed 1]
 
 Same setup as bench/calls.py (``GatewayRun``): floorgated as its own process on the bench
 floor with all polling running, floorsim in another, Mosquitto on a free loopback port.
@@ -19,6 +20,18 @@ the gateway reads every lock's slots at start-up before it writes any, and the w
 meant to measure the steady state; the burst's figures (all written, all cleared) are
 printed too. The run's length depends on them.
 
+Phases (``--phases``, in this order):
+
+- ``window``: the random mix above.
+- ``burst``: 30 stays checked out one every 0.2 s while 30 other stays (on the RS-485
+  lines) expire two per second, timed so that a slot-verification sweep (every
+  ``policy.slot_verify_s``, 60 s on the bench floor: every lock's 32 slots read at slow
+  priority) falls 2 s into it, as one does sooner or later in service; same latencies as
+  above.
+- ``shift``, ``lockdown``, ``signatures``: staff keys changing shift at one minute with
+  guests checked out meanwhile, a lockdown, and the cost of signature checks
+  (bench/access_phases.py says how each is measured).
+
 When the slot became empty comes from floorsim's journal: every write by the gateway is
 journalled with floorsim's clocks (``ts`` wall, ``mono_ns``) as it is applied, so the
 stamp does not depend on how often this script looks; the journal is read every 10 ms.
@@ -30,6 +43,7 @@ import argparse
 import asyncio
 import contextlib
 import math
+import os
 import random
 import secrets
 import time
@@ -38,6 +52,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from access_phases import (
+    LOCKDOWN_TARGET_MS,
+    SHIFT_TARGET_MS,
+    AccessResults,
+    lockdown,
+    shift,
+    signature_cost,
+)
 from calls import (
     TABLE_HEAD,
     GatewayRun,
@@ -50,6 +72,11 @@ from calls import (
 
 TARGET_MS = 1000.0  # issue 6: p99 <= 1 s for both
 TOKENS_PER_STAY = 2
+BURST_STAYS = 30
+CHECKOUT_EVERY_S = 0.2
+EXPIRIES_PER_S = 2.0
+BURST_PREP_S = 20.0  # check in the burst's stays before it begins
+PHASES = ("window", "burst", "shift", "lockdown", "signatures")
 EXPIRY_LEAD_S = (3.0, 5.0)
 JOURNAL_POLL_S = 0.01
 HOLD_WAIT_S = 15.0
@@ -131,6 +158,7 @@ class AuthzResults:
     latency: dict[tuple[str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
     failed: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))  # op -> why
     early: list[str] = field(default_factory=list)  # cleared before valid_until
+    slowest: dict[str, list[tuple[float, str]]] = field(default_factory=lambda: defaultdict(list))
     checkin_ms: list[float] = field(default_factory=list)
     ready_s: float = math.nan  # probe stays in every room at once: all written (s)
     ready_out_s: float = math.nan  # ... then all checked out: all cleared (s)
@@ -145,31 +173,23 @@ class AuthzResults:
         return [v for (o, _), vs in self.latency.items() if o == op for v in vs]
 
 
-async def run_authz(run: GatewayRun, stays: int, seconds: float, seed: int) -> AuthzResults:
-    """``stays`` checkouts and ``stays`` expiries over ``seconds``, one stay per room at a time."""
-    rng = random.Random(seed)
-    watch = SlotWatch(run)
-    await watch.start()
-    follower = asyncio.create_task(watch.run_forever(), name="bench-journal")
-    res = AuthzResults()
-    rooms = [r.id for r in run.config.rooms]
-    ops = [("checkout", rng.uniform(0, seconds)) for _ in range(stays)]
-    ops += [("expiry", rng.uniform(0, seconds)) for _ in range(stays)]
-    ops.sort(key=lambda o: o[1])
-    order = rooms[:]
-    rng.shuffle(order)
-    per_room: dict[str, list[tuple[str, float]]] = defaultdict(list)
-    for i, op in enumerate(ops):
-        per_room[order[i % len(order)]].append(op)
-    counter = iter(range(10**9))
+class Stays:
+    """Check-ins and their tokens, as the bench's central system sends them."""
+
+    def __init__(self, run: GatewayRun, watch: SlotWatch, res: AuthzResults) -> None:
+        self.run = run
+        self.watch = watch
+        self.res = res
+        self._ids = iter(range(10**9))
 
     async def checkin(
-        op: str, room: str, until: datetime, wait_s: float = HOLD_WAIT_S
+        self, op: str, room: str, until: datetime, wait_s: float = HOLD_WAIT_S
     ) -> tuple[str, set[int]] | None:
-        stay = f"B-{room}-{next(counter)}"
+        """Check a stay in (valid from a minute ago) and wait until its tokens are written."""
+        stay = f"B-{room}-{next(self._ids)}"
         tokens = {int.from_bytes(secrets.token_bytes(8)) | 1 for _ in range(TOKENS_PER_STAY)}
-        held = watch.when(room, holds(tokens))
-        sent, reply = await run.command(
+        held = self.watch.when(room, holds(tokens))
+        sent, reply = await self.run.command(
             "checkin",
             {
                 "room": room,
@@ -180,96 +200,164 @@ async def run_authz(run: GatewayRun, stays: int, seconds: float, seed: int) -> A
             },
         )
         if not reply["ok"]:
-            res.fail(op, f"{room}: checkin refused: {reply['error']}")
+            self.res.fail(op, f"{room}: checkin refused: {reply['error']}")
             return None
         try:
             stamp = await asyncio.wait_for(held, wait_s)
         except TimeoutError:
             late = op == "expiry" and time.time() > until.timestamp()
-            res.fail(op, f"{room}: " + ("expired before written" if late else "never written"))
+            self.res.fail(op, f"{room}: " + ("expired before written" if late else "never written"))
             return None
-        if op != "probe":
-            res.checkin_ms.append((stamp.mono_ns - sent) / 1e6)
+        if op not in ("probe", "prep"):
+            self.res.checkin_ms.append((stamp.mono_ns - sent) / 1e6)
         return stay, tokens
 
-    async def checkout(room: str) -> None:
-        got = await checkin("checkout", room, datetime.now(UTC) + timedelta(hours=1))
-        if got is None:
-            return
-        stay, tokens = got
-        emptied = watch.when(room, empty_of(tokens))
-        sent, reply = await run.command("checkout", {"room": room, "stay_id": stay})
+    async def checkout(self, room: str, stay: str, tokens: set[int], op: str = "checkout") -> None:
+        """Check the stay out; its latency: publish until no token is left in the lock."""
+        emptied = self.watch.when(room, empty_of(tokens))
+        sent, reply = await self.run.command("checkout", {"room": room, "stay_id": stay})
         if not reply["ok"]:
-            res.fail("checkout", f"{room}: checkout refused: {reply['error']}")
+            self.res.fail(op, f"{room}: checkout refused: {reply['error']}")
             return
         try:
             stamp = await asyncio.wait_for(emptied, HOLD_WAIT_S)
         except TimeoutError:
-            res.fail("checkout", f"{room}: never cleared")
+            self.res.fail(op, f"{room}: never cleared")
             return
-        res.latency[("checkout", lock_kind(run.config, room))].append((stamp.mono_ns - sent) / 1e6)
+        kind = lock_kind(self.run.config, room)
+        ms = (stamp.mono_ns - sent) / 1e6
+        self.res.latency[(op, kind)].append(ms)
+        self.res.slowest[op].append((ms, f"{room} at {wall_ts(datetime.now(UTC))}"))
 
-    async def expiry(room: str) -> None:
-        until = datetime.now(UTC) + timedelta(seconds=rng.uniform(*EXPIRY_LEAD_S))
-        until = until.replace(microsecond=until.microsecond // 1000 * 1000)  # as sent (ms)
-        got = await checkin("expiry", room, until)
-        if got is None:
-            return
-        _, tokens = got
-        emptied = watch.when(room, empty_of(tokens))
-        if not holds(tokens)(watch.slots[room]):
-            res.fail("expiry", f"{room}: valid_until passed before the tokens were written")
+    async def expired(
+        self, room: str, until: datetime, tokens: set[int], op: str = "expiry"
+    ) -> None:
+        """Wait for the stay's expiry; its latency: ``valid_until`` until no token is left."""
+        emptied = self.watch.when(room, empty_of(tokens))
+        if not holds(tokens)(self.watch.slots[room]):
+            self.res.fail(op, f"{room}: valid_until passed before the tokens were written")
             return
         try:
             stamp = await asyncio.wait_for(
                 emptied, max(0.0, until.timestamp() - time.time()) + HOLD_WAIT_S
             )
         except TimeoutError:
-            res.fail("expiry", f"{room}: never cleared")
+            self.res.fail(op, f"{room}: never cleared")
             return
         late_ms = (stamp.ts - until.timestamp()) * 1e3
         if late_ms < 0:
-            res.early.append(f"{room}: {late_ms:.1f} ms")
-        res.latency[("expiry", lock_kind(run.config, room))].append(late_ms)
+            self.res.early.append(f"{room}: {late_ms:.1f} ms")
+        self.res.latency[(op, lock_kind(self.run.config, room))].append(late_ms)
+        self.res.slowest[op].append((late_ms, f"{room} at {wall_ts(datetime.now(UTC))}"))
+
+
+async def ready(stays: Stays, rooms: list[str]) -> None:
+    """A probe stay in every room at once, then checked out: the start-up reads are over.
+
+    At start-up the gateway reads every lock's slots before it writes them; the phases are
+    meant to measure the steady state. It is also the figure for a burst of checkins.
+    """
+    res, run = stays.res, stays.run
+    ready_t0 = time.monotonic()
+    far = datetime.now(UTC) + timedelta(hours=1)
+    probes = await asyncio.gather(*(stays.checkin("probe", r, far, READY_WAIT_S) for r in rooms))
+    res.ready_s = time.monotonic() - ready_t0
+    if any(p is None for p in probes):
+        raise SystemExit(f"bench: probe stays were not written: {dict(res.failed)}")
+
+    async def probe_out(room: str, stay: str, tokens: set[int]) -> None:
+        cleared = stays.watch.when(room, empty_of(tokens))
+        await run.command("checkout", {"room": room, "stay_id": stay})
+        await asyncio.wait_for(cleared, READY_WAIT_S)
+
+    await asyncio.gather(*(probe_out(r, *p) for r, p in zip(rooms, probes, strict=True) if p))
+    res.ready_out_s = time.monotonic() - ready_t0 - res.ready_s
+
+
+async def window(stays: Stays, rooms: list[str], count: int, seconds: float, seed: int) -> None:
+    """``count`` checkouts and ``count`` expiries over ``seconds``, one stay per room at a time."""
+    rng = random.Random(seed)
+    ops = [("checkout", rng.uniform(0, seconds)) for _ in range(count)]
+    ops += [("expiry", rng.uniform(0, seconds)) for _ in range(count)]
+    ops.sort(key=lambda o: o[1])
+    order = rooms[:]
+    rng.shuffle(order)
+    per_room: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    for i, op in enumerate(ops):
+        per_room[order[i % len(order)]].append(op)
+
+    async def checkout(room: str) -> None:
+        got = await stays.checkin("checkout", room, datetime.now(UTC) + timedelta(hours=1))
+        if got is not None:
+            await stays.checkout(room, *got)
+
+    async def expiry(room: str) -> None:
+        until = datetime.now(UTC) + timedelta(seconds=rng.uniform(*EXPIRY_LEAD_S))
+        until = until.replace(microsecond=until.microsecond // 1000 * 1000)  # as sent (ms)
+        got = await stays.checkin("expiry", room, until)
+        if got is not None:
+            await stays.expired(room, until, got[1])
 
     async def room_worker(room: str) -> None:
         for op, at in per_room[room]:
             await asyncio.sleep(max(0.0, t0 + at - time.monotonic()))
             await (checkout(room) if op == "checkout" else expiry(room))
 
-    try:
-        # Ready: at start-up the gateway reads every lock's slots before it writes them; a
-        # probe stay in every room, written and then checked out, shows that is over (the
-        # window measures the steady state). It is also the figure for a burst of checkins.
-        ready_t0 = time.monotonic()
-        far = datetime.now(UTC) + timedelta(hours=1)
-        probes = await asyncio.gather(*(checkin("probe", r, far, READY_WAIT_S) for r in rooms))
-        res.ready_s = time.monotonic() - ready_t0
-        if any(p is None for p in probes):
-            raise SystemExit(f"bench: probe stays were not written: {dict(res.failed)}")
+    t0 = time.monotonic()
+    async with stays.run.measuring() as usage, asyncio.TaskGroup() as tg:
+        for room in per_room:
+            tg.create_task(room_worker(room), name=f"stays[{room}]")
+    stays.res.usage += usage
 
-        async def probe_out(room: str, stay: str, tokens: set[int]) -> None:
-            cleared = watch.when(room, empty_of(tokens))
-            await run.command("checkout", {"room": room, "stay_id": stay})
-            await asyncio.wait_for(cleared, READY_WAIT_S)
 
-        await asyncio.gather(*(probe_out(r, *p) for r, p in zip(rooms, probes, strict=True) if p))
-        res.ready_out_s = time.monotonic() - ready_t0 - res.ready_s
-        t0 = time.monotonic()
-        async with run.measuring() as res.usage, asyncio.TaskGroup() as tg:
-            for room in per_room:
-                tg.create_task(room_worker(room), name=f"stays[{room}]")
-    finally:
-        follower.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await follower
-    return res
+async def burst(stays: Stays, seed: int, sweep_every_s: float) -> None:
+    """30 checkouts one every 0.2 s while 30 RS-485 stays expire two per second, across a
+    slot-verification sweep (see the module doc)."""
+    run = stays.run
+    rng = random.Random(seed)
+    rtu = [r.id for r in run.config.rooms if lock_kind(run.config, r.id) == "RTU"]
+    rng.shuffle(rtu)
+    expiring = rtu[:BURST_STAYS]
+    leaving = [r.id for r in run.config.rooms if r.id not in expiring][:BURST_STAYS]
+    # The sweeps run every sweep_every_s from the daemon's start: aim 2 s before one, with
+    # room for the preparation (check-ins written) first.
+    started = run.started_wall
+    now = time.time()
+    k = math.ceil((now + BURST_PREP_S + 2.0 - started) / sweep_every_s)
+    start = started + k * sweep_every_s - 2.0
+    begin = datetime.fromtimestamp(start, UTC)
+    untils = [begin + timedelta(seconds=i / EXPIRIES_PER_S) for i in range(len(expiring))]
+    untils = [u.replace(microsecond=u.microsecond // 1000 * 1000) for u in untils]
+    far = datetime.now(UTC) + timedelta(hours=1)
+    booked = await asyncio.gather(
+        *(stays.checkin("prep", r, far) for r in leaving),
+        *(stays.checkin("prep", r, u) for r, u in zip(expiring, untils, strict=True)),
+    )
+    if time.time() > start:
+        raise SystemExit("bench: the burst's check-ins took longer than its preparation time")
+
+    async def leave(i: int, room: str, got: tuple[str, set[int]] | None) -> None:
+        await asyncio.sleep(max(0.0, start + i * CHECKOUT_EVERY_S - time.time()))
+        if got is not None:
+            await stays.checkout(room, *got, op="burst checkout")
+
+    async def expire(room: str, until: datetime, got: tuple[str, set[int]] | None) -> None:
+        if got is not None:
+            await stays.expired(room, until, got[1], op="burst expiry")
+
+    async with run.measuring() as usage, asyncio.TaskGroup() as tg:
+        for i, (room, got) in enumerate(zip(leaving, booked[: len(leaving)], strict=True)):
+            tg.create_task(leave(i, room, got))
+        for room, until, got in zip(expiring, untils, booked[len(leaving) :], strict=True):
+            tg.create_task(expire(room, until, got))
+    stays.res.usage += usage
 
 
 async def authz_main(args: argparse.Namespace) -> None:
-    """Set up, check in and out, print."""
+    """Set up, run the phases, print."""
+    phases = [p for p in PHASES if p in args.phases.split(",")]
     async with GatewayRun(args.warmup, "authz") as run:
-        kinds = defaultdict(int)
+        kinds: dict[str, int] = defaultdict(int)
         for room in run.config.rooms:
             kinds[lock_kind(run.config, room.id)] += 1
         print(
@@ -278,22 +366,68 @@ async def authz_main(args: argparse.Namespace) -> None:
             + f"; floorgated pid {run.daemon.pid if run.daemon else '?'}, "
             f"floorsim pid {run.sim.pid if run.sim else '?'}, mosquitto :{run.broker.port}"
         )
-        print(
-            f"{args.stays} checkouts and {args.stays} expiries over {args.seconds:.0f} s, "
-            f"{TOKENS_PER_STAY} tokens per stay, one stay per room at a time"
-        )
-        res = await run_authz(run, args.stays, args.seconds, args.seed)
-        print(
-            f"ready: {len(run.config.rooms)} probe checkins at once, {args.warmup:.0f} s after "
-            f"gateway.started (start-up slot reads of every lock come first): all written "
-            f"after {res.ready_s:.1f} s; checked out at once: all cleared after "
-            f"{res.ready_out_s:.1f} s. Then the window:"
-        )
+        print(f"phases: {', '.join(phases)}; load average {os.getloadavg()[0]:.2f} at start")
+        res = AuthzResults()
+        access = AccessResults()
+        watch = SlotWatch(run)
+        await watch.start()
+        follower = asyncio.create_task(watch.run_forever(), name="bench-journal")
+        stays = Stays(run, watch, res)
+        rooms = [r.id for r in run.config.rooms]
+        try:
+            await ready(stays, rooms)
+            print(
+                f"ready: {len(rooms)} probe checkins at once, {args.warmup:.0f} s after "
+                f"gateway.started (start-up slot reads of every lock come first): all written "
+                f"after {res.ready_s:.1f} s; checked out at once: all cleared after "
+                f"{res.ready_out_s:.1f} s."
+            )
+            if "window" in phases:
+                print(
+                    f"window: {args.stays} checkouts and {args.stays} expiries over "
+                    f"{args.seconds:.0f} s, {TOKENS_PER_STAY} tokens per stay, one stay per "
+                    "room at a time"
+                )
+                await window(stays, rooms, args.stays, args.seconds, args.seed)
+            if "burst" in phases:
+                print(
+                    f"burst: {BURST_STAYS} checkouts one every {CHECKOUT_EVERY_S} s while "
+                    f"{BURST_STAYS} RS-485 stays expire {EXPIRIES_PER_S:.0f} per second, "
+                    "across a slot-verification sweep"
+                )
+                await burst(stays, args.seed, run.config.policy.slot_verify_s)
+            if "shift" in phases:
+                print(
+                    "shift: 40 staff keys, 4 per section ending and 4 starting at the next "
+                    f"whole minute, with {30} guests checked out one every 0.2 s from then"
+                )
+                await shift(run, watch, stays, access, "shift checkout")
+            if "lockdown" in phases:
+                print("lockdown: 2 security keys, a guest in every room, then lockdown on")
+                await lockdown(run, watch, stays, access)
+        finally:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
         gone = run.alive()
     print("\nuntil the lock's slots no longer hold the stay's tokens (floorsim's journal):")
     print(TABLE_HEAD)
-    for op in ("checkout", "expiry"):
+    ops = ("checkout", "expiry", "burst checkout", "burst expiry", "shift checkout")
+    for op in (op for op in ops if res.of(op)):
         print(figures_line(op, res.of(op), len(res.failed[op]), TARGET_MS))
+    for name, values, target in (
+        ("shift", access.shift_ms, SHIFT_TARGET_MS),
+        ("lockdown", access.lockdown_ms, LOCKDOWN_TARGET_MS),
+    ):
+        if values or access.failed.get(name):
+            print(figures_line(name, values, len(access.failed.get(name, [])), target))
+    if access.shift_ms or access.lockdown_ms:
+        print(
+            "  shift: from the minute (local) until a lock holds the new shift and none of the"
+            " old; lockdown: from the publish until a lock holds security keys only"
+        )
+    for phase, whys in access.failed.items():
+        print(f"  {phase}: {len(whys)} without a sample: {'; '.join(whys[:8])}")
     print("  by the lock's bus:")
     for (op, kind), values in sorted(res.latency.items()):
         print(
@@ -304,14 +438,23 @@ async def authz_main(args: argparse.Namespace) -> None:
         f"  checkin -> both tokens written: p50 {pct(res.checkin_ms, 50):.1f} ms, "
         f"p99 {pct(res.checkin_ms, 99):.1f} ms (n {len(res.checkin_ms)}; no target)"
     )
+    for op, samples in res.slowest.items():
+        worst = sorted(samples, reverse=True)[:3]
+        print(f"  slowest {op}: " + "; ".join(f"{ms:.0f} ms ({where})" for ms, where in worst))
     for op, whys in res.failed.items():
         if whys:
             print(f"  {op}: {len(whys)} without a sample: {'; '.join(whys[:8])}")
     if res.early:
         print(f"  WRONG: cleared before valid_until: {'; '.join(res.early)}")
-    print("\nduring the run:")
+    print("\nduring the timed phases:")
     for u in res.usage:
         print("  " + u.line())
+    print(f"  load average at the end: {os.getloadavg()[0]:.2f}")
+    if "signatures" in phases:
+        signature_cost(access)
+        print("\nsignature checks, per command (this process, best of three):")
+        for name, us in access.signatures.items():
+            print(f"  {name:<28}{us:8.1f} µs")
     if gone:
         print(f"  WARNING: exited during the run: {gone}")
 
@@ -319,6 +462,9 @@ async def authz_main(args: argparse.Namespace) -> None:
 def main() -> None:
     """Parse arguments, run, print figures."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--phases", default=",".join(PHASES), help="comma-separated: " + ", ".join(PHASES)
+    )
     p.add_argument("--stays", type=int, default=100, help="checkouts, and as many expiries")
     p.add_argument("--seconds", type=float, default=40.0, help="window the stays start over")
     p.add_argument("--warmup", type=float, default=6.0, help="seconds after gateway.started")

@@ -163,6 +163,7 @@ class GatewayRun:
         self._client: aiomqtt.Client | None = None
         self._waiters: list[tuple[Callable[[Doc], bool], asyncio.Future[Arrival]]] = []
         self._stack = contextlib.AsyncExitStack()
+        self.started_wall = math.nan  # when gateway.started arrived (wall clock)
 
     async def __aenter__(self) -> GatewayRun:
         try:
@@ -182,6 +183,9 @@ class GatewayRun:
 
     async def _start(self) -> None:
         self._stack.callback(shutil.rmtree, self.dir, True)
+        keep = os.environ.get("FLOORGATE_BENCH_KEEP_LOGS")
+        if keep:  # copied before the run dir goes (callbacks run last-in first-out)
+            self._stack.callback(_keep_logs, self.dir, Path(keep))
         self.broker.start()
         self._stack.callback(self.broker.kill)
         self.sim = self._spawn(
@@ -218,9 +222,10 @@ class GatewayRun:
             "floorgated.log",
         )
         try:
-            await asyncio.wait_for(started, 30)
+            arrival = await asyncio.wait_for(started, 30)
         except TimeoutError:
             raise SystemExit(f"bench: no gateway.started: {self._tail('floorgated.log')}") from None
+        self.started_wall = arrival.wall
         await asyncio.sleep(self.warmup_s)  # a bench: let the start-up reads and writes settle
 
     # -- the central's view ----------------------------------------------------------------------
@@ -476,6 +481,13 @@ async def calls_main(args: argparse.Namespace) -> None:
 
 
 # -- helpers -------------------------------------------------------------------------------------
+
+
+def _keep_logs(run_dir: Path, to: Path) -> None:
+    """Copy the run's process logs (FLOORGATE_BENCH_KEEP_LOGS=DIR), for a closer look."""
+    to.mkdir(parents=True, exist_ok=True)
+    for log in run_dir.glob("*.log"):
+        shutil.copy(log, to / log.name)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

@@ -23,7 +23,8 @@ command_key_file = "${FLOORGATE_RUN_DIR:-/tmp/floorgate-bench}/command.key"
 
 [policy]
 occupied_setpoint_c = 22.0
-door_held_open_s = 120
+door_held_open_s = 60         # after a guest key or an opening from inside
+door_held_open_staff_s = 120  # after a staff key
 
 [energy]                        # the guest-room energy policy; these are the defaults
 unsold_cool_c = 26.7

@@ -29,7 +29,7 @@ from drivers.lines import CallPanelBus, RtuBus, TcpBus
 from drivers.modbus import ModbusTransport
 from drivers.scheduler import BusScheduler
 from gateway import __version__
-from gateway.adapters import alarms_store, rooms_store, schema, stays
+from gateway.adapters import access_store, alarms_store, rooms_store, schema, stays
 from gateway.adapters.control import ControlServer
 from gateway.adapters.metrics import FloorMetrics, MetricsSources
 from gateway.adapters.mqtt import Uplink
@@ -128,7 +128,7 @@ async def build(configs: ConfigKeeper, store: Store, supervisor: Supervisor) -> 
     replays = ReplayRequests()
     processor = CommandProcessor(
         store,
-        read_command_key(config.mqtt.command_key_file),
+        config.credentials(read_command_key(config.mqtt.command_key_file)),
         inbox.submit,
         replays=replays,
         prepare={"apply_config": configs.prepare},
@@ -225,6 +225,7 @@ async def build(configs: ConfigKeeper, store: Store, supervisor: Supervisor) -> 
 
 def _load_stored(conn: sqlite3.Connection) -> tuple[Stored, dict[str, int]]:
     """What the floor kept on disk, and each lock's last access-log entry read."""
+    staff_keys, revoked = access_store.load_staff_keys(conn)
     stored = Stored(
         schema.load_point_values(conn),
         stays.load_stays(conn),
@@ -232,6 +233,9 @@ def _load_stored(conn: sqlite3.Connection) -> tuple[Stored, dict[str, int]]:
         stays.load_welcomed(conn),
         rooms_store.load_room_status(conn),
         rooms_store.load_latest_days(conn),
+        staff_keys=staff_keys,
+        revoked=revoked,
+        lockdown=access_store.load_lockdown(conn),
     )
     return stored, stays.load_log_heads(conn)
 

@@ -153,6 +153,19 @@ _EXAMPLE_BODIES: dict[str, dict[str, Any]] = {
     "set_housekeeping": {"room": _ROOM, "status": "inspected", "by": "hk/li"},
     "set_energy": {"room": _ROOM, "hold": True},
     "replay": {"from_seq": 1001, "to_seq": 1041},
+    "move_room": {"stay_id": _STAY, "from": _ROOM, "to": "1207", "grace_s": 300},
+    "staff_key": {
+        "op": "add",
+        "key_id": "hk-ana",
+        "token": "5a6b7c8d9e0f1a2b",
+        "zones": ["1201", "1202", _ROOM],
+        "schedule": {
+            "days": ["mon", "tue", "wed", "thu", "fri"],
+            "from": "07:00",
+            "until": "15:00",
+        },
+    },
+    "lockdown": {"on": True, "by": "sec-02", "reason": "police request"},
 }
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import floorgate_central as central
 from floorgate_central import token_hash  # noqa: F401 (re-exported for the tests)
@@ -56,9 +57,17 @@ class Floor:
     path: Path
     proc: subprocess.Popen[bytes]
 
-    async def command(self, type_: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Sign and send a command (the client's timeout and retry); its reply, refusals too."""
-        reply = await self.central.send(type_, body)
+    async def command(
+        self,
+        type_: str,
+        body: dict[str, Any],
+        *,
+        operator: tuple[str, Ed25519PrivateKey] | None = None,
+    ) -> dict[str, Any]:
+        """Sign and send a command (the client's timeout and retry); its reply, refusals too.
+        Signed with the floor's HMAC key, or by an operator's Ed25519 key."""
+        signer = None if operator is None else central.Operator(operator[0], operator[1])
+        reply = await self.central.send(type_, body, operator=signer)
         return dict(reply.raw)
 
     def typed(self, type_: str) -> list[dict[str, Any]]:

@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -247,3 +249,113 @@ def test_checkin_tokens_are_normalised() -> None:
     assert isinstance(result.body, CheckinBody)
     assert result.body.tokens == ["abcdef0123456789", "0000000000000001"]
     assert result.body.valid_until == datetime(2026, 11, 25, 6, 0, 0, 250000, tzinfo=UTC)
+
+
+# -- operator signatures (Ed25519) ------------------------------------------------------
+
+FD_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+SEC_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
+
+
+def _public(k: Ed25519PrivateKey) -> bytes:
+    return k.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+OPERATORS = {
+    "fd-03": c.Operator("fd-03", (_public(FD_KEY),), frozenset({"front_desk"})),
+    "sec-02": c.Operator("sec-02", (_public(SEC_KEY),), frozenset({"security"})),
+}
+CREDS = c.Credentials(KEY, OPERATORS)
+
+
+def op_signed(env: dict[str, Any], operator: str, key: Ed25519PrivateKey) -> bytes:
+    env = {**env, "alg": "ed25519", "operator": operator}
+    return json.dumps({**env, "sig": key.sign(c.canonical_json(env)).hex()}).encode()
+
+
+def test_an_operator_signature_is_ed25519_over_the_canonical_envelope() -> None:
+    verdict = c.authenticate(op_signed(envelope(), "fd-03", FD_KEY), CREDS)
+    assert isinstance(verdict, c.Authenticated)
+    assert verdict.operator == "fd-03"
+    admitted = c.admit(verdict, NOW, COMMAND_BODIES, ROOMS)
+    assert isinstance(admitted, c.Admitted)
+    assert admitted.operator == "fd-03"
+
+
+@pytest.mark.parametrize(
+    ("payload", "code", "by"),
+    [
+        (op_signed(envelope(), "fd-03", SEC_KEY), "unauthenticated", None),  # wrong key
+        (op_signed(envelope(), "nobody", FD_KEY), "unauthenticated", None),  # unknown operator
+        (op_signed(envelope(type="lockdown", body={}), "fd-03", FD_KEY), "forbidden", "fd-03"),
+        (op_signed(envelope(type="unlock", body={}), "sec-02", SEC_KEY), None, None),
+        (signed({**envelope(), "operator": "fd-03"}), "invalid", None),  # no alg
+    ],
+)
+def test_operator_checks_come_right_after_the_signature(
+    payload: bytes, code: str | None, by: str | None
+) -> None:
+    verdict = c.authenticate(payload, CREDS)
+    if code is None:
+        assert isinstance(verdict, c.Authenticated)  # body checks come later
+        return
+    assert isinstance(verdict, c.Refused)
+    assert (verdict.code, verdict.recorded, verdict.by) == (code, False, by)
+
+
+def test_a_tampered_operator_envelope_is_unauthenticated() -> None:
+    doc = json.loads(op_signed(envelope(), "fd-03", FD_KEY))
+    doc["body"]["room"] = "1201"
+    verdict = c.authenticate(json.dumps(doc).encode(), CREDS)
+    assert isinstance(verdict, c.Refused)
+    assert verdict.code == "unauthenticated"
+
+
+def test_hmac_refused_when_the_floor_says_so_and_operators_still_work() -> None:
+    no_hmac = c.Credentials(KEY, OPERATORS, allow_hmac=False)
+    verdict = c.authenticate(signed(envelope()), no_hmac)
+    assert isinstance(verdict, c.Refused)
+    assert verdict.code == "unauthenticated"
+    assert isinstance(
+        c.authenticate(op_signed(envelope(), "fd-03", FD_KEY), no_hmac), c.Authenticated
+    )
+
+
+def test_a_body_by_must_be_the_signing_operator() -> None:
+    body = {"room": "1203", "by": "someone-else", "reason": "x"}
+    verdict = c.authenticate(
+        op_signed(envelope(type="unlock", body=body), "sec-02", SEC_KEY), CREDS
+    )
+    assert isinstance(verdict, c.Authenticated)
+    refused = c.admit(verdict, NOW, COMMAND_BODIES, ROOMS)
+    assert isinstance(refused, c.Refused)
+    assert (refused.code, refused.recorded, refused.by) == ("invalid", True, "sec-02")
+    body["by"] = "sec-02"
+    verdict = c.authenticate(
+        op_signed(envelope(type="unlock", body=body), "sec-02", SEC_KEY), CREDS
+    )
+    assert isinstance(c.admit(verdict, NOW, COMMAND_BODIES, ROOMS), c.Admitted)  # type: ignore[arg-type]
+
+
+def test_roles_are_the_operations_table() -> None:
+    fd = OPERATORS["fd-03"]
+    assert all(fd.may(t) for t in ("checkin", "move_room", "resync"))
+    assert not any(fd.may(t) for t in ("unlock", "lockdown", "staff_key"))
+    admin = c.Operator("adm", (_public(FD_KEY),), frozenset({"admin"}))
+    assert all(admin.may(t) for t in COMMAND_BODIES)
+
+
+def test_during_a_rotation_either_key_of_an_operator_signs() -> None:
+    new_key = Ed25519PrivateKey.from_private_bytes(bytes(range(2, 34)))
+    rotating = c.Operator("fd-03", (_public(FD_KEY), _public(new_key)), frozenset({"front_desk"}))
+    creds = c.Credentials(KEY, {"fd-03": rotating})
+    for key in (FD_KEY, new_key):
+        assert isinstance(
+            c.authenticate(op_signed(envelope(), "fd-03", key), creds), c.Authenticated
+        )
+    retired = c.Credentials(
+        KEY, {"fd-03": c.Operator("fd-03", (_public(new_key),), frozenset({"front_desk"}))}
+    )
+    verdict = c.authenticate(op_signed(envelope(), "fd-03", FD_KEY), retired)
+    assert isinstance(verdict, c.Refused)
+    assert verdict.code == "unauthenticated"

@@ -54,6 +54,15 @@ def _do(f: Callable[[dict[str, Any]], Any]) -> Edit:
     return edit
 
 
+_STAFF: dict[str, Any] = {
+    "key_id": "hk-ana",
+    "token": "00000000000000c1",
+    "zones": ["1201", "1202"],
+    "schedule": {"days": ["mon", "tue"], "from": "07:00", "until": "15:00"},
+}
+_OPERATOR: dict[str, Any] = {"id": "fd-03", "public_key": "ab" * 32, "roles": ["front_desk"]}
+
+
 FLOOR_MISTAKES: list[tuple[str, Edit, str]] = [
     ("unknown section", _set("colour", {"x": 1}), "colour: unknown section"),
     (
@@ -213,6 +222,47 @@ FLOOR_MISTAKES: list[tuple[str, Edit, str]] = [
         _set("policy.vacant_setpoint_c", 60),
         "policy.vacant_setpoint_c: Input should be less than or equal to 35",
     ),
+    (
+        "unknown time zone",
+        _set("gateway.timezone", "Mars/Olympus"),
+        "gateway.timezone: unknown time zone 'Mars/Olympus'",
+    ),
+    (
+        "no slot left for guests",
+        _do(lambda d: d.update(locks={"staff_slots": 32})),
+        "locks.staff_slots",
+    ),
+    (
+        "staff key zone not on the floor",
+        _do(lambda d: d.update(staff_key=[{**_STAFF, "zones": ["1201", "9999"]}])),
+        "staff_key[0].zones[1]: no room '9999' on this floor",
+    ),
+    (
+        "staff key id twice",
+        _do(lambda d: d.update(staff_key=[_STAFF, {**_STAFF, "token": "00000000000000c2"}])),
+        "staff_key[1].key_id: 'hk-ana' is already staff_key[0]",
+    ),
+    (
+        "staff schedule from equals until",
+        _do(
+            lambda d: d.update(
+                staff_key=[
+                    {**_STAFF, "schedule": {"days": ["mon"], "from": "08:00", "until": "08:00"}}
+                ]
+            )
+        ),
+        "staff_key[0].schedule",
+    ),
+    (
+        "operator with an unknown role",
+        _do(lambda d: d.update(operator=[{**_OPERATOR, "roles": ["janitor"]}])),
+        "operator[0].roles[0]",
+    ),
+    (
+        "operator key not hex",
+        _do(lambda d: d.update(operator=[{**_OPERATOR, "public_key": "xy" * 32}])),
+        "operator[0].public_key",
+    ),
 ]
 
 
@@ -261,6 +311,36 @@ def test_every_problem_is_reported_at_once(write_floor: Callable[..., Path]) -> 
     text = "\n".join(info.value.problems)
     for where in ("room[1].id", "room[2].devices[0].unit", "bus[0]", "escalation[0].after_s"):
         assert where in text, text
+
+
+def test_locks_staff_keys_and_operators_reach_the_core(
+    write_floor: Callable[..., Path], run_dir: Path
+) -> None:
+    data = demo_floor_dict()
+    data["gateway"]["timezone"] = "Asia/Shanghai"
+    data["locks"] = {"staff_slots": 6}
+    data["staff_key"] = [
+        _STAFF,
+        {"key_id": "sec", "token": "00000000000000c9", "zones": ["floor"], "security": True},
+    ]
+    data["operator"] = [_OPERATOR]
+    data["mqtt"]["allow_hmac"] = False
+    config, _ = load_floor(write_floor(data))
+    staff = config.layout().staff
+    assert (staff.staff_slots, str(staff.tz)) == (6, "Asia/Shanghai")
+    assert [k.key_id for k in staff.file_keys] == ["hk-ana", "sec"]
+    assert staff.file_keys[1].security
+    creds = config.credentials(b"k" * 16)
+    assert not creds.allow_hmac
+    assert creds.operators["fd-03"].roles == {"front_desk"}
+    # A key being rotated: the same id twice, both keys good until the old one goes.
+    data["operator"] = [_OPERATOR, {**_OPERATOR, "public_key": "cd" * 32}]
+    config, _ = load_floor(write_floor(data))
+    assert len(config.credentials(b"k" * 16).operators["fd-03"].public_keys) == 2
+    data["operator"] = [_OPERATOR, {**_OPERATOR, "public_key": "cd" * 32, "roles": ["admin"]}]
+    with pytest.raises(ConfigError, match="other roles"):
+        load_floor(write_floor(data))
+    assert config.layout().policy.door_held_open_staff_s == 120
 
 
 def test_shipped_floors_are_valid(run_dir: Path) -> None:
@@ -460,7 +540,7 @@ def test_check_names_the_line_of_each_problem(
     rio = 'profile = "fg-rio-1",   bus = "rs485-a", unit = 6'
     for old, new in (
         ('host = "127.0.0.1"\nport = "${', 'hots = "127.0.0.1"\nport = "${'),
-        ("door_held_open_s = 120", 'door_held_open_s = "2 min"'),
+        ("door_held_open_s = 60 ", 'door_held_open_s = "2 min" '),
         ("after_s = 60", "after_s = 0"),
         ('bus = "rs485-a", unit = 5 }', 'bus = "rs485-a", unit = 2 }'),
         (rio, rio.replace("fg-rio-1", "fg-rio-2").replace("rs485-a", "rs485-b")),
@@ -486,7 +566,7 @@ def test_check_names_the_line_of_each_problem(
         f"  line {line('hots')}: mqtt.hots: unknown key (allowed: host, port, root, "
         "command_key_file, tls_ca_file, tls_cert_file, tls_key_file, username, password_file, "
         "keepalive_s, max_in_flight, events_keep_days, outbox_max_mib, protocol, "
-        "session_expiry_s, reconnect_jitter_s, reconnect_max_s)",
+        "session_expiry_s, reconnect_jitter_s, reconnect_max_s, allow_hmac)",
         f"  line {line('door_held')}: policy.door_held_open_s: Input should be a valid integer, "
         "unable to parse string as an integer (got '2 min')",
         f"  line {line('colour')}: room[5].colour: unknown key (allowed: id, devices, callpanel)",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, get_args
@@ -23,11 +24,13 @@ from drivers.panelproto import (
 from gateway.core import inputs
 from gateway.core.alarms import AlarmState
 from gateway.core.decide import Stored, decide, restore, room_snapshot
-from gateway.core.effects import Effect, Emit, ReconcileLock, SaveAlarm, WritePoint
+from gateway.core.effects import Audit, Effect, Emit, ReconcileLock, SaveAlarm, WritePoint
 from gateway.core.kinds import KINDS, ROOM_KINDS
+from gateway.core.kinds import lock as lock_kind
 from gateway.core.locksync import LogEntry
+from gateway.core.staff import StaffKey
 from gateway.core.state import FloorState
-from gateway.model.messages import SetLightsBody
+from gateway.model.messages import LockdownBody, SetLightsBody, UnlockBody
 from tests.engine_harness import demo_config
 
 T0 = datetime(2026, 11, 23, 6, 0, tzinfo=UTC)
@@ -91,9 +94,10 @@ def test_door_held_open_once_per_opening(layout: Any) -> None:
     floor = floor_of(layout, {("1201/lock", "door_open"): False})
     (opened,) = doors(decide(floor, obs("1201/lock", "door_open", True), T0).effects)
     assert opened.type == "door.opened"
-    assert doors(decide(floor, inputs.Tick(), T0 + timedelta(seconds=119)).effects) == []
-    (held,) = doors(decide(floor, inputs.Tick(), T0 + timedelta(seconds=121)).effects)
-    assert (held.type, held.room, held.data) == ("door.held_open", "1201", {"open_s": 121})
+    assert doors(decide(floor, inputs.Tick(), T0 + timedelta(seconds=59)).effects) == []
+    (held,) = doors(decide(floor, inputs.Tick(), T0 + timedelta(seconds=61)).effects)
+    data = {"open_s": 61, "opening": "guest"}
+    assert (held.type, held.room, held.data) == ("door.held_open", "1201", data)
     assert doors(decide(floor, inputs.Tick(), T0 + timedelta(seconds=500)).effects) == []
     (closed,) = doors(decide(floor, obs("1201/lock", "door_open", False), T0).effects)
     assert closed.type == "door.closed"
@@ -228,3 +232,75 @@ def test_every_input_type_is_decided(layout: Any) -> None:
     assert {type(i) for i in one_of_each} == set(get_args(inputs.Input))
     for item in one_of_each:
         decide(floor, item, T0)
+
+
+def test_an_operator_signed_command_names_the_operator_everywhere(layout: Any) -> None:
+    floor = floor_of(layout)
+    body = UnlockBody(room="1203", by="sec-02", reason="guest locked out")
+    decision = decide(floor, inputs.RunCommand("c9", "unlock", body, "sec-02"), T0)
+    assert isinstance(decision.outcome, bytes)
+    assert json.loads(decision.outcome)["by"] == "sec-02"
+    (audit,) = [e for e in decision.effects if isinstance(e, Audit)]
+    assert audit.actor == "sec-02"
+    lockdown = LockdownBody(on=True, by="sec-02", reason="drill")
+    effects = decide(floor, inputs.RunCommand("c10", "lockdown", lockdown, "sec-02"), T0).effects
+    (changed,) = [e for e in emits(effects) if e.type == "lockdown.changed"]
+    assert changed.data == {"on": True, "by": "sec-02", "reason": "drill"}
+    refused = decide(floor, inputs.RunCommand("c11", "unlock", body, "sec-02"), T0)
+    (rejected,) = emits(refused.effects)
+    assert rejected.data == {"id": "c11", "code": "conflict", "by": "sec-02"}
+    assert json.loads(refused.outcome)["by"] == "sec-02"  # type: ignore[arg-type]
+
+
+def test_a_hmac_command_has_no_by(layout: Any) -> None:
+    floor = floor_of(layout)
+    body = SetLightsBody(room="1203", circuits={"main": True})
+    decision = decide(floor, inputs.RunCommand("c1", "set_lights", body), T0)
+    assert "by" not in json.loads(decision.outcome)  # type: ignore[arg-type]
+
+
+def test_battery_events_on_entering_low_and_critical_with_hysteresis(layout: Any) -> None:
+    floor = floor_of(layout)
+
+    def battery(value: int) -> list[Emit]:
+        return emits(decide(floor, obs("1201/lock", "battery", value), T0).effects)
+
+    assert battery(55) == []
+    assert battery(20) == [Emit("lock.battery", "1201", {"percent": 20, "level": "low"})]
+    assert battery(21) == []  # within the hysteresis: still low
+    assert battery(19) == []
+    assert battery(10) == [Emit("lock.battery", "1201", {"percent": 10, "level": "critical"})]
+    assert battery(13) == []  # better is not news
+    assert battery(100) == []
+    assert battery(20) == [Emit("lock.battery", "1201", {"percent": 20, "level": "low"})]
+    # A reading already low at the first contact after start is announced.
+    fresh = floor_of(layout)
+    (first,) = emits(decide(fresh, obs("1202/lock", "battery", 8), T0).effects)
+    assert first.data == {"percent": 8, "level": "critical"}
+
+
+def test_a_battery_not_read_for_a_day_is_stale(layout: Any) -> None:
+    floor = floor_of(layout, {("1201/lock", "battery"): 70})
+    lock = DeviceRef.parse("1201/lock")
+    assert lock_kind.battery(floor, "1201", T0) == lock_kind.Battery(None, None, stale=True)
+    decide(floor, DeviceOnline(lock, 0.0), T0)
+    decide(floor, obs("1201/lock", "battery", 71), T0)
+    assert lock_kind.battery(floor, "1201", T0).percent == 71
+    decide(floor, DeviceOffline(lock, "timeout", 1.0), T0 + timedelta(hours=1))
+    assert lock_kind.battery(floor, "1201", T0 + timedelta(hours=24)).percent == 71
+    late = lock_kind.battery(floor, "1201", T0 + timedelta(hours=25))
+    assert (late.percent, late.stale) == (None, True)
+
+
+def test_a_staff_opening_is_held_open_after_the_staff_limit(layout: Any) -> None:
+    floor = floor_of(layout, {("1201/lock", "door_open"): False})
+    staff = StaffKey("hk", "00000000000000b1", frozenset({"floor"}), None, False, "file", 0)
+    floor.authz = floor.authz.with_staff(floor.authz.staff.add(staff))
+    lock = DeviceRef.parse("1201/lock")
+    read = inputs.AccessLogRead(lock, (LogEntry(5, "granted", 0xB1),), 0, 5)
+    (granted,) = [e for e in decide(floor, read, T0).effects if isinstance(e, Emit)]
+    assert (granted.type, granted.data["key_id"]) == ("access.granted", "hk")
+    decide(floor, obs("1201/lock", "door_open", True), T0 + timedelta(seconds=1))
+    assert emits(decide(floor, inputs.Tick(), T0 + timedelta(seconds=100)).effects) == []
+    (held,) = emits(decide(floor, inputs.Tick(), T0 + timedelta(seconds=122)).effects)
+    assert held.data == {"open_s": 121, "opening": "staff"}

@@ -21,6 +21,7 @@ from gateway.core.authz import Stay
 from gateway.core.decide import Decision
 from gateway.core.inputs import AlarmAction, AuditAction, Input, Lifecycle, Tick
 from gateway.core.remote_config import ConfigRecord
+from gateway.core.staff import Lockdown, StaffKey
 from gateway.engine import engine as engine_module
 from gateway.engine.commands import CommandProcessor
 from gateway.engine.engine import Inbox
@@ -35,11 +36,14 @@ def one_of_each() -> list[fx.Effect]:
     """An instance of every effect type of the core."""
     alarm = Alarm("a-1", "1201", AlarmKind.CALL, "bath", AlarmState.ACTIVE, 0, T0)
     stay = Stay("1201", "S-1", T0, T0 + timedelta(days=1), ("00000000000000aa",), None, None, 1)
+    key = StaffKey("hk-1", "00000000000000bb", frozenset({"1201"}), None, False, "command", 1)
     return [
         fx.Emit("room.dnd", "1201", {"on": True}),
         fx.Audit("tech", "floorctl.test", "1201", {"x": 1}),
         fx.SaveAlarm(alarm),
         fx.SaveStay(stay),
+        fx.SaveStaffKey("hk-1", key),
+        fx.SaveLockdown(Lockdown(True, "sec-1", "drill", T0)),
         fx.SaveCounter(RIO, "bath_count", 7),
         fx.SaveLogHead(LOCK, 12),
         fx.MarkWelcomed(RoomId("1201"), "S-1"),
@@ -69,6 +73,8 @@ def _stored(conn: sqlite3.Connection) -> dict[str, Any]:
         "audit": one("SELECT action FROM audit"),
         "alarm": one("SELECT alarm_id FROM alarms"),
         "stay": one("SELECT stay_id FROM stays"),
+        "staff_key": one("SELECT key_id FROM staff_keys"),
+        "lockdown": one("SELECT active, set_by FROM lockdown"),
         "counter": one("SELECT value FROM point_values WHERE point = 'bath_count'"),
         "head": one("SELECT head FROM lock_log_heads"),
         "welcomed": one("SELECT value FROM point_values WHERE point = 'welcomed'"),
@@ -95,10 +101,12 @@ async def test_every_effect_is_persisted_or_carried_out(
         await h.inbox.submit(Marker())
         stored = await h.store.read(_stored)
         assert stored == {
-            "event": ("room.dnd",),
+            "event": ("room.dnd",),  # the first; the audit row's copy follows
             "audit": ("floorctl.test",),
             "alarm": ("a-1",),
             "stay": ("S-1",),
+            "staff_key": ("hk-1",),
+            "lockdown": (1, "sec-1"),
             "counter": ("7",),
             "head": (12,),
             "welcomed": ('"S-1"',),

@@ -795,7 +795,7 @@ def test_help_teaches_with_examples(capsys: pytest.CaptureFixture[str]) -> None:
     assert "floorctl alarms ack" in text
     assert "exit codes:" in text
     for name in ("status", "floor", "rooms", "room", "devices", "alarms", "events", "outbox",
-                 "energy", "scan", "completion"):  # fmt: skip
+                 "energy", "locks", "audit", "scan", "completion"):  # fmt: skip
         assert main([name, "--help"]) == EX_OK
         assert name in capsys.readouterr().out
     assert main(["floor", "--help"]) == EX_OK
@@ -834,8 +834,8 @@ def test_bash_completion_of_subcommands_and_options(
     assert capsys.readouterr().out == bash_script
     assert _complete(bash_script, ["floorctl", "''"]) == [
         "status", "health", "floor", "rooms", "room", "devices", "alarms", "events",
-        "outbox", "energy", "config", "scan", "completion", "--help", "--socket", "--config",
-        "--json",
+        "outbox", "energy", "locks", "audit", "config", "scan", "completion", "--help",
+        "--socket", "--config", "--json",
     ]  # fmt: skip
     assert _complete(bash_script, ["floorctl", "al"]) == ["alarms"]
     assert _complete(bash_script, ["floorctl", "alarms", "''"]) == [

@@ -11,12 +11,14 @@ from hypothesis import strategies as st
 from gateway.core.effects import Emit
 from gateway.core.locksync import (
     LOG_SEQ_MAX,
+    Desired,
     LogEntry,
     LogFollower,
     SlotPlan,
     access_event,
     int_to_token,
     normalize_token,
+    plan_lock,
     plan_slots,
     token_hash,
     token_to_int,
@@ -126,6 +128,53 @@ def test_plan_reaches_exactly_the_desired_set_with_fewest_writes(
             seen.add(v)
     assert len(plan.writes) == must + max(0, len(desired - seen) - must)
     assert len({i for i, _ in plan.writes}) == len(plan.writes)
+
+
+def test_staff_tokens_go_to_the_last_slots_and_guests_never_there() -> None:
+    desired = Desired(frozenset({K1}), frozenset({K2}), staff_slots=2)
+    plan = plan_lock(desired, [0, 0, 0, 0])
+    assert apply([0, 0, 0, 0], plan) == [V1, 0, V2, 0]
+    assert (plan.added, plan.removed, plan.moved) == (2, 0, 0)
+    # The staff region full of guests' tokens: cleared, never used for a guest.
+    plan = plan_lock(Desired(frozenset({K1, K3}), frozenset(), staff_slots=2), [0, 0, V1, V3])
+    assert apply([0, 0, V1, V3], plan) in ([V1, V3, 0, 0], [V3, V1, 0, 0])
+
+
+def test_a_token_in_the_wrong_region_is_written_first_then_its_old_slot_cleared() -> None:
+    # A guest token left in a staff slot (a lock from before the staff slots existed).
+    plan = plan_lock(Desired(frozenset({K1}), frozenset(), staff_slots=2), [0, 0, 0, V1])
+    assert plan.writes == ((0, V1), (3, 0))
+    assert (plan.added, plan.moved) == (0, 1)
+
+
+@given(
+    guest=st.frozensets(st.integers(min_value=1, max_value=12), max_size=5),
+    staff=st.frozensets(st.integers(min_value=1, max_value=12), max_size=3),
+    slots=st.lists(st.none() | st.integers(min_value=0, max_value=12), min_size=9, max_size=9),
+)
+def test_each_region_ends_holding_exactly_its_tokens_and_kept_ones_never_leave(
+    guest: frozenset[int], staff: frozenset[int], slots: list[int | None]
+) -> None:
+    desired = Desired(
+        frozenset(int_to_token(v) for v in guest), frozenset(int_to_token(v) for v in staff), 3
+    )
+    plan = plan_lock(desired, slots)
+    after = apply(slots, plan)
+    assert sorted(v for v in after[:6] if v) == sorted(guest)
+    assert sorted(v for v in after[6:] if v) == sorted(staff)
+    # A desired token the lock already held is in the lock after every single write
+    # (unless each region is full of the other's tokens: a swap needs a spare slot).
+    held = {v for v in slots if v} & (guest | staff)
+    spare = [
+        sum(1 for v in part if v is None or v == 0 or v not in guest | staff) >= len(want)
+        for part, want in ((slots[:6], guest), (slots[6:], staff))
+    ]
+    if not any(spare):
+        return
+    state = list(slots)
+    for i, v in plan.writes:
+        state[i] = v
+        assert held <= set(state), (slots, plan.writes)
 
 
 # -- access log -------------------------------------------------------------------------
@@ -302,6 +351,12 @@ def test_access_events_carry_the_hash_never_the_token(
     assert e.data["log_seq"] == 7
     assert e.data.get("reason") == reason
     assert "deadbeef" not in repr(e)
+
+
+def test_a_staff_key_is_named_by_its_key_id() -> None:
+    event = access_event(LogEntry(7, "granted", V1), "1203", None, "hk-ana")
+    assert event.data["key_id"] == "hk-ana"
+    assert K1 not in repr(event)
 
 
 def test_remote_unlock_has_no_token_hash() -> None:

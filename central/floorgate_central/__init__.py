@@ -41,6 +41,7 @@ from floorgate_central.model import (
 )
 from floorgate_central.sequence import EventFilter
 from floorgate_central.signing import (
+    Operator,
     canonical_json,
     envelope,
     format_ts,
@@ -72,6 +73,7 @@ __all__ = [
     "Floor",
     "FloorStatus",
     "NoKey",
+    "Operator",
     "Reply",
     "RoomState",
     "SeqRange",

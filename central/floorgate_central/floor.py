@@ -29,7 +29,7 @@ from floorgate_central.model import (
     SeqRange,
 )
 from floorgate_central.sequence import EventFilter
-from floorgate_central.signing import envelope, parse_ts
+from floorgate_central.signing import Operator, envelope, parse_ts
 
 __all__ = [
     "ATTEMPTS",
@@ -178,14 +178,21 @@ class Floor:
         command_id: str | None = None,
         timeout_s: float = REPLY_TIMEOUT_S,
         attempts: int = ATTEMPTS,
+        operator: Operator | None = None,
     ) -> Reply:
-        """Sign, send, await the reply; ``CommandRefused`` if the gateway says no.
+        """Sign (the floor's HMAC key, or ``operator``'s Ed25519 key), send, await the reply;
+        ``CommandRefused`` if the gateway says no.
 
         Without a reply within ``timeout_s`` the same command (same id) is sent again, up
         to ``attempts`` sends, then ``CommandTimeout``; ``internal`` is retried likewise.
         """
         reply = await self.send(
-            type_, body, command_id=command_id, timeout_s=timeout_s, attempts=attempts
+            type_,
+            body,
+            command_id=command_id,
+            timeout_s=timeout_s,
+            attempts=attempts,
+            operator=operator,
         )
         if not reply.ok:
             assert reply.code is not None
@@ -201,9 +208,10 @@ class Floor:
         command_id: str | None = None,
         timeout_s: float = REPLY_TIMEOUT_S,
         attempts: int = ATTEMPTS,
+        operator: Operator | None = None,
     ) -> Reply:
         """As ``command``, but a refusal is returned as a reply with ``ok`` false."""
-        key = self._key()
+        key: bytes | Operator = operator if operator is not None else self._key()
         env = envelope(type_, body, key, command_id=command_id)
         command_id = str(env["id"])
         for attempt in range(1, attempts + 1):

@@ -18,6 +18,7 @@ from typing import Any
 
 __all__ = [
     "SCHEMA",
+    "Operator",
     "canonical_json",
     "envelope",
     "format_ts",
@@ -44,15 +45,43 @@ def sign(envelope: Mapping[str, object], key: bytes) -> str:
     return hmac.new(key, canonical_json(unsigned), hashlib.sha256).hexdigest()
 
 
+class Operator:
+    """An operator's Ed25519 signing key (mqtt-api.md "Operator signatures").
+
+    ``private_key``: the 32 raw bytes (or 64 hex digits) of the key, or a ``cryptography``
+    ``Ed25519PrivateKey``; signing needs the ``cryptography`` package
+    (``pip install floorgate-central[ed25519]``). The gateway holds only the public key.
+    """
+
+    def __init__(self, operator_id: str, private_key: bytes | str | Any) -> None:
+        """The operator ``operator_id`` as the floor file's ``[[operator]] id`` names it."""
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import (  # noqa: PLC0415
+            Ed25519PrivateKey,
+        )
+
+        if isinstance(private_key, str):
+            private_key = bytes.fromhex(private_key)
+        if isinstance(private_key, bytes):
+            private_key = Ed25519PrivateKey.from_private_bytes(private_key)
+        self.id = operator_id
+        self._key = private_key
+
+    def sign(self, unsigned: Mapping[str, object]) -> str:
+        """The hex Ed25519 signature of the canonical envelope without ``sig``."""
+        body = {k: v for k, v in unsigned.items() if k != "sig"}
+        return str(self._key.sign(canonical_json(body)).hex())
+
+
 def envelope(
     type_: str,
     body: Mapping[str, Any],
-    key: bytes,
+    key: bytes | Operator,
     *,
     command_id: str | None = None,
     issued_at: datetime | None = None,
 ) -> dict[str, Any]:
-    """A signed command envelope: a new UUID ``id`` unless given, ``issued_at`` now unless given."""
+    """A signed command envelope: with the floor's HMAC ``key``, or by an ``Operator``; a
+    new UUID ``id`` unless given, ``issued_at`` now unless given."""
     env: dict[str, Any] = {
         "schema": SCHEMA,
         "id": command_id or uuid.uuid4().hex,
@@ -60,7 +89,12 @@ def envelope(
         "issued_at": format_ts(issued_at or datetime.now(UTC)),
         "body": dict(body),
     }
-    env["sig"] = sign(env, key)
+    if isinstance(key, Operator):
+        env["alg"] = "ed25519"
+        env["operator"] = key.id
+        env["sig"] = key.sign(env)
+    else:
+        env["sig"] = sign(env, key)
     return env
 
 

@@ -369,6 +369,12 @@ class ControlServer:
                         return (await view.config_history(args.limit)).to_json()
                     case "energy":
                         return (await view.energy(args.room, args.days)).to_json()
+                    case "locks":
+                        return view.locks().to_json()
+                    case "audit":
+                        return (await view.audit_log(args.since, args.limit)).to_json()
+                    case "audit.verify":
+                        return (await view.audit_verify()).to_json()
                     case _:  # "outbox"
                         return (await view.outbox()).to_json()
         except KeyError as exc:
@@ -503,6 +509,13 @@ class _EnergyArgs(_Args):
     days: Annotated[int, Field(ge=1, le=400)] = 7
 
 
+class _AuditArgs(_Args):
+    since: (
+        Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")] | None
+    ) = None
+    limit: Annotated[int, Field(ge=1, le=MAX_EVENTS)] = 50
+
+
 _ARGS: dict[str, type[_Args]] = {
     "status": _NoArgs,
     "floor": _NoArgs,
@@ -519,6 +532,9 @@ _ARGS: dict[str, type[_Args]] = {
     "config.show": _NoArgs,
     "config.history": _HistoryArgs,
     "energy": _EnergyArgs,
+    "locks": _NoArgs,
+    "audit": _AuditArgs,
+    "audit.verify": _NoArgs,
 }
 assert set(_ARGS) == COMMANDS
 

@@ -1,5 +1,9 @@
 """The journal: the outbox of events and the audit log — the only module that appends to them.
 
+The audit log is a hash chain (gateway.core.audit): each row's ``prev_hash`` and ``hash``
+are computed here as it is appended, and the row goes upstream as an ``audit`` event in
+the same transaction.
+
 Only the engine's committer calls these, inside the transaction of the decision that
 caused them, so ``seq`` order is decision order and nothing is announced that is not on
 disk. (An import-linter contract keeps every other module away from here.)
@@ -7,12 +11,14 @@ disk. (An import-linter contract keeps every other module away from here.)
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
 
 from gateway.adapters.schema import StoredEvent, json_object, json_text
+from gateway.core.audit import GENESIS, AuditRecord, chain_hash
 from gateway.model.errors import StoreError
 from gateway.model.time import format_ts
 
@@ -56,9 +62,29 @@ def append_audit(
     room: str | None,
     detail: Mapping[str, object],
     ts: datetime,
-) -> None:
-    """Record who did what (remote unlock, acknowledgement…) in the audit log."""
+) -> AuditRecord:
+    """Append a row to the audit log's hash chain, and the same row as an ``audit`` event
+    (so the central system holds a second copy); inside the caller's transaction."""
+    if not conn.in_transaction:
+        raise StoreError("append_audit must run inside a transaction")
+    last = conn.execute("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+    seq = 1 if last is None else int(last[0]) + 1
+    prev = GENESIS if last is None or last[1] is None else str(last[1])
+    text = json_text(dict(detail))
+    row = AuditRecord(seq, format_ts(ts), actor, action, room, json_object(text), prev, None)
+    digest = chain_hash(prev, row.canonical())
     conn.execute(
-        "INSERT INTO audit (ts, actor, action, room, detail) VALUES (?, ?, ?, ?, ?)",
-        (format_ts(ts), actor, action, room, json_text(dict(detail))),
+        "INSERT INTO audit (id, ts, actor, action, room, detail, prev_hash, hash)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (seq, row.ts, actor, action, room, text, prev, digest),
     )
+    data = {
+        "audit_seq": seq,
+        "actor": actor,
+        "action": action,
+        "detail": row.detail,
+        "hash": digest,
+        "prev_hash": prev,
+    }
+    append_event(conn, "audit", room=room, data=data, ts=ts)
+    return dataclasses.replace(row, hash=digest)

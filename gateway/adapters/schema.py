@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from gateway.core.audit import AuditRecord
 from gateway.model.errors import StoreError
 from gateway.model.time import format_ts
 
@@ -146,6 +147,46 @@ MIGRATIONS: list[tuple[int, str]] = [
     ),
     (
         5,
+        """
+        -- a stay moved to another room ends in its old room when its grace does
+        ALTER TABLE stays ADD COLUMN moved_to TEXT NULL;
+        -- staff keys added by command (floor-file keys live in the floor file)
+        CREATE TABLE staff_keys (
+            key_id   TEXT NOT NULL PRIMARY KEY,
+            token    TEXT NOT NULL,
+            zones    TEXT NOT NULL,  -- JSON list of room ids, or ["floor"]
+            schedule TEXT NULL,      -- JSON {days, from, until}; NULL: always
+            security INTEGER NOT NULL,
+            added_ms INTEGER NOT NULL
+        );
+        -- revoked staff keys: key id and token hash (so a revoked floor-file key stays so)
+        CREATE TABLE staff_keys_revoked (
+            key_id     TEXT NOT NULL,
+            token_hash TEXT NOT NULL,
+            revoked_at TEXT NOT NULL,
+            PRIMARY KEY (key_id, token_hash)
+        );
+        -- the floor's lockdown, one row: it survives restarts and power loss
+        CREATE TABLE lockdown (
+            id     INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+            active INTEGER NOT NULL,
+            set_by TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            since  TEXT NOT NULL
+        );
+        -- the audit log becomes a hash chain; rows written before this migration keep
+        -- NULL hashes and stand before the chain's start (gateway.adapters.journal)
+        ALTER TABLE audit ADD COLUMN prev_hash TEXT NULL;
+        ALTER TABLE audit ADD COLUMN hash TEXT NULL;
+        CREATE TABLE audit_chain (
+            id         INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+            chain_from INTEGER NOT NULL  -- the first audit row of the chain
+        );
+        INSERT INTO audit_chain (id, chain_from) SELECT 1, COALESCE(MAX(id), 0) + 1 FROM audit;
+        """,
+    ),
+    (
+        6,
         """
         -- remote configuration: the floor files applied remotely, by sha256
         CREATE TABLE config_files (
@@ -442,3 +483,39 @@ def json_object(text: str) -> dict[str, object]:
     if not isinstance(value, dict):
         raise StoreError("stored event data is not a JSON object")
     return value
+
+
+# -- the audit log (appended by gateway.adapters.journal only) ---------------------------
+
+
+def audit_rows(
+    conn: sqlite3.Connection, since: str | None = None, limit: int | None = None
+) -> list[AuditRecord]:
+    """Audit rows in sequence order: all, or those at or after ``since`` (RFC 3339), the
+    last ``limit`` of them if given."""
+    rows = conn.execute(
+        "SELECT id, ts, actor, action, room, detail, prev_hash, hash FROM audit"
+        " WHERE (? IS NULL OR ts >= ?) ORDER BY id DESC LIMIT ?",
+        (since, since, -1 if limit is None else limit),
+    ).fetchall()
+    return [_audit_record(r) for r in reversed(rows)]
+
+
+def audit_chain(conn: sqlite3.Connection) -> tuple[list[AuditRecord], int]:
+    """Every audit row in sequence order, and the first sequence number of the chain."""
+    rows = conn.execute(
+        "SELECT id, ts, actor, action, room, detail, prev_hash, hash FROM audit ORDER BY id"
+    ).fetchall()
+    start = conn.execute("SELECT chain_from FROM audit_chain WHERE id = 1").fetchone()
+    return [_audit_record(r) for r in rows], 1 if start is None else int(start[0])
+
+
+def _audit_record(
+    row: tuple[int, str, str, str, str | None, str, str | None, str | None],
+) -> AuditRecord:
+    seq, ts, actor, action, room, detail, prev_hash, digest = row
+    try:
+        doc: dict[str, object] = json.loads(detail)
+    except ValueError:
+        doc = {"unreadable": detail}  # an altered row: shown as it is, and fails the chain
+    return AuditRecord(int(seq), ts, actor, action, room, doc, prev_hash, digest)

@@ -25,13 +25,14 @@ def save_stay(conn: sqlite3.Connection, stay: Stay) -> None:
     """Insert or update a stay and replace its tokens (none once it is checked out)."""
     conn.execute(
         "INSERT INTO stays (room, stay_id, valid_from, valid_until, checked_out_at,"
-        " checkout_reason, generation, preferences, occupied_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " checkout_reason, generation, preferences, occupied_at, moved_to)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (room, stay_id) DO UPDATE SET"
         " valid_from = excluded.valid_from, valid_until = excluded.valid_until,"
         " checked_out_at = excluded.checked_out_at,"
         " checkout_reason = excluded.checkout_reason, generation = excluded.generation,"
-        " preferences = excluded.preferences, occupied_at = excluded.occupied_at",
+        " preferences = excluded.preferences, occupied_at = excluded.occupied_at,"
+        " moved_to = excluded.moved_to",
         (
             stay.room,
             stay.stay_id,
@@ -42,6 +43,7 @@ def save_stay(conn: sqlite3.Connection, stay: Stay) -> None:
             stay.generation,
             json.dumps(dict(stay.preferences), separators=(",", ":"), allow_nan=False),
             _ts_or_none(stay.occupied_at),
+            stay.moved_to,
         ),
     )
     conn.execute("DELETE FROM tokens WHERE room = ? AND stay_id = ?", (stay.room, stay.stay_id))
@@ -61,10 +63,11 @@ def load_stays(conn: sqlite3.Connection) -> list[Stay]:
         tokens.setdefault((room, stay_id), []).append(token)
     rows = conn.execute(
         "SELECT room, stay_id, valid_from, valid_until, checked_out_at, checkout_reason,"
-        " generation, preferences, occupied_at FROM stays ORDER BY room, valid_from, stay_id"
+        " generation, preferences, occupied_at, moved_to FROM stays"
+        " ORDER BY room, valid_from, stay_id"
     )
     out = []
-    for room, stay_id, vf, vu, out_at, reason, gen, prefs, occ in rows:
+    for room, stay_id, vf, vu, out_at, reason, gen, prefs, occ, moved_to in rows:
         if vf is None or vu is None:
             raise StoreError(f"stay {room}/{stay_id} has no valid_from/valid_until")
         preferences = json.loads(prefs) if prefs else {}
@@ -82,6 +85,7 @@ def load_stays(conn: sqlite3.Connection) -> list[Stay]:
                 generation=int(gen),
                 preferences=preferences,
                 occupied_at=_parse(occ) if occ else None,
+                moved_to=moved_to,
             )
         )
     return out

@@ -21,6 +21,8 @@ from gateway.model.views import (
     PROTOCOL_VERSION,
     AlarmTable,
     AlarmUpdate,
+    AuditCheck,
+    AuditLog,
     ConfigHistory,
     ConfigView,
     DeviceTable,
@@ -29,6 +31,7 @@ from gateway.model.views import (
     EventRow,
     FloorMap,
     HealthView,
+    LockTable,
     OutboxInfo,
     RoomDetail,
     RoomTable,
@@ -118,6 +121,21 @@ class Client:
         with self._connected(None) as sock:
             _send(sock, "events", args)
             yield self._streamed_events(sock.makefile("rb"))
+
+    def locks(self) -> LockTable:
+        """``locks``."""
+        return self._typed(LockTable, "locks")
+
+    def audit(self, since: str | None, limit: int) -> AuditLog:
+        """``audit``: the last ``limit`` rows, at or after ``since`` if given."""
+        args: dict[str, Any] = {"limit": limit}
+        if since is not None:
+            args["since"] = since
+        return self._typed(AuditLog, "audit", args)
+
+    def audit_verify(self) -> AuditCheck:
+        """``audit verify``: the whole chain checked."""
+        return self._typed(AuditCheck, "audit.verify")
 
     def outbox(self) -> OutboxInfo:
         """``floorctl outbox``."""

@@ -2,14 +2,16 @@
 
 - 0 success (Ctrl-C ending ``events --follow`` included);
 - 1 the daemon answered with an error, a refusal included (also when the socket's file
-  mode refuses the user, and when an alarm id prefix matches no open alarm or several);
+  mode refuses the user, when an alarm id prefix matches no open alarm or several, and
+  when ``audit verify`` finds a row that does not match);
 - 2 usage error (also when the floor file of ``--config`` or ``FLOORGATE_CONFIG`` cannot
   be read);
 - 69 the daemon cannot be reached (sysexits ``EX_UNAVAILABLE``);
 - 130 interrupted (Ctrl-C).
 
 ``failure(exc, socket)`` gives the code and the lines to print for each failure a
-subcommand may raise; nothing else in gateway.cli maps an exception to a code.
+subcommand may raise, ``of_output(output)`` the code of what a subcommand returned;
+nothing else in gateway.cli maps an outcome to a code.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from gateway.cli.discovery import ENV_CONFIG, FloorFileError, SocketChoice
 from gateway.cli.results import Output
 from gateway.model.errors import DaemonUnreachableError, ViewRefused
-from gateway.model.views import HealthView
+from gateway.model.views import AuditCheck, HealthView
 
 __all__ = [
     "EX_ERROR",
@@ -65,9 +67,13 @@ def failure(
 
 
 def of_output(output: Output) -> Failure:
-    """How floorctl ends after printing ``output``: 0, or 1 for a floor not healthy."""
+    """How floorctl ends after printing ``output``: 0, or 1 for a floor not healthy or a
+    broken audit chain."""
     if isinstance(output, HealthView) and output.level != "ok":
         return Failure(EX_ERROR, [])
+    if isinstance(output, AuditCheck) and not output.ok:
+        why = output.problem or "does not match"
+        return Failure(EX_ERROR, [f"audit row {output.first_bad}: {why}"])
     return Failure(EX_OK, [])
 
 

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from gateway.cli import (
     alarms,
+    audit,
     completion,
     config,
     devices,
@@ -24,6 +25,7 @@ from gateway.cli import (
     events,
     exits,
     health,
+    locks,
     outbox,
     render,
     rooms,
@@ -39,7 +41,8 @@ __all__ = ["GROUPS", "build_parser", "main"]
 
 # In the order `floorctl --help` lists them.
 GROUPS = (
-    status, health, rooms, devices, alarms, events, outbox, energy, config, scan, completion,
+    status, health, rooms, devices, alarms, events, outbox, energy, locks, audit, config, scan,
+    completion,
 )  # fmt: skip
 
 
@@ -109,6 +112,8 @@ examples:
   floorctl alarms                     open alarms, oldest first
   floorctl alarms ack 5d0c --by ana   acknowledge the alarm whose id starts 5d0c
   floorctl events --room 1203 -f      follow room 1203's events (Ctrl-C stops)
+  floorctl locks                      every lock's slots, staff keys, battery
+  floorctl audit verify               check the audit log's hash chain
   floorctl scan rs485-a               which unit ids answer on bus rs485-a
   floorctl config history             remote configuration: applied, rolled back, refused
   floorctl --json devices | jq .      any subcommand, as JSON for scripts

@@ -16,13 +16,11 @@ the floor has ``"room": null``, as its MQTT snapshot has. Alarm ids in tables ar
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Protocol, Self, TypeVar
 
-from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
@@ -32,11 +30,17 @@ from gateway.cli import render_fleet
 from gateway.cli.alarm_ids import short_ids
 from gateway.cli.energybars import energy_table
 from gateway.cli.floormap import LEGEND, FloorMapRenderable, floor_map, room_flags
+from gateway.cli.render_access import audit_check, audit_log, lock_table
 from gateway.cli.results import EventStream, Notice, Output, Script
+from gateway.cli.tables import grid as _grid
+from gateway.cli.tables import table as _table
+from gateway.cli.tables import ts as _ts
 from gateway.model.views import (
     AlarmRow,
     AlarmTable,
     AlarmUpdate,
+    AuditCheck,
+    AuditLog,
     ConfigHistory,
     ConfigView,
     DeviceRow,
@@ -46,6 +50,7 @@ from gateway.model.views import (
     EventRow,
     FloorMap,
     HealthView,
+    LockTable,
     OutboxInfo,
     Result,
     RoomDetail,
@@ -73,7 +78,6 @@ __all__ = [
 ROUNDING: tuple[tuple[str, int], ...] = (("_ms", 1), ("_s", 1), ("_c", 1), ("_rate", 3))
 
 _STATE_STYLES = {"active": "bold red", "acknowledged": "yellow", "resolved": "green"}
-_TS = re.compile(r"^(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}:\d{2})(?:\.\d+)?Z$")
 
 
 def show(output: Output, *, as_json: bool, out: Console, err: Console) -> None:
@@ -176,6 +180,12 @@ def _renderable(result: Result) -> RenderableType:
             return render_fleet.config_history(result)
         case EnergyLedger():
             return energy_table(result)
+        case LockTable():
+            return lock_table(result)
+        case AuditLog():
+            return audit_log(result)
+        case AuditCheck():
+            return audit_check(result)
 
 
 def _status(s: Status) -> RenderableType:
@@ -470,42 +480,6 @@ def _floor_events_roomless(value: Any, key: str) -> Any:
 def _sub(snapshot: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     value = snapshot.get(key)
     return value if isinstance(value, Mapping) else {}
-
-
-def _table(title: str | None, *columns: str, key_width: int = 0) -> Table:
-    # Compact (one space of padding, no outer edge) to fit 80 columns. The first column
-    # is the key (room, device, alarm id: what one types next) and is never cut or
-    # wrapped; the others wrap when the terminal is too narrow.
-    table = Table(
-        box=box.SIMPLE_HEAD,
-        title=title,
-        title_justify="left",
-        show_edge=False,
-        pad_edge=False,
-        padding=(0, 1),
-        collapse_padding=True,
-    )
-    for i, name in enumerate(columns):
-        if i == 0:
-            table.add_column(name, no_wrap=True, min_width=max(key_width, len(name)))
-        else:
-            table.add_column(name, overflow="fold")
-    return table
-
-
-def _grid() -> Table:
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold", no_wrap=True)
-    grid.add_column(overflow="fold")
-    return grid
-
-
-def _ts(ts: str, *, short: bool = False) -> str:
-    """RFC 3339 UTC as ``2026-11-23 06:03:22Z`` (short: ``11-23 06:03:22Z``)."""
-    m = _TS.match(ts)
-    if not m:
-        return ts
-    return f"{m.group(1)[5:] if short else m.group(1)} {m.group(2)}Z"
 
 
 def _duration(seconds: float) -> str:

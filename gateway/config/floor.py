@@ -19,7 +19,10 @@ from drivers.ids import DeviceRef, RoomId
 from drivers.lines import Bus, DeviceSpec, TcpPort
 from drivers.profile import PollClass, Profile
 from gateway.core.alarms import AlarmLayout
+from gateway.core.commands import ROLES, Credentials, Operator
 from gateway.core.kinds import KINDS, ROOM_KINDS
+from gateway.core.locksync import SLOT_COUNT
+from gateway.core.staff import Schedule, StaffKey, StaffRules
 from gateway.core.state import (
     CODE_LIMITS,
     UNSOLD_COOL_CODE_C,
@@ -31,6 +34,7 @@ from gateway.core.state import (
     RoomLayout,
     Scene,
 )
+from gateway.model.messages import StaffSchedule, Token
 
 GATEWAY_ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 # Room ids appear in MQTT topics: no '/', '+', '#', no spaces.
@@ -38,6 +42,8 @@ ROOM_ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$"
 UnitId = Annotated[int, Field(ge=1, le=247)]
 Circuit = Literal["entry", "main", "bedside", "bath"]
 WELCOME_LIGHTS: tuple[Circuit, ...] = ("entry", "main")
+Role = Literal["front_desk", "housekeeping", "engineering", "security", "nurse", "admin"]
+assert set(Role.__args__) == set(ROLES)  # type: ignore[attr-defined]
 
 
 class _Section(BaseModel):
@@ -53,7 +59,8 @@ class GatewaySection(_Section):
     profile_dirs: list[Path] = Field(default_factory=list)
     control_group: str = "floorgate"
     admin_group: str = "floorgate-admin"
-    # The floor's local time (IANA name): ledger days end at its midnight.
+    # The floor's local time zone (IANA name): ledger days end at its midnight, staff
+    # schedules run on its clock.
     timezone: str = "UTC"
 
     @field_validator("timezone")
@@ -90,6 +97,8 @@ class MqttSection(_Section):
     # jitter, capped at reconnect_max_s (a broker that returns is found within that cap).
     reconnect_jitter_s: Annotated[float, Field(ge=0, le=300)] = 5.0
     reconnect_max_s: Annotated[float, Field(ge=0.1, le=600)] = 5.0
+    # false: only operator-signed (Ed25519) commands are accepted
+    allow_hmac: bool = True
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -114,7 +123,10 @@ class PolicySection(_Section):
     vacant_setpoint_c: Annotated[float, Field(ge=5, le=35)] = 26.0
     # Setpoint when a stay begins and the guest gave no preference.
     occupied_setpoint_c: Annotated[float, Field(ge=5, le=35)] = 22.0
-    door_held_open_s: Annotated[int, Field(ge=1, le=86400)] = 120
+    # door.held_open after this long when a guest key or someone inside opened it ...
+    door_held_open_s: Annotated[int, Field(ge=1, le=86400)] = 60
+    # ... and after this long when a staff key did
+    door_held_open_staff_s: Annotated[int, Field(ge=1, le=86400)] = 120
     # Alarms: re-notify after the last escalation level every repeat_s; an
     # acknowledged alarm not resolved within ack_timeout_s becomes active again.
     alarm_repeat_s: Annotated[int, Field(ge=5, le=86400)] = 60
@@ -157,6 +169,50 @@ class SceneSection(_Section):
 
     lights: list[Circuit] = Field(default_factory=lambda: list(WELCOME_LIGHTS))
     setpoint_c: Annotated[float, Field(ge=5, le=35)] | None = None
+
+
+class LocksSection(_Section):
+    """[locks]: how each lock's 32 slots are shared."""
+
+    # The last staff_slots slots (indices 32 - staff_slots to 31) hold staff keys.
+    staff_slots: Annotated[int, Field(ge=0, le=SLOT_COUNT - 1)] = 8
+
+
+class StaffKeySection(_Section):
+    """One [[staff_key]]: a staff credential, written into its zones' locks when due."""
+
+    key_id: Annotated[str, Field(min_length=1, max_length=64)]
+    token: Token
+    zones: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    schedule: StaffSchedule | None = None
+    security: bool = False
+
+    def key(self, order: int) -> StaffKey:
+        """The core's value (``order``: its place in the file, for "the oldest")."""
+        sched = self.schedule
+        return StaffKey(
+            key_id=self.key_id,
+            token=self.token,
+            zones=frozenset(self.zones),
+            schedule=None
+            if sched is None
+            else Schedule.parse(sched.days, sched.from_, sched.until),
+            security=self.security,
+            source="file",
+            order=order,
+        )
+
+
+class OperatorSection(_Section):
+    """One [[operator]]: who may sign commands, with which Ed25519 public key and roles."""
+
+    id: Annotated[str, Field(min_length=1, max_length=64)]
+    public_key: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")]
+    roles: list[Role] = Field(min_length=1)
+
+    def operator(self) -> Operator:
+        """The core's value (one key; ``FloorConfig.credentials`` joins an id's keys)."""
+        return Operator(self.id, (bytes.fromhex(self.public_key),), frozenset(self.roles))
 
 
 class EscalationLevel(_Section):
@@ -272,6 +328,9 @@ class FloorConfig:
     energy: EnergySection = field(default_factory=EnergySection)
     scenes: dict[str, SceneSection] = field(default_factory=dict)
     sha256: str = ""  # of the floor file's bytes as loaded ("" when not loaded from a file)
+    locks: LocksSection = field(default_factory=LocksSection)
+    staff_keys: tuple[StaffKeySection, ...] = ()
+    operators: tuple[OperatorSection, ...] = ()
 
     def bus(self, name: str) -> Bus:
         """The bus with this name (KeyError if none)."""
@@ -326,6 +385,13 @@ class FloorConfig:
             vacant_setpoint_c=self.policy.vacant_setpoint_c,
             occupied_setpoint_c=self.policy.occupied_setpoint_c,
             door_held_open_s=self.policy.door_held_open_s,
+            door_held_open_staff_s=self.policy.door_held_open_staff_s,
+        )
+        staff = StaffRules(
+            rooms=tuple(r.id for r in self.rooms),
+            staff_slots=self.locks.staff_slots,
+            tz=zone_of(self.gateway.timezone),
+            file_keys=tuple(k.key(i) for i, k in enumerate(self.staff_keys)),
         )
         alarms = AlarmLayout(
             rio_rooms=frozenset(
@@ -347,6 +413,7 @@ class FloorConfig:
             energy=self.energy_settings(),
             timezone=zone_of(self.gateway.timezone),
             scenes=scenes,
+            staff=staff,
         )
 
     def energy_settings(self) -> EnergySettings:
@@ -368,6 +435,16 @@ class FloorConfig:
             window_delay_s=e.window_delay_s,
             occupied_setpoint_c=self.policy.occupied_setpoint_c,
         )
+
+    def credentials(self, hmac_key: bytes) -> Credentials:
+        """Who may sign commands: the floor's HMAC key (unless refused) and the operators."""
+        keys: dict[str, list[bytes]] = {}
+        roles: dict[str, frozenset[str]] = {}
+        for o in self.operators:  # an id twice: its key being rotated (same roles)
+            keys.setdefault(o.id, []).append(bytes.fromhex(o.public_key))
+            roles[o.id] = frozenset(o.roles)
+        operators = {i: Operator(i, tuple(k), roles[i]) for i, k in keys.items()}
+        return Credentials(hmac_key, operators, allow_hmac=self.mqtt.allow_hmac)
 
     @property
     def database_path(self) -> Path:

@@ -37,16 +37,20 @@ from gateway.config.floor import (
     FloorPanelSection,
     GatewaySection,
     HealthSection,
+    LocksSection,
     MetricsSection,
     MqttSection,
+    OperatorSection,
     PolicySection,
     PollSection,
     RemoteConfigSection,
     Room,
     SceneSection,
+    StaffKeySection,
 )
 from gateway.config.toml_lines import line_index, line_of
 from gateway.core.kinds import role_problems
+from gateway.core.staff import FLOOR_ZONE
 from gateway.core.state import UNSOLD_COOL_CODE_C, UNSOLD_HEAT_CODE_C
 from gateway.model.errors import ConfigError
 
@@ -64,6 +68,9 @@ SECTIONS = (
     "metrics",
     "health",
     "remote_config",
+    "locks",
+    "staff_key",
+    "operator",
 )
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 KEY_MIN_HEX_DIGITS = 32
@@ -246,6 +253,9 @@ class _FloorChecker:
         self.broken_buses: set[str] = set()
         buses = self._buses(raw)
         rooms = self._list(raw, "room", Room)
+        locks = self._section(raw, "locks", LocksSection) or LocksSection()
+        staff_keys = self._list(raw, "staff_key", StaffKeySection)
+        operators = self._list(raw, "operator", OperatorSection)
 
         if gateway is not None:
             gateway = self._resolve_gateway(gateway)
@@ -256,6 +266,8 @@ class _FloorChecker:
         self._check_buses(buses)
         profiles = self._load_profiles(gateway, rooms, floorpanel)
         self._check_rooms(rooms, buses, profiles, floorpanel)
+        self._check_staff_keys(staff_keys, {r.id for r in rooms.values()})
+        self._check_operators(operators)
 
         if self.problems or gateway is None or mqtt is None:
             raise ConfigError(self.problems)
@@ -279,6 +291,9 @@ class _FloorChecker:
             energy=energy,
             scenes=scenes,
             sha256=self.sha256,
+            locks=locks,
+            staff_keys=tuple(staff_keys[i] for i in sorted(staff_keys)),
+            operators=tuple(operators[i] for i in sorted(operators)),
         )
         self._energy_warnings(config)
         return config, self.warnings
@@ -576,6 +591,47 @@ class _FloorChecker:
             self._check_call_points(where, room, "rio" in roles, by_name)
         used = {b for b, _ in units} | {r.callpanel for r in rooms.values() if r.callpanel}
         self.warnings.extend(f"bus {n}: no device uses it" for n in by_name if n not in used)
+
+    def _check_staff_keys(self, keys: dict[int, StaffKeySection], rooms: set[str]) -> None:
+        ids: dict[str, int] = {}
+        tokens: dict[str, int] = {}
+        for i, k in keys.items():
+            where = f"staff_key[{i}]"
+            if k.key_id in ids:
+                self.problem(
+                    f"{where}.key_id", f"{k.key_id!r} is already staff_key[{ids[k.key_id]}]"
+                )
+            ids.setdefault(k.key_id, i)
+            if k.token in tokens:
+                self.problem(f"{where}.token", f"the same token as staff_key[{tokens[k.token]}]")
+            tokens.setdefault(k.token, i)
+            for j, zone in enumerate(k.zones):
+                if zone != FLOOR_ZONE and zone not in rooms:
+                    self.problem(
+                        f"{where}.zones[{j}]",
+                        f"no room {zone!r} on this floor (a zone is a room id or {FLOOR_ZONE!r})",
+                    )
+
+    def _check_operators(self, operators: dict[int, OperatorSection]) -> None:
+        # An id may appear twice while its key is rotated: the same roles, another key.
+        ids: dict[str, int] = {}
+        keys: set[str] = set()
+        for i, o in operators.items():
+            where = f"operator[{i}]"
+            first = ids.setdefault(o.id, i)
+            if first != i and set(operators[first].roles) != set(o.roles):
+                self.problem(
+                    f"{where}.roles",
+                    f"operator {o.id!r} is also operator[{first}] with other roles"
+                    " (an id appears twice only while its key is rotated)",
+                )
+            if o.public_key.lower() in keys:
+                self.problem(f"{where}.public_key", "the same public key is listed twice")
+            keys.add(o.public_key.lower())
+            try:
+                o.operator()
+            except ValueError as exc:
+                self.problem(f"{where}.public_key", f"not an Ed25519 public key: {exc}")
 
     def _check_call_points(
         self, where: str, room: Room, has_rio: bool, by_name: Mapping[str, Bus]

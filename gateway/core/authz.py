@@ -39,12 +39,27 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from drivers.ids import DeviceRef
-from gateway.core.effects import Audit, Emit, SaveStay, WritePoint
-from gateway.core.locksync import SLOT_COUNT, normalize_token, token_hash
+from gateway.core.effects import Audit, Emit, SaveLockdown, SaveStaffKey, SaveStay, WritePoint
+from gateway.core.locksync import SLOT_COUNT, Desired, normalize_token, token_hash
+from gateway.core.staff import StaffAccess, StaffRules
+from gateway.core.stay import (
+    CONFLICT,
+    INVALID,
+    LocksChanged,
+    Refusal,
+    RoomOccupied,
+    RoomVacant,
+    Stay,
+    ended_stay,
+    kept_preferences,
+    normalize_all,
+    occupied,
+    settle,
+    sorted_stays,
+)
 from gateway.model.time import format_ts, to_ms
 
 __all__ = [
@@ -60,77 +75,24 @@ __all__ = [
     "Stay",
 ]
 
-CONFLICT = "conflict"
-INVALID = "invalid"
-_PREFERENCE_KEYS = ("setpoint_c", "scene")
-
-
-@dataclass(frozen=True, slots=True)
-class Stay:
-    """A stay: its keys (lowercase 16-hex tokens), its time, and how it ended."""
-
-    room: str
-    stay_id: str
-    valid_from: datetime
-    valid_until: datetime
-    tokens: tuple[str, ...] = field(repr=False)  # never in logs
-    checked_out_at: datetime | None
-    checkout_reason: str | None  # "command" | "expired"
-    generation: int
-    preferences: Mapping[str, object] = field(default_factory=dict)
-    occupied_at: datetime | None = None  # when the room became occupied for this stay
-
-    def valid_at(self, t: datetime) -> bool:
-        """Its tokens open the door at ``t``."""
-        return self.checked_out_at is None and self.valid_from <= t < self.valid_until
-
-    def ended(self, now: datetime) -> bool:
-        """Checked out, or past its ``valid_until``."""
-        return self.checked_out_at is not None or self.valid_until <= now
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """Why a command changed nothing: ``conflict`` or ``invalid`` (mqtt.md error codes)."""
-
-    code: str
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class RoomOccupied:
-    """A stay became valid: the room is occupied (guest preferences, if any)."""
-
-    room: str
-    stay_id: str
-    setpoint_c: float | None
-    scene: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class RoomVacant:
-    """The stay that occupied the room ended: ``reason`` "command" or "expired"."""
-
-    room: str
-    stay_id: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class LocksChanged:
-    """The tokens these rooms' locks must hold may have changed: reconcile them now."""
-
-    rooms: tuple[str, ...]
-
-
-AuthzEffect = SaveStay | Emit | Audit | WritePoint | RoomOccupied | RoomVacant | LocksChanged
+AuthzEffect = (
+    SaveStay
+    | SaveStaffKey
+    | SaveLockdown
+    | Emit
+    | Audit
+    | WritePoint
+    | RoomOccupied
+    | RoomVacant
+    | LocksChanged
+)
 Outcome = tuple["Authz", list[AuthzEffect]] | Refusal
 
 
 class Authz:
     """Every stay of the floor, by room; immutable (operations return a new Authz)."""
 
-    __slots__ = ("_last_tick", "_rooms", "_slot_count")
+    __slots__ = ("_last_tick", "_rooms", "_slot_count", "_staff")
 
     def __init__(
         self,
@@ -138,16 +100,25 @@ class Authz:
         *,
         slot_count: int = SLOT_COUNT,
         last_tick: datetime | None = None,
+        staff: StaffAccess | None = None,
     ) -> None:
-        """Wrap stays grouped by room (use ``from_stays``)."""
+        """Wrap stays grouped by room (use ``from_stays``); ``slot_count``: the lock's guest
+        slots, the most distinct tokens one stay may hold."""
         if slot_count < 1:
             raise ValueError(f"slot_count must be >= 1, got {slot_count}")
         self._rooms: dict[str, tuple[Stay, ...]] = dict(rooms)
         self._slot_count = slot_count
         self._last_tick = last_tick
+        self._staff = staff if staff is not None else StaffAccess(StaffRules(), {})
 
     @classmethod
-    def from_stays(cls, stays: Iterable[Stay], *, slot_count: int = SLOT_COUNT) -> Authz:
+    def from_stays(
+        cls,
+        stays: Iterable[Stay],
+        *,
+        slot_count: int = SLOT_COUNT,
+        staff: StaffAccess | None = None,
+    ) -> Authz:
         """Rebuild from stored stays; ValueError on a duplicate (room, stay_id)."""
         rooms: dict[str, list[Stay]] = {}
         for s in stays:
@@ -155,7 +126,24 @@ class Authz:
             if any(o.stay_id == s.stay_id for o in same):
                 raise ValueError(f"duplicate stay {s.room}/{s.stay_id}")
             same.append(s)
-        return cls({r: _sorted(ss) for r, ss in rooms.items()}, slot_count=slot_count)
+        return cls(
+            {r: sorted_stays(ss) for r, ss in rooms.items()}, slot_count=slot_count, staff=staff
+        )
+
+    def _evolve(
+        self,
+        rooms: Mapping[str, tuple[Stay, ...]] | None = None,
+        *,
+        last_tick: datetime | None = None,
+        staff: StaffAccess | None = None,
+    ) -> Authz:
+        """A copy with what is given replaced."""
+        return Authz(
+            self._rooms if rooms is None else rooms,
+            slot_count=self._slot_count,
+            last_tick=self._last_tick if last_tick is None else last_tick,
+            staff=self._staff if staff is None else staff,
+        )
 
     # -- commands -----------------------------------------------------------------------
 
@@ -177,7 +165,7 @@ class Authz:
         if vu <= now:
             return Refusal(INVALID, "valid_until is not in the future")
         try:
-            toks = _normalize_all(tokens)
+            toks = normalize_all(tokens)
         except ValueError as exc:
             return Refusal(INVALID, str(exc))
         if not toks:
@@ -190,13 +178,15 @@ class Authz:
         old = base.stay(room, stay_id)
         if old is not None and old.ended(now):
             return Refusal(CONFLICT, f"stay {stay_id} has ended")
+        if old is not None and old.moved_to is not None:
+            return Refusal(CONFLICT, f"stay {stay_id} moved to room {old.moved_to}")
         clash = base._overlapping(room, stay_id, vf, vu, now)
         if clash is not None:
             return Refusal(CONFLICT, f"overlaps stay {clash.stay_id} of room {room}")
         valid_now = vf <= now < vu
         occupied_at = old.occupied_at if old is not None else None
         was_occupied = occupied_at is not None
-        prefs = _kept_preferences(preferences)
+        prefs = kept_preferences(preferences)
         new = Stay(
             room=room,
             stay_id=stay_id,
@@ -225,24 +215,48 @@ class Authz:
         if was_occupied and not valid_now:
             effects.append(RoomVacant(room, stay_id, "command"))
         if valid_now and not was_occupied:
-            effects.append(_occupied(new))
+            effects.append(occupied(new))
         return base._changed(new, now, pre, effects)
 
     def checkout(self, room: str, stay_id: str, now: datetime) -> Outcome:
         """Revoke every token of the stay now; the room becomes vacant if it was occupied."""
         now = to_ms(now)
-        found = self._open_stay(room, stay_id, now)
+        found = self._open_stay(room, stay_id, now, moved_ok=True)
         if isinstance(found, Refusal):
             return found
         base, pre, s = found
-        ended = _ended(s, now, "command")
+        state, effects = base._checked_out(s, now, pre)
+        grace = state._grace_of(room, stay_id, now)
+        if grace is None:
+            return state, effects
+        # The guest left: the room it moved from closes too.
+        state, more = state._checked_out(grace, now, [])
+        return state, [*effects, *more]
+
+    def _checked_out(
+        self, s: Stay, now: datetime, pre: list[AuthzEffect]
+    ) -> tuple[Authz, list[AuthzEffect]]:
+        ended = ended_stay(s, now, "command")
         effects: list[AuthzEffect] = [
             SaveStay(ended),
-            Emit("room.checked_out", room, {"stay_id": stay_id, "reason": "command"}),
+            Emit("room.checked_out", s.room, {"stay_id": s.stay_id, "reason": "command"}),
         ]
         if s.occupied_at is not None:
-            effects.append(RoomVacant(room, stay_id, "command"))
-        return base._changed(ended, now, pre, effects)
+            effects.append(RoomVacant(s.room, s.stay_id, "command"))
+        return self._changed(ended, now, pre, effects)
+
+    def _grace_of(self, room: str, stay_id: str, now: datetime) -> Stay | None:
+        """The stay that moved to ``room`` and still opens its old room (its grace)."""
+        return next(
+            (
+                s
+                for r, stays in self._rooms.items()
+                if r != room
+                for s in stays
+                if s.stay_id == stay_id and s.moved_to == room and not s.ended(now)
+            ),
+            None,
+        )
 
     def extend(self, room: str, stay_id: str, valid_until: datetime, now: datetime) -> Outcome:
         """Move the end of a stay that has not ended."""
@@ -269,22 +283,85 @@ class Authz:
         effects: list[AuthzEffect] = [SaveStay(new), Emit("room.stay_extended", room, data)]
         return base._changed(new, now, pre, effects)
 
-    def add_token(self, room: str, stay_id: str, token: str, now: datetime) -> Outcome:
+    def add_token(
+        self, room: str, stay_id: str, token: str, now: datetime, actor: str = "central"
+    ) -> Outcome:
         """Issue one more key for a stay that has not ended."""
-        return self._token_change(room, stay_id, token, to_ms(now), add=True)
+        return self._token_change(room, stay_id, token, to_ms(now), actor, add=True)
 
-    def revoke_token(self, room: str, stay_id: str, token: str, now: datetime) -> Outcome:
+    def revoke_token(
+        self, room: str, stay_id: str, token: str, now: datetime, actor: str = "central"
+    ) -> Outcome:
         """Revoke one key of a stay that has not ended (a lost card)."""
-        return self._token_change(room, stay_id, token, to_ms(now), add=False)
+        return self._token_change(room, stay_id, token, to_ms(now), actor, add=False)
 
-    def unlock(
-        self, room: str, by: str, reason: str, now: datetime
-    ) -> tuple[Authz, list[AuthzEffect]]:
-        """Remote momentary unlock (devices.md: write 1, reads back 0), audited."""
+    def unlock(self, room: str, by: str, reason: str, now: datetime) -> Outcome:
+        """Remote momentary unlock (devices.md: write 1, reads back 0), audited; refused
+        (``conflict``) in lockdown."""
+        if self._staff.locked_down:
+            return Refusal(CONFLICT, "the floor is in lockdown: remote unlock is refused")
         return self, [
             WritePoint(DeviceRef.of(room, "lock"), "unlock", 1, verify=False),
             Audit(by, "unlock", room, {"reason": reason}),
         ]
+
+    def move_room(
+        self, stay_id: str, from_room: str, to_room: str, grace_s: int, now: datetime
+    ) -> Outcome:
+        """Move a stay: its tokens open ``to_room`` at once and ``from_room`` until the grace
+        ends, when the old room's stay ends (``room.checked_out``, reason ``moved``).
+
+        The new room's stay keeps the stay's tokens, end and preferences, and starts now
+        (or at its ``valid_from`` if later); the old room stays sold until the grace ends
+        (at once with no grace, or for a stay that has not started).
+        """
+        now = to_ms(now)
+        if from_room == to_room:
+            return Refusal(INVALID, "from and to are the same room")
+        found = self._open_stay(from_room, stay_id, now)
+        if isinstance(found, Refusal):
+            return found
+        base, pre, s = found
+        base, pre_to = base._at(to_room, now)
+        if base.stay(to_room, stay_id) is not None:
+            return Refusal(CONFLICT, f"room {to_room} already has a stay {stay_id}")
+        vf = max(s.valid_from, now)
+        clash = base._overlapping(to_room, stay_id, vf, s.valid_until, now)
+        if clash is not None:
+            return Refusal(CONFLICT, f"overlaps stay {clash.stay_id} of room {to_room}")
+        grace_until = min(now + timedelta(seconds=grace_s), s.valid_until)
+        moved = Stay(
+            room=to_room,
+            stay_id=stay_id,
+            valid_from=vf,
+            valid_until=s.valid_until,
+            tokens=s.tokens,
+            checked_out_at=None,
+            checkout_reason=None,
+            generation=1,
+            preferences=dict(s.preferences),
+            occupied_at=now if vf <= now else None,
+        )
+        data = {"stay_id": stay_id, "from": from_room, "grace_until": format_ts(grace_until)}
+        effects: list[AuthzEffect] = [SaveStay(moved), Emit("room.moved", to_room, data)]
+        if moved.occupied_at is not None:
+            effects.append(occupied(moved))
+        state, out = base._changed(moved, now, [*pre, *pre_to], effects)
+        if grace_until <= now or s.valid_from >= grace_until:
+            old = ended_stay(s, now, "moved")
+            tail: list[AuthzEffect] = [
+                SaveStay(old),
+                Emit("room.checked_out", from_room, {"stay_id": stay_id, "reason": "moved"}),
+            ]
+            if s.occupied_at is not None:
+                tail.append(RoomVacant(from_room, stay_id, "moved"))
+        else:
+            old = dataclasses.replace(
+                s, valid_until=grace_until, moved_to=to_room, generation=s.generation + 1
+            )
+            tail = [SaveStay(old)]
+        state, more = state._changed(old, now, [], tail)
+        return state, [*out, *more]
 
     # -- time ---------------------------------------------------------------------------
 
@@ -299,14 +376,20 @@ class Authz:
         effects: list[AuthzEffect] = []
         changed: list[str] = []
         for room, stays in self._rooms.items():
-            settled, room_effects = _settle(stays, now)
+            settled, room_effects = settle(stays, now)
             if room_effects or self._crossed(stays, now):
                 rooms[room] = settled
                 effects += room_effects
                 changed.append(room)
         if changed:
             effects.append(LocksChanged(tuple(changed)))
-        return Authz(rooms, slot_count=self._slot_count, last_tick=now), effects
+        last = self._last_tick
+        if last is not None and last != now:
+            shift = self._staff.changed_rooms(last, now)
+            rooms_of_shift = [r for r in self._staff.rules.rooms if r in shift and r not in changed]
+            if rooms_of_shift:
+                effects.append(LocksChanged(tuple(rooms_of_shift), routine=True))
+        return self._evolve(rooms, last_tick=now), effects
 
     def next_boundary(self, now: datetime) -> datetime | None:
         """When ``tick`` next has something to do (``now`` if already due; None: never)."""
@@ -321,14 +404,46 @@ class Authz:
                 for b in (s.valid_from, s.valid_until):
                     if b > now and (best is None or b < best):
                         best = b
+        staff = self._staff.next_change(now)
+        if staff is not None and (best is None or staff < best):
+            best = staff
         return best
 
     # -- queries ------------------------------------------------------------------------
 
-    def desired_tokens(self, room: str, now: datetime) -> frozenset[str]:
-        """The tokens the room's lock must hold at ``now``."""
+    def desired(self, room: str, now: datetime) -> Desired:
+        """What the room's lock must hold at ``now``: its guests' tokens in the guest slots
+        (none in lockdown), the staff keys due there in the staff slots."""
         now = to_ms(now)
-        return frozenset(t for s in self._rooms.get(room, ()) if s.valid_at(now) for t in s.tokens)
+        guest: frozenset[str] = frozenset()
+        if not self._staff.locked_down:
+            guest = frozenset(
+                t for s in self._rooms.get(room, ()) if s.valid_at(now) for t in s.tokens
+            )
+        staff = self._staff.plan(room, now).tokens
+        return Desired(guest, staff, self._staff.rules.staff_slots)
+
+    def desired_tokens(self, room: str, now: datetime) -> frozenset[str]:
+        """Every token the room's lock must hold at ``now`` (guests' and staff's)."""
+        return self.desired(room, now).tokens
+
+    def staff_overflow(self, room: str, now: datetime) -> tuple[str, ...]:
+        """Staff keys due in the room that its staff slots cannot hold now (by key id)."""
+        return self._staff.plan(room, to_ms(now)).overflow
+
+    @property
+    def staff(self) -> StaffAccess:
+        """The staff keys and the lockdown."""
+        return self._staff
+
+    def with_staff(self, staff: StaffAccess) -> Authz:
+        """This authorisation with other staff keys or lockdown."""
+        return self._evolve(staff=staff)
+
+    def locks_moved(self, before: Authz, rooms: Iterable[str], now: datetime) -> list[LocksChanged]:
+        """LocksChanged for the rooms whose lock must now hold other than under ``before``."""
+        moved = tuple(r for r in rooms if self.desired(r, now) != before.desired(r, now))
+        return [LocksChanged(moved)] if moved else []
 
     def occupancy(self, room: str, now: datetime) -> tuple[str, str | None]:
         """``("occupied", stay_id)`` while a stay is valid, else ``("vacant", None)``."""
@@ -367,7 +482,7 @@ class Authz:
             for r, ss in self._rooms.items()
             if (kept := tuple(s for s in ss if s.checked_out_at is None or s.checked_out_at >= cut))
         }
-        return Authz(rooms, slot_count=self._slot_count, last_tick=self._last_tick)
+        return self._evolve(rooms)
 
     @property
     def slot_count(self) -> int:
@@ -377,7 +492,7 @@ class Authz:
     # -- helpers ------------------------------------------------------------------------
 
     def _token_change(
-        self, room: str, stay_id: str, token: str, now: datetime, *, add: bool
+        self, room: str, stay_id: str, token: str, now: datetime, actor: str, *, add: bool
     ) -> Outcome:
         try:
             tok = normalize_token(token)
@@ -400,11 +515,19 @@ class Authz:
         new = dataclasses.replace(s, tokens=tokens, generation=s.generation + 1)
         action = "add_token" if add else "revoke_token"
         detail = {"stay_id": stay_id, "token_hash": token_hash(tok)}
-        effects: list[AuthzEffect] = [SaveStay(new), Audit("central", action, room, detail)]
-        return base._changed(new, now, pre, effects)
+        effects: list[AuthzEffect] = [SaveStay(new), Audit(actor, action, room, detail)]
+        state, out = base._changed(new, now, pre, effects)
+        grace = state._grace_of(room, stay_id, now)
+        if add or grace is None or tok not in grace.tokens:
+            return state, out
+        # A lost card no longer opens the room the guest moved from either.
+        kept = tuple(t for t in grace.tokens if t != tok)
+        old = dataclasses.replace(grace, tokens=kept, generation=grace.generation + 1)
+        state, more = state._changed(old, now, [], [SaveStay(old)])
+        return state, [*out, *more]
 
     def _open_stay(
-        self, room: str, stay_id: str, now: datetime
+        self, room: str, stay_id: str, now: datetime, *, moved_ok: bool = False
     ) -> tuple[Authz, list[AuthzEffect], Stay] | Refusal:
         """The stay, not ended, with what was due in its room applied first (see ``_at``)."""
         base, pre = self._at(room, now)
@@ -413,6 +536,8 @@ class Authz:
             return Refusal(CONFLICT, f"no stay {stay_id} in room {room}")
         if s.ended(now):
             return Refusal(CONFLICT, f"stay {stay_id} has ended")
+        if s.moved_to is not None and not moved_ok:
+            return Refusal(CONFLICT, f"stay {stay_id} moved to room {s.moved_to}")
         return base, pre, s
 
     def _overlapping(
@@ -434,12 +559,12 @@ class Authz:
         A command must not act on a stay that expired a moment ago but was not ticked yet:
         its vacancy would then follow the command's effects (e.g. a new guest's occupancy).
         """
-        settled, effects = _settle(self._rooms.get(room, ()), now)
+        settled, effects = settle(self._rooms.get(room, ()), now)
         if not effects:
             return self, []
         rooms = dict(self._rooms)
         rooms[room] = settled
-        return Authz(rooms, slot_count=self._slot_count, last_tick=self._last_tick), effects
+        return self._evolve(rooms), list[AuthzEffect](effects)
 
     def _unchanged(self, room: str, pre: list[AuthzEffect]) -> tuple[Authz, list[AuthzEffect]]:
         """A command that changes nothing, after ``pre`` (from ``_at``)."""
@@ -453,10 +578,10 @@ class Authz:
         room = new.room
         others = [s for s in self._rooms.get(room, ()) if s.stay_id != new.stay_id]
         rooms = dict(self._rooms)
-        rooms[room] = _sorted([*others, new])
-        state = Authz(rooms, slot_count=self._slot_count, last_tick=self._last_tick)
+        rooms[room] = sorted_stays([*others, new])
+        state = self._evolve(rooms)
         out = [*pre, *effects]
-        if pre or state.desired_tokens(room, now) != self.desired_tokens(room, now):
+        if pre or state.desired(room, now) != self.desired(room, now):
             out.append(LocksChanged((room,)))
         return state, out
 
@@ -470,62 +595,3 @@ class Authz:
             if s.checked_out_at is None
             for b in (s.valid_from, s.valid_until)
         )
-
-
-def _sorted(stays: Iterable[Stay]) -> tuple[Stay, ...]:
-    return tuple(sorted(stays, key=lambda s: (s.valid_from, s.stay_id)))
-
-
-def _normalize_all(tokens: Sequence[str]) -> tuple[str, ...]:
-    # The same key twice is one key; order kept as given.
-    return tuple(dict.fromkeys(normalize_token(t) for t in tokens))
-
-
-def _kept_preferences(preferences: Mapping[str, object] | None) -> dict[str, object]:
-    prefs = preferences or {}
-    return {k: prefs[k] for k in _PREFERENCE_KEYS if prefs.get(k) is not None}
-
-
-def _occupied(s: Stay) -> RoomOccupied:
-    sp = s.preferences.get("setpoint_c")
-    scene = s.preferences.get("scene")
-    setpoint = float(sp) if isinstance(sp, int | float) and not isinstance(sp, bool) else None
-    return RoomOccupied(s.room, s.stay_id, setpoint, scene if isinstance(scene, str) else None)
-
-
-def _ended(s: Stay, now: datetime, reason: str) -> Stay:
-    """The stay checked out: tokens and preferences deleted (data minimisation)."""
-    return dataclasses.replace(
-        s,
-        tokens=(),
-        preferences={},
-        checked_out_at=now,
-        checkout_reason=reason,
-        generation=s.generation + 1,
-    )
-
-
-def _settle(stays: tuple[Stay, ...], now: datetime) -> tuple[tuple[Stay, ...], list[AuthzEffect]]:
-    """A room's stays with expiries, then starts, due at ``now`` applied; their effects."""
-    effects: list[AuthzEffect] = []
-    occupy: list[Stay] = []
-    out: list[Stay] = []
-    for s in stays:
-        if s.checked_out_at is None and s.valid_until <= now:
-            ended = _ended(s, now, "expired")
-            effects += [
-                SaveStay(ended),
-                Emit("room.checked_out", s.room, {"stay_id": s.stay_id, "reason": "expired"}),
-            ]
-            if s.occupied_at is not None:
-                effects.append(RoomVacant(s.room, s.stay_id, "expired"))
-            out.append(ended)
-        elif s.valid_at(now) and s.occupied_at is None:
-            started = dataclasses.replace(s, occupied_at=now, generation=s.generation + 1)
-            occupy.append(started)
-            out.append(started)
-        else:
-            out.append(s)
-    for s in occupy:  # after every vacancy (back-to-back stays)
-        effects += [SaveStay(s), _occupied(s)]
-    return (tuple(out), effects) if effects else (stays, effects)

@@ -1,15 +1,23 @@
-"""Signed commands, pure: canonical JSON, HMAC-SHA256, and the checks of mqtt.md in order.
+"""Signed commands, pure: canonical JSON, HMAC-SHA256 or an operator's Ed25519 signature,
+the operator's roles, and the checks of mqtt.md in order.
 
 mqtt.md, "Checks run in this order": size and JSON; envelope (``id``, ``type``,
-``issued_at`` present and typed: else ``invalid``); signature (``unauthenticated``);
-duplicate; freshness (``stale``); body (``invalid``, ``unknown_room``); the room's state
-(``conflict``). ``authenticate`` runs the checks up to the signature, the caller looks up
-duplicates in its replay cache, then ``admit`` runs freshness and the body. The room's
-state is the handler's business. No clock is read here: ``now`` is an argument.
+``issued_at`` present and typed: else ``invalid``); signature (``unauthenticated``); the
+operator's roles (``forbidden``, "checked right after the signature"); duplicate;
+freshness (``stale``); body (``invalid``, ``unknown_room``; an operator-signed body's own
+``by`` must be the operator: ``invalid``); the room's state (``conflict``).
+``authenticate`` runs the checks up to the roles, the caller looks up duplicates in its
+replay cache, then ``admit`` runs freshness and the body. The room's state is the
+handler's business. No clock is read here: ``now`` is an argument.
+
+Operator signatures (mqtt.md v2): ``"alg":"ed25519","operator":ID`` in the envelope and
+``sig`` the hex Ed25519 signature over the same canonical JSON; the gateway holds public
+keys only. The floor's HMAC key may send every type unless ``allow_hmac`` is off.
 
 A refusal says whether it is ``recorded``: a command that passed the signature and the
 freshness checks counts as executed whatever its result, so its reply goes into the replay
-cache; one refused before that may be re-signed and sent again with the same ``id``.
+cache; one refused before that (``forbidden`` included) may be re-signed and sent again
+with the same ``id``.
 """
 
 from __future__ import annotations
@@ -19,13 +27,15 @@ import hmac
 import json
 import re
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ValidationError
 
-from gateway.model.messages import CommandEnvelope, ErrorCode
+from gateway.model.messages import COMMAND_BODIES, CommandEnvelope, ErrorCode
 from gateway.model.time import parse_ts
 
 __all__ = [
@@ -33,8 +43,11 @@ __all__ = [
     "MAX_AHEAD_S",
     "MAX_PAYLOAD_BYTES",
     "REPLAY_WINDOW",
+    "ROLES",
     "Admitted",
     "Authenticated",
+    "Credentials",
+    "Operator",
     "Refused",
     "Unreadable",
     "admit",
@@ -53,6 +66,71 @@ MAX_ID_CHARS = 128
 _SNIFF_BYTES = 4096
 _ID_RE = re.compile(rb'"id"\s*:\s*"([^"\\\x00-\x1f]{1,128})"')
 _MAX_ERRORS = 3
+_ED25519_SIG = re.compile(r"[0-9a-f]{128}")
+
+
+_ANYONE = ("resync", "replay")
+ROLES: Mapping[str, frozenset[str]] = {
+    "front_desk": frozenset(
+        {
+            "checkin", "checkout", "extend", "add_token", "revoke_token", "move_room",
+            "set_climate", "set_lights", "set_energy", *_ANYONE,
+        }
+    ),
+    "housekeeping": frozenset({"set_housekeeping", *_ANYONE}),
+    "engineering": frozenset(
+        {"set_climate", "set_lights", "set_energy", "ack_alarm", *_ANYONE}
+    ),
+    "security": frozenset(
+        {"unlock", "lockdown", "staff_key", "ack_alarm", "resolve_alarm", *_ANYONE}
+    ),
+    "nurse": frozenset({"ack_alarm", "resolve_alarm", *_ANYONE}),
+    "admin": frozenset({"apply_config", *COMMAND_BODIES}),
+}  # fmt: skip
+"""operations.md, "Operators": the command types each role may send (admin: every type)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Operator:
+    """A person who signs commands: Ed25519 public keys and roles (the floor file's).
+
+    Usually one key; two while the key is being rotated (the new one added, the old one
+    not yet removed): a signature by either is good.
+    """
+
+    id: str
+    public_keys: tuple[bytes, ...]  # 32 bytes each
+    roles: frozenset[str]
+    _verifiers: tuple[Ed25519PublicKey, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        verifiers = tuple(Ed25519PublicKey.from_public_bytes(k) for k in self.public_keys)
+        object.__setattr__(self, "_verifiers", verifiers)
+
+    def may(self, command_type: str) -> bool:
+        """One of the operator's roles allows this command type."""
+        return "admin" in self.roles or any(
+            command_type in ROLES.get(role, frozenset()) for role in self.roles
+        )
+
+    def verify(self, signature: bytes, data: bytes) -> bool:
+        """The signature is this operator's over ``data`` (by any of its keys)."""
+        for verifier in self._verifiers:
+            try:
+                verifier.verify(signature, data)
+            except InvalidSignature:
+                continue
+            return True
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """Who may sign commands: the floor's HMAC key (unless refused) and the operators."""
+
+    hmac_key: bytes
+    operators: Mapping[str, Operator] = field(default_factory=dict)
+    allow_hmac: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,16 +148,19 @@ class Refused:
     code: ErrorCode
     message: str
     recorded: bool
+    by: str | None = None  # the operator who signed it, once the signature is known good
 
 
 @dataclass(frozen=True, slots=True)
 class Authenticated:
-    """The envelope is well typed and its signature is right (not yet fresh or valid)."""
+    """The envelope is well typed, its signature is right and its signer may send its type
+    (not yet fresh or valid)."""
 
     id: str
     type: str
     issued_at: datetime
     envelope: Mapping[str, Any]
+    operator: str | None = None  # None: signed with the floor's HMAC key
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +171,7 @@ class Admitted:
     type: str
     issued_at: datetime
     body: BaseModel
+    operator: str | None = None
 
 
 def canonical_json(obj: Mapping[str, object]) -> bytes:
@@ -112,8 +194,11 @@ def signature_ok(envelope: Mapping[str, object], key: bytes) -> bool:
     return hmac.compare_digest(sign(envelope, key).encode(), sig.encode())
 
 
-def authenticate(payload: bytes, key: bytes) -> Authenticated | Refused | Unreadable:
-    """Run the checks up to the signature: size, JSON, envelope fields, signature."""
+def authenticate(
+    payload: bytes, credentials: Credentials | bytes
+) -> Authenticated | Refused | Unreadable:
+    """Run the checks up to the roles: size, JSON, envelope fields, signature, roles."""
+    creds = credentials if isinstance(credentials, Credentials) else Credentials(credentials)
     if len(payload) > MAX_PAYLOAD_BYTES:
         why = f"payload is {len(payload)} bytes; the limit is {MAX_PAYLOAD_BYTES}"
         return _unparsed(payload, why)
@@ -129,14 +214,46 @@ def authenticate(payload: bytes, key: bytes) -> Authenticated | Refused | Unread
     problem = _envelope_problem(obj)
     if problem is not None:
         return Refused(command_id, "invalid", problem, recorded=False)
+    operator = obj.get("operator")
     try:
-        authentic = signature_ok(obj, key)
+        if isinstance(operator, str):
+            refused = _operator_signature(obj, command_id, operator, creds)
+        else:
+            refused = _hmac_signature(obj, command_id, creds)
     except (ValueError, RecursionError):  # numbers or nesting json.dumps refuses
         return Refused(command_id, "invalid", "the envelope cannot be canonicalised", False)
-    if not authentic:
-        why = "sig is missing" if "sig" not in obj else "sig is not a valid signature"
+    if refused is not None:
+        return refused
+    return Authenticated(command_id, obj["type"], parse_ts(obj["issued_at"]), obj, operator)
+
+
+def _hmac_signature(obj: Mapping[str, Any], command_id: str, creds: Credentials) -> Refused | None:
+    if not creds.allow_hmac:
+        why = "commands signed with the floor's HMAC key are refused here"
         return Refused(command_id, "unauthenticated", why, recorded=False)
-    return Authenticated(command_id, obj["type"], parse_ts(obj["issued_at"]), obj)
+    if signature_ok(obj, creds.hmac_key):
+        return None
+    why = "sig is missing" if "sig" not in obj else "sig is not a valid signature"
+    return Refused(command_id, "unauthenticated", why, recorded=False)
+
+
+def _operator_signature(
+    obj: Mapping[str, Any], command_id: str, operator: str, creds: Credentials
+) -> Refused | None:
+    who = creds.operators.get(operator)
+    sig = obj.get("sig")
+    if who is None:
+        return Refused(command_id, "unauthenticated", "unknown operator", recorded=False)
+    if not isinstance(sig, str) or not _ED25519_SIG.fullmatch(sig):
+        why = "sig is missing" if sig is None else "sig is not an Ed25519 signature in hex"
+        return Refused(command_id, "unauthenticated", why, recorded=False)
+    unsigned = {k: v for k, v in obj.items() if k != "sig"}
+    if not who.verify(bytes.fromhex(sig), canonical_json(unsigned)):
+        return Refused(command_id, "unauthenticated", "sig is not a valid signature", False)
+    if not who.may(obj["type"]):
+        why = f"operator {operator} may not send {obj['type']}"
+        return Refused(command_id, "forbidden", why, recorded=False, by=operator)
+    return None
 
 
 def admit(
@@ -152,33 +269,43 @@ def admit(
     """
     age = (now - command.issued_at).total_seconds()
     if age > MAX_AGE_S:
-        return Refused(command.id, "stale", f"issued_at is {age:.0f} s old", recorded=False)
+        why = f"issued_at is {age:.0f} s old"
+        return Refused(command.id, "stale", why, recorded=False, by=command.operator)
     if -age > MAX_AHEAD_S:
         why = f"issued_at is {-age:.0f} s in the future"
-        return Refused(command.id, "stale", why, recorded=False)
+        return Refused(command.id, "stale", why, recorded=False, by=command.operator)
     try:
         CommandEnvelope.model_validate(command.envelope)
     except ValidationError as exc:
-        return Refused(command.id, "invalid", _describe(exc), recorded=True)
+        return Refused(command.id, "invalid", _describe(exc), recorded=True, by=command.operator)
     model = bodies.get(command.type)
     if model is None:
         why = f"unknown command type {command.type!r}"
-        return Refused(command.id, "invalid", why, recorded=True)
+        return Refused(command.id, "invalid", why, recorded=True, by=command.operator)
     try:
         body = model.model_validate(command.envelope["body"])
     except ValidationError as exc:
-        return Refused(command.id, "invalid", _describe(exc, "body"), recorded=True)
+        why = _describe(exc, "body")
+        return Refused(command.id, "invalid", why, recorded=True, by=command.operator)
+    by = getattr(body, "by", None)
+    if command.operator is not None and isinstance(by, str) and by != command.operator:
+        why = f"body.by {by!r} is not the signing operator {command.operator!r}"
+        return Refused(command.id, "invalid", why, recorded=True, by=command.operator)
     room = getattr(body, "room", None)
     if rooms is not None and isinstance(room, str) and room not in rooms:
         why = f"room {room!r} is not on this floor"
-        return Refused(command.id, "unknown_room", why, recorded=True)
-    return Admitted(command.id, command.type, command.issued_at, body)
+        return Refused(command.id, "unknown_room", why, recorded=True, by=command.operator)
+    return Admitted(command.id, command.type, command.issued_at, body, command.operator)
 
 
 def _envelope_problem(obj: Mapping[str, Any]) -> str | None:
-    """Why ``type`` or ``issued_at`` is missing or mistyped, or None."""
+    """Why ``type``, ``issued_at`` or the signer is missing or mistyped, or None."""
     if not isinstance(obj.get("type"), str):
         return "type is missing or not a string"
+    alg, operator = obj.get("alg"), obj.get("operator")
+    if (alg, operator) != (None, None) and (alg != "ed25519" or not isinstance(operator, str)):
+        return 'an operator signature is "alg":"ed25519" with "operator" as a string'
+
     try:
         parse_ts(obj.get("issued_at"))
     except ValueError as exc:

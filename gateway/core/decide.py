@@ -12,7 +12,8 @@ Also here: the floor restored at start, the room state document, what goes out f
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import assert_never
@@ -27,6 +28,7 @@ from gateway.core.authz import Authz, Stay
 from gateway.core.effects import (
     Audit,
     DeviceBack,
+    Effect,
     Emit,
     ReconcileLock,
     RecordCommand,
@@ -51,10 +53,12 @@ from gateway.core.inputs import (
 )
 from gateway.core.intents import Intent, expand
 from gateway.core.kinds import ARRAYS, KINDS
+from gateway.core.kinds import lock as lock_kind
 from gateway.core.kinds.base import DeviceKind, Observed, Values
-from gateway.core.locksync import access_event, int_to_token
+from gateway.core.locksync import SLOT_COUNT, access_event, int_to_token
 from gateway.core.points import PointTable
 from gateway.core.remote_config import ConfigRecord, verdict_effects
+from gateway.core.staff import Lockdown, StaffAccess, StaffKey
 from gateway.core.state import Effects, FloorState, Layout
 from gateway.model.messages import Reply, ReplyError
 from gateway.model.time import format_ts
@@ -94,6 +98,9 @@ class Stored:
     room_status: Mapping[str, tuple[str | None, str | None]] = field(default_factory=dict)
     ledger: Mapping[str, Mapping[str, object]] = field(default_factory=dict)  # room -> latest day
     config: ConfigRecord = field(default_factory=ConfigRecord)  # gateway.core.remote_config
+    staff_keys: Sequence[StaffKey] = ()  # added by command
+    revoked: Sequence[tuple[str, str]] = ()  # (key id, token hash) of revoked staff keys
+    lockdown: Lockdown | None = None
 
 
 def restore(
@@ -113,7 +120,9 @@ def restore(
     alarms, alarm_effects = Alarms.restore(
         layout.alarms, stored.alarms, now, link_up=False, new_id=new_id
     )
-    authz, boundary = Authz.from_stays(stored.stays).tick(now)
+    staff = StaffAccess.restore(layout.staff, stored.staff_keys, stored.revoked, stored.lockdown)
+    guest_slots = SLOT_COUNT - layout.staff.staff_slots
+    authz, boundary = Authz.from_stays(stored.stays, slot_count=guest_slots, staff=staff).tick(now)
     floor = FloorState(
         layout=layout,
         registry=registry,
@@ -165,9 +174,9 @@ def decide(floor: FloorState, item: Input, now: datetime) -> Decision:
             )
         case RunCommand():
             return _command(floor, item, now)
-        case CommandRefused(id=cid, code=code, message=message, recorded=recorded):
-            reply = _error_reply(cid, code, message)
-            refused: Effects = _rejected(floor, cid, code, now)
+        case CommandRefused(id=cid, code=code, message=message, recorded=recorded, by=by):
+            reply = _error_reply(cid, code, message, by)
+            refused: Effects = [_by(e, by) for e in _rejected(floor, cid, code, now)]
             if recorded:
                 refused.append(RecordCommand(cid, now, reply))
             return Decision(refused, reply)
@@ -186,7 +195,7 @@ def decide(floor: FloorState, item: Input, now: datetime) -> Decision:
                 ]
             )
         case AccessLogRead():
-            return Decision(_access_log(floor, item))
+            return Decision(_access_log(floor, item, now))
         case Lifecycle(event=event, data=data):
             if event == "gateway.stopping":
                 return Decision([Emit(event, None, data), grms.checkpoint_ledger(floor, now)])
@@ -331,7 +340,7 @@ def _tick(floor: FloorState, now: datetime) -> Effects:
     return expand(floor, out, now)
 
 
-def _access_log(floor: FloorState, read: AccessLogRead) -> Effects:
+def _access_log(floor: FloorState, read: AccessLogRead, now: datetime) -> Effects:
     device = read.device
     room = device.room
     out: Effects = []
@@ -342,10 +351,12 @@ def _access_log(floor: FloorState, read: AccessLogRead) -> Effects:
             Audit("gateway", "access_log.gap", room, {"device": str(device), "lost": read.gap})
         )
     for entry in read.entries:
-        stay_id = (
-            floor.authz.stay_of_token(room, int_to_token(entry.token)) if entry.token else None
-        )
-        out.append(access_event(entry, room, stay_id))
+        token = int_to_token(entry.token) if entry.token else None
+        stay_id = floor.authz.stay_of_token(room, token) if token else None
+        key_id = floor.authz.staff.key_of_token(token) if token and not stay_id else None
+        out.append(access_event(entry, room, stay_id, key_id))
+        if entry.result == "granted":
+            lock_kind.key_granted(floor, room, staff=key_id is not None, at=now)
     out.append(SaveLogHead(device, read.last_seen))
     return out
 
@@ -355,18 +366,33 @@ def _access_log(floor: FloorState, read: AccessLogRead) -> Effects:
 
 def _command(floor: FloorState, cmd: RunCommand, now: datetime) -> Decision:
     handler = handlers.HANDLERS[cmd.type]
-    done = handler(floor, cmd.body, handlers.Context(cmd.id, cmd.type, now))
+    done = handler(floor, cmd.body, handlers.Context(cmd.id, cmd.type, now, cmd.operator))
+    by = cmd.operator
     if isinstance(done, handlers.Refused):
-        reply = _error_reply(cmd.id, done.code, done.message)
-        rejected = _rejected(floor, cmd.id, done.code, now)
-        also = expand(floor, done.also, now)
+        reply = _error_reply(cmd.id, done.code, done.message, by)
+        rejected = [_by(e, by) for e in _rejected(floor, cmd.id, done.code, now)]
+        also = [_by(e, by) for e in expand(floor, done.also, now)]
         return Decision([*rejected, *also, RecordCommand(cmd.id, now, reply)], reply)
-    effects = expand(floor, done.intents, now)
+    effects = [_by(e, by) for e in expand(floor, done.intents, now)]
     result = done.result
     if result is None:
         result = {"pending": handlers.pending(floor, done.devices)}
-    reply = Reply(id=cmd.id, ok=True, result=result).to_json()
+    reply = Reply(id=cmd.id, ok=True, result=result, by=by).to_json()
     return Decision([*effects, RecordCommand(cmd.id, now, reply)], reply)
+
+
+def _by(effect: Effect, operator: str | None) -> Effect:
+    """mqtt.md: every event an operator-signed command causes carries ``data.by``; its
+    audit rows name the operator."""
+    if operator is None:
+        return effect
+    match effect:
+        case Emit(data=data):
+            return dataclasses.replace(effect, data={**data, "by": operator})
+        case Audit():
+            return dataclasses.replace(effect, actor=operator)
+        case _:
+            return effect
 
 
 def _alarm_action(floor: FloorState, action: AlarmAction, now: datetime) -> Decision:
@@ -388,9 +414,9 @@ def _rejected(floor: FloorState, command_id: str, code: str, now: datetime) -> E
     return list(events)
 
 
-def _error_reply(command_id: str, code: str, message: str) -> bytes:
+def _error_reply(command_id: str, code: str, message: str, by: str | None = None) -> bytes:
     error = ReplyError.model_validate({"code": code, "message": message})
-    return Reply(id=command_id, ok=False, error=error).to_json()
+    return Reply(id=command_id, ok=False, error=error, by=by).to_json()
 
 
 def _by_fields_order(registry: Mapping[str, DeviceKind]) -> Iterable[tuple[str, DeviceKind]]:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from gateway.core.alarms import Alarm
     from gateway.core.authz import Stay
     from gateway.core.remote_config import ConfigEntry, ConfigRecord
+    from gateway.core.staff import Lockdown, StaffKey
 
 __all__ = [
     "Action",
@@ -42,8 +43,10 @@ __all__ = [
     "SaveConfig",
     "SaveCounter",
     "SaveLedger",
+    "SaveLockdown",
     "SaveLogHead",
     "SaveRoomStatus",
+    "SaveStaffKey",
     "SaveStay",
     "SetPanelLamp",
     "WritePoint",
@@ -85,6 +88,23 @@ class SaveStay:
     """Persist this stay (and replace its stored tokens)."""
 
     stay: Stay
+
+
+@dataclass(frozen=True, slots=True)
+class SaveStaffKey:
+    """Persist a staff key added by command, or its revocation (``key`` None; the hashes of
+    the tokens revoked under its id, so a floor-file key of that id stays revoked)."""
+
+    key_id: str
+    key: StaffKey | None
+    revoked: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SaveLockdown:
+    """Persist the floor's lockdown (on or off): it survives restarts and power loss."""
+
+    lockdown: Lockdown
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,12 +205,13 @@ class ReconcileLock:
     """Bring the room's lock slots to what is authorised now.
 
     ``change``: the authorisation changed (what differs is our own pending work);
-    ``verify``: compare with what is known (what differs is drift, repaired and reported).
-    ``read_slots``: read every slot first.
+    ``routine``: the same, from a staff schedule turning (nobody waits on it: it yields to
+    changes); ``verify``: compare with what is known (what differs is drift, repaired and
+    reported). ``read_slots``: read every slot first.
     """
 
     room: RoomId
-    cause: Literal["change", "verify"]
+    cause: Literal["change", "routine", "verify"]
     read_slots: bool = False
 
 
@@ -230,6 +251,11 @@ Persisted = (
     | MarkWelcomed
     | SaveRoomStatus
     | SaveLedger
+    | SaveStaffKey
+    | SaveLockdown
+    | SaveCounter
+    | SaveLogHead
+    | MarkWelcomed
     | RecordCommand
     | SaveConfig
 )
@@ -260,6 +286,8 @@ def split(effects: Iterable[Effect]) -> tuple[list[Persisted], list[Action]]:
                 | Audit()
                 | SaveAlarm()
                 | SaveStay()
+                | SaveStaffKey()
+                | SaveLockdown()
                 | SaveCounter()
                 | SaveLogHead()
                 | MarkWelcomed()

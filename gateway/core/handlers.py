@@ -19,13 +19,14 @@ from pydantic import BaseModel
 
 from drivers.ids import DeviceRef
 from drivers.profile import PollClass
-from gateway.core import grms
+from gateway.core import access, grms
 from gateway.core.alarms import Refusal as AlarmRefusal
-from gateway.core.authz import Authz, Outcome
+from gateway.core.authz import Authz, LocksChanged, Outcome
 from gateway.core.authz import Refusal as AuthzRefusal
 from gateway.core.effects import Audit, Republish, Restart, SaveConfig, WritePoint
 from gateway.core.intents import Intent
 from gateway.core.remote_config import ConfigEntry, Pending, Proposal, refusal_effects
+from gateway.core.staff import FLOOR_ZONE, Schedule, StaffKey
 from gateway.core.state import FloorState
 from gateway.model.messages import (
     COMMAND_BODIES,
@@ -34,6 +35,8 @@ from gateway.model.messages import (
     CheckinBody,
     CheckoutBody,
     ExtendBody,
+    LockdownBody,
+    MoveRoomBody,
     ReplayResult,
     ResolveAlarmBody,
     ResyncBody,
@@ -42,6 +45,7 @@ from gateway.model.messages import (
     SetEnergyBody,
     SetHousekeepingBody,
     SetLightsBody,
+    StaffKeyBody,
     UnlockBody,
 )
 
@@ -55,6 +59,12 @@ class Context:
     id: str
     type: str
     now: datetime
+    operator: str | None = None  # who signed it; None: the floor's HMAC key
+
+    @property
+    def actor(self) -> str:
+        """Who the audit log names: the operator, else the central system."""
+        return self.operator or "central"
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +154,10 @@ def extend(floor: FloorState, body: ExtendBody, ctx: Context) -> Done | Refused:
 def add_token(floor: FloorState, body: AddTokenBody, ctx: Context) -> Done | Refused:
     """Issue one more key for the stay."""
     return _authz(
-        floor, body.room, lambda a: a.add_token(body.room, body.stay_id, body.token, ctx.now), True
+        floor,
+        body.room,
+        lambda a: a.add_token(body.room, body.stay_id, body.token, ctx.now, ctx.actor),
+        lock=True,
     )
 
 
@@ -154,7 +167,7 @@ def revoke_token(floor: FloorState, body: RevokeTokenBody, ctx: Context) -> Done
     return _authz(
         floor,
         body.room,
-        lambda a: a.revoke_token(body.room, body.stay_id, body.token, ctx.now),
+        lambda a: a.revoke_token(body.room, body.stay_id, body.token, ctx.now, ctx.actor),
         lock=True,
     )
 
@@ -167,6 +180,78 @@ def unlock(floor: FloorState, body: UnlockBody, ctx: Context) -> Done | Refused:
     if floor.layout.device(body.room, "lock") is None:
         return Refused("conflict", f"room {body.room} has no lock")
     return _authz(floor, body.room, lambda a: a.unlock(body.room, body.by, body.reason, ctx.now))
+
+
+@handles("move_room")
+def move_room(floor: FloorState, body: MoveRoomBody, ctx: Context) -> Done | Refused:
+    """Move a stay to another room, the old one opening until the grace ends."""
+    for room in (body.from_, body.to):
+        if (refused := _unknown_room(floor, room)) is not None:
+            return refused
+    outcome = floor.authz.move_room(body.stay_id, body.from_, body.to, body.grace_s, ctx.now)
+    if isinstance(outcome, AuthzRefusal):
+        return Refused(outcome.code, outcome.message)
+    floor.authz, intents = outcome
+    floor.touch(body.from_)
+    floor.touch(body.to)
+    locks = [d for r in (body.to, body.from_) if (d := floor.layout.device(r, "lock"))]
+    return Done(intents, devices=locks)
+
+
+@handles("staff_key")
+def staff_key(floor: FloorState, body: StaffKeyBody, ctx: Context) -> Done | Refused:
+    """Add or revoke a staff credential."""
+    if body.op == "revoke":
+        outcome = access.revoke_staff_key(floor.authz, body.key_id, ctx.actor, ctx.now)
+    else:
+        zones = body.zones or []
+        unknown = [z for z in zones if z != FLOOR_ZONE and floor.layout.room(z) is None]
+        if unknown:
+            return Refused("unknown_room", f"zones {', '.join(unknown)}: not on this floor")
+        assert body.token is not None  # the body model requires it for add
+        try:
+            schedule = (
+                None
+                if body.schedule is None
+                else Schedule.parse(body.schedule.days, body.schedule.from_, body.schedule.until)
+            )
+        except ValueError as exc:
+            return Refused("invalid", str(exc))
+        key = StaffKey(
+            key_id=body.key_id,
+            token=body.token,
+            zones=frozenset(zones),
+            schedule=schedule,
+            security=body.security,
+            source="command",
+            order=int(ctx.now.timestamp() * 1000),
+        )
+        outcome = access.add_staff_key(floor.authz, key, ctx.actor, ctx.now)
+    if isinstance(outcome, AuthzRefusal):
+        return Refused(outcome.code, outcome.message)
+    floor.authz, intents = outcome
+    return Done(intents, devices=_locks_of(floor, intents))
+
+
+@handles("lockdown")
+def lockdown(floor: FloorState, body: LockdownBody, ctx: Context) -> Done | Refused:
+    """Lockdown on or off."""
+    outcome = access.set_lockdown(floor.authz, body.on, body.by, body.reason, ctx.now)
+    if isinstance(outcome, AuthzRefusal):
+        return Refused(outcome.code, outcome.message)
+    floor.authz, intents = outcome
+    return Done(intents, devices=_locks_of(floor, intents))
+
+
+def _locks_of(floor: FloorState, intents: Sequence[Intent]) -> list[DeviceRef]:
+    """The locks of the rooms whose locks these intents change."""
+    return [
+        d
+        for i in intents
+        if isinstance(i, LocksChanged)
+        for r in i.rooms
+        if (d := floor.layout.device(r, "lock")) is not None
+    ]
 
 
 def _authz(
@@ -209,7 +294,7 @@ def set_climate(floor: FloorState, body: SetClimateBody, ctx: Context) -> Done |
         writes.append(_w(device, "power", int(body.power)))
     if refused := _missing_points(floor, device, writes):
         return refused
-    audit = Audit("central", "set_climate", body.room, body.model_dump(exclude_none=True))
+    audit = Audit(ctx.actor, "set_climate", body.room, body.model_dump(exclude_none=True))
     floor.touch(body.room)
     manual = grms.manual(floor, body.room, ctx.now)
     return Done([audit, *manual, *writes], devices=[device])

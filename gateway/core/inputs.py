@@ -74,6 +74,7 @@ class RunCommand:
     id: str
     type: str
     body: BaseModel | Proposal  # the validated body, or what the pipeline made of it
+    operator: str | None = None  # who signed it; None: the floor's HMAC key
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,7 @@ class CommandRefused:
     code: str
     message: str
     recorded: bool  # passed the signature and freshness checks: counts as executed
+    by: str | None = None  # the operator who signed it, when the signature was good
 
 
 @dataclass(frozen=True, slots=True)

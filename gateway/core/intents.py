@@ -31,9 +31,9 @@ def expand(floor: FloorState, intents: Iterable[Intent], now: datetime) -> Effec
                 out += grms.rental(floor, room, True, now)
             case RoomVacant(room=room):
                 out += grms.rental(floor, room, False, now)
-            case LocksChanged(rooms=rooms):
+            case LocksChanged(rooms=rooms, routine=routine):
                 out += [
-                    ReconcileLock(r.room, "change")
+                    ReconcileLock(r.room, "routine" if routine else "change")
                     for room in rooms
                     if (r := floor.layout.room(room)) is not None
                     and floor.layout.device(room, "lock") is not None

@@ -21,6 +21,7 @@ __all__ = [
     "LOG_SEQ_MAX",
     "RING_SIZE",
     "SLOT_COUNT",
+    "Desired",
     "LogEntry",
     "LogFollower",
     "LogRead",
@@ -28,6 +29,7 @@ __all__ = [
     "access_event",
     "int_to_token",
     "normalize_token",
+    "plan_lock",
     "plan_slots",
     "token_hash",
     "token_to_int",
@@ -85,43 +87,97 @@ class SlotPlan:
     """Slot writes that make a lock hold exactly the desired tokens (revocations first)."""
 
     writes: tuple[tuple[int, int], ...]  # (slot index, value); value 0 clears the slot
-    added: int  # desired tokens written
+    added: int  # desired tokens written that the lock did not hold anywhere
     removed: int  # unwanted tokens overwritten or cleared (unknown slots not counted)
     unplaced: int = 0  # desired tokens that found no slot (the lock has too few)
+    moved: int = 0  # desired tokens found in the other region, written into their own
+
+
+@dataclass(frozen=True, slots=True)
+class Desired:
+    """What one lock must hold now: guest tokens in the first slots, staff tokens in the
+    last ``staff_slots`` (operations.md: indices 32 - staff_slots to 31)."""
+
+    guest: frozenset[str]
+    staff: frozenset[str] = frozenset()
+    staff_slots: int = 0
+
+    @property
+    def tokens(self) -> frozenset[str]:
+        """Every token the lock must hold."""
+        return self.guest | self.staff
 
 
 def plan_slots(desired: frozenset[str], slots: Sequence[int | None]) -> SlotPlan:
+    """Plan the fewest writes from ``slots`` to exactly ``desired`` (no reserved region)."""
+    return plan_lock(Desired(desired), slots)
+
+
+def plan_lock(desired: Desired, slots: Sequence[int | None]) -> SlotPlan:
     """Plan the fewest writes from ``slots`` (None = not read yet) to exactly ``desired``.
 
-    A slot already holding a desired token is kept (a duplicate of it is unwanted); a
-    missing token goes first into a slot that must be rewritten anyway (an unwanted token,
-    an unknown slot), then into an empty one; what is left unwanted or unknown is cleared.
-    Writes that take a token out of the lock come before writes into empty slots.
+    Each region (guest slots, then the last ``staff_slots``) holds its own tokens. A slot
+    already holding a token of its region is kept (a duplicate of it is unwanted); a
+    missing token goes first into a slot of its region that must be rewritten anyway (an
+    unwanted token, an unknown slot), then into an empty one; what is left unwanted or
+    unknown is cleared. Writes that take a token out of the lock come first, then writes
+    into empty slots, and last the slots whose token was moved to its own region, so a
+    token that is kept is never out of the lock meanwhile (unless both regions are full of
+    each other's tokens: a swap with no slot to spare).
     """
-    want = {token_to_int(t) for t in desired}
-    kept: set[int] = set()
-    dirty: list[int] = []  # slots holding an unwanted token: must be written
-    unknown: list[int] = []  # slots not read: must be written
-    empty: list[int] = []
-    for i, v in enumerate(slots):
-        if v is None:
-            unknown.append(i)
-        elif v in want and v not in kept:
-            kept.add(v)
-        elif v == 0:
-            empty.append(i)
-        else:
-            dirty.append(i)
-    missing = sorted(want - kept)
-    targets = dirty + unknown + empty
-    placed = dict(zip(targets, missing, strict=False))
-    writes = [(i, placed.get(i, 0)) for i in dirty + unknown]
-    writes += [(i, placed[i]) for i in empty if i in placed]
+    count = len(slots)
+    split = count - min(max(desired.staff_slots, 0), count)
+    regions = (
+        (range(split), {token_to_int(t) for t in desired.guest}),
+        (range(split, count), {token_to_int(t) for t in desired.staff}),
+    )
+    kept: list[set[int]] = [set(), set()]
+    for r, (indices, want) in enumerate(regions):
+        for i in indices:
+            v = slots[i]
+            if v is not None and v in want and v not in kept[r]:
+                kept[r].add(v)
+    first: list[tuple[int, int]] = []
+    fill: list[tuple[int, int]] = []
+    last: list[tuple[int, int]] = []
+    added = removed = unplaced = moved = 0
+    held = {v for v in slots if v}
+    for r, (indices, want) in enumerate(regions):
+        other = regions[1 - r][1] - kept[1 - r]
+        dirty: list[int] = []
+        unknown: list[int] = []
+        empty: list[int] = []
+        misplaced: list[int] = []
+        seen: set[int] = set()
+        for i in indices:
+            v = slots[i]
+            if v is None:
+                unknown.append(i)
+            elif v in kept[r] and v not in seen:
+                seen.add(v)
+            elif v == 0:
+                empty.append(i)
+            elif v in other:
+                misplaced.append(i)
+            else:
+                dirty.append(i)
+        missing = sorted(want - kept[r])
+        placed = dict(zip(dirty + unknown + empty + misplaced, missing, strict=False))
+        first += [(i, placed.get(i, 0)) for i in dirty + unknown]
+        fill += [(i, placed[i]) for i in empty if i in placed]
+        last += [(i, placed.get(i, 0)) for i in misplaced]
+        removed += len(dirty)
+        moved += sum(1 for v in placed.values() if v in held)
+        added += sum(1 for v in placed.values() if v not in held)
+        unplaced += len(missing) - len(placed)
+    # A moved token is written into its own region before its old slot is cleared.
+    last.sort(key=lambda w: w[1] == 0)
     return SlotPlan(
-        writes=tuple(writes),
-        added=len(placed),
-        removed=len(dirty),
-        unplaced=len(missing) - len(placed),
+        writes=tuple(first + fill + last),
+        added=added,
+        removed=removed,
+        unplaced=unplaced,
+        moved=moved,
     )
 
 
@@ -245,13 +301,18 @@ class LogFollower:
         return out
 
 
-def access_event(entry: LogEntry, room: str, stay_id: str | None) -> Emit:
-    """The mqtt.md ``access.*`` event of a log entry: ``token_hash``, never the token."""
+def access_event(
+    entry: LogEntry, room: str, stay_id: str | None, key_id: str | None = None
+) -> Emit:
+    """The mqtt.md ``access.*`` event of a log entry: ``token_hash`` and, for a staff key,
+    its ``key_id``; never the token."""
     try:
         type_, reason = _ACCESS_EVENTS[entry.result]
     except KeyError:
         raise ValueError(f"unknown access-log result {entry.result!r}") from None
     data: dict[str, object] = {"stay_id": stay_id, "log_seq": entry.seq}
+    if key_id is not None:
+        data["key_id"] = key_id
     if reason is not None:
         data["reason"] = reason
     if entry.token:

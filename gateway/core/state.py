@@ -21,6 +21,7 @@ from gateway.core.effects import Effect, WritePoint
 from gateway.core.points import PointTable
 from gateway.core.rejections import Rejections
 from gateway.core.remote_config import ConfigRecord
+from gateway.core.staff import StaffRules
 
 if TYPE_CHECKING:
     from gateway.core.grms import Rooms
@@ -47,7 +48,8 @@ class Policy:
 
     vacant_setpoint_c: float = 26.0
     occupied_setpoint_c: float = 22.0
-    door_held_open_s: int = 120
+    door_held_open_s: int = 60  # after a guest key or an opening from inside
+    door_held_open_staff_s: int = 120  # after a staff key
 
 
 # The energy codes' limits, checked by --check while [energy] code_limits is true.
@@ -111,6 +113,7 @@ class Layout:
     energy: EnergySettings = field(default_factory=EnergySettings)
     timezone: tzinfo = UTC  # the floor's local time: ledger days, staff schedules
     scenes: Mapping[str, Scene] = field(default_factory=lambda: {"welcome": Scene()})
+    staff: StaffRules = field(default_factory=StaffRules)  # staff slots, time zone, keys
 
     def room(self, room: str) -> RoomLayout | None:
         """The room with this id, or None when it is not on this floor."""

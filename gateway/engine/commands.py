@@ -6,8 +6,9 @@ then freshness and the body) and returns the reply payload, or None when no id c
 read. What is written, per outcome, is the engine's (one commit path):
 
 - unreadable payload: nothing; no reply.
-- refused before execution (``invalid`` envelope, ``unauthenticated``, ``stale``): a
-  ``command.rejected`` event only; the id is not recorded, so it may be sent again.
+- refused before execution (``invalid`` envelope, ``unauthenticated``, ``forbidden``,
+  ``stale``): a ``command.rejected`` event only; the id is not recorded, so it may be sent
+  again.
 - duplicate (id executed in the last 24 h): nothing; the original reply with
   ``"duplicate": true``, even if the command is now stale.
 - executed (passed signature and freshness): the handler's effects and the replay record
@@ -74,7 +75,7 @@ class CommandProcessor:
     def __init__(
         self,
         store: Store,
-        key: bytes,
+        key: checks.Credentials | bytes,
         submit: Callable[[Input], Awaitable[Outcome]],
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -83,13 +84,14 @@ class CommandProcessor:
         replays: ReplayRequests | None = None,
         prepare: Mapping[str, Preparer] | None = None,
     ) -> None:
-        """``submit``: the engine's inbox; ``rooms``: for ``unknown_room`` before the handler;
-        ``bodies``: the command types served (default: every type with a handler);
-        ``replays``: where ``replay`` sends stored events (without it, not served);
-        ``prepare``: per type, what turns a valid body into what its handler decides on
-        (``apply_config``: the file checked as --check does, which needs I/O)."""
+        """``key``: who may sign (the HMAC key alone, or with operators); ``submit``: the
+        engine's inbox; ``rooms``: for ``unknown_room`` before the handler; ``bodies``: the
+        command types served (default: every type with a handler); ``replays``: where
+        ``replay`` sends stored events (without it, not served); ``prepare``: per type, what
+        turns a valid body into what its handler decides on (``apply_config``: the file
+        checked as --check does, which needs I/O)."""
         self._store = store
-        self._key = key
+        self._key = key if isinstance(key, checks.Credentials) else checks.Credentials(key)
         self._submit = submit
         self._clock = clock
         self._rooms = frozenset(rooms) if rooms is not None else None
@@ -144,16 +146,18 @@ class CommandProcessor:
         if isinstance(admitted, checks.Refused):
             return await self._refuse(admitted)
         if isinstance(admitted.body, ReplayBody):
-            reply = await self._replay(admitted.id, admitted.body)
+            reply = await self._replay(admitted.id, admitted.body, admitted.operator)
         else:
             body: BaseModel | Proposal = admitted.body
             if (prepare := self._prepare.get(admitted.type)) is not None:
                 body = await prepare(admitted.body)
-            reply = await self._run(RunCommand(admitted.id, admitted.type, body), admitted.id)
-        log.info("command_executed", id=admitted.id, type=admitted.type)
+            reply = await self._run(
+                RunCommand(admitted.id, admitted.type, body, admitted.operator), admitted.id
+            )
+        log.info("command_executed", id=admitted.id, type=admitted.type, by=admitted.operator)
         return reply
 
-    async def _replay(self, command_id: str, body: ReplayBody) -> bytes:
+    async def _replay(self, command_id: str, body: ReplayBody, operator: str | None) -> bytes:
         """Publish the stored range again, then have the engine record the result."""
         assert self._replays is not None  # not served without it
         try:
@@ -177,7 +181,7 @@ class CommandProcessor:
             missing=_missing([e.seq for e in events], body.from_seq, last),
         )
         log.info("replay_published", id=command_id, count=len(events), last=last)
-        return await self._run(RunCommand(command_id, "replay", result), command_id)
+        return await self._run(RunCommand(command_id, "replay", result, operator), command_id)
 
     def _count(self, type_: object, reply: bytes) -> None:
         label = type_ if isinstance(type_, str) and type_ in self._bodies else "other"
@@ -190,8 +194,16 @@ class CommandProcessor:
         self._counts[key] = self._counts.get(key, 0) + 1
 
     async def _refuse(self, refusal: checks.Refused) -> bytes:
-        log.info("command_refused", id=refusal.id, code=refusal.code, detail=refusal.message)
-        item = CommandRefused(refusal.id, refusal.code, refusal.message, refusal.recorded)
+        log.info(
+            "command_refused",
+            id=refusal.id,
+            code=refusal.code,
+            detail=refusal.message,
+            by=refusal.by,
+        )
+        item = CommandRefused(
+            refusal.id, refusal.code, refusal.message, refusal.recorded, by=refusal.by
+        )
         return await self._run(item, refusal.id)
 
     async def _run(self, item: Input, command_id: str) -> bytes:

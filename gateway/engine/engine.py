@@ -29,7 +29,15 @@ from typing import assert_never
 import structlog
 
 from drivers.panelproto import LampState
-from gateway.adapters import alarms_store, config_store, journal, rooms_store, schema, stays
+from gateway.adapters import (
+    access_store,
+    alarms_store,
+    config_store,
+    journal,
+    rooms_store,
+    schema,
+    stays,
+)
 from gateway.adapters.signals import Broadcast, RetainedChanges
 from gateway.adapters.store import Store
 from gateway.core.clock import ClockWatch
@@ -59,8 +67,10 @@ from gateway.core.effects import (
     SaveConfig,
     SaveCounter,
     SaveLedger,
+    SaveLockdown,
     SaveLogHead,
     SaveRoomStatus,
+    SaveStaffKey,
     SaveStay,
     SetPanelLamp,
     WritePoint,
@@ -213,6 +223,12 @@ class Engine:
         """Persist each decision (one op each, one transaction for all), then act, in order."""
         ops: list[Awaitable[None]] = []
         plans = [split(decision.effects) for _, decision, _ in decided]
+        # The state already holds these decisions: a lock the keeper reads meanwhile may
+        # differ from it by what is about to be committed, which is not drift.
+        for _, actions in plans:
+            for action in actions:
+                if isinstance(action, ReconcileLock) and action.cause != "verify":
+                    self._locks.expect_change(action.room)
         for (_, _, now), (persisted, _) in zip(decided, plans, strict=True):
             if persisted:
                 ops.append(self._store.write(functools.partial(self._persist, persisted, now)))
@@ -264,6 +280,10 @@ class Engine:
                     alarms_store.save_alarm(conn, alarm)
                 case SaveStay(stay=stay):
                     stays.save_stay(conn, stay)
+                case SaveStaffKey(key_id=key_id, key=key, revoked=revoked):
+                    access_store.save_staff_key(conn, key_id, key, revoked, now)
+                case SaveLockdown(lockdown=lockdown):
+                    access_store.save_lockdown(conn, lockdown)
                 case SaveCounter(device=device, point=point, value=value):
                     schema.set_point_value(conn, str(device), point, value, time.time())
                 case SaveLogHead(device=device, head=head):
@@ -341,8 +361,10 @@ class Engine:
             self._inbox.put(Tick())
             deadline = next_deadline(self.state, now)
             wait = CLOCK_CHECK_S
-            if deadline is not None:
-                wait = min(wait, max(0.0, (deadline - now).total_seconds()))
+            if deadline is not None and deadline > now:
+                wait = min(wait, (deadline - now).total_seconds())
+            # A deadline already due is the tick just queued: the committer moves it once it
+            # has decided, and says so (rather than this loop queueing ticks until then).
             self._deadlines_moved.clear()
             # asyncio.timeout, not wait_for: wait_for (3.11) can swallow the cancel of a stop
             # that arrives as the wait ends, and the loop would outlive the shutdown bound.

@@ -18,15 +18,21 @@ from gateway.adapters.signals import Broadcast
 from gateway.adapters.store import Store
 from gateway.config.floor import FloorConfig
 from gateway.core.alarms import Alarm, Refusal
+from gateway.core.audit import check_chain
 from gateway.core.inputs import AlarmAction, AuditAction
+from gateway.core.kinds import lock as lock_kind
 from gateway.core.ledger import local_date
+from gateway.core.locksync import SLOT_COUNT, plan_lock
 from gateway.engine.configs import ConfigKeeper
 from gateway.engine.engine import Engine, Inbox
 from gateway.engine.health import HealthMonitor
 from gateway.model.errors import ViewRefused
-from gateway.model.time import format_ts
+from gateway.model.time import format_ts, parse_ts
 from gateway.model.views import (
     AlarmRow,
+    AuditCheck,
+    AuditLog,
+    AuditRow,
     BusHealth,
     ConfigHistory,
     ConfigHistoryRow,
@@ -37,6 +43,8 @@ from gateway.model.views import (
     EventRow,
     HealthReasonRow,
     HealthView,
+    LockRow,
+    LockTable,
     MqttLink,
     OutboxInfo,
     RoomDetail,
@@ -290,6 +298,65 @@ class LiveFloorView:
         return ConfigHistory(
             tuple(ConfigHistoryRow(r.ts, r.action, r.sha256, r.reason, r.by) for r in rows)
         )
+
+    def locks(self) -> LockTable:
+        """Every lock's slots by kind, staff keys due, pending writes, battery; lockdown."""
+        state = self.engine.state
+        now = datetime.now(UTC)
+        authz = state.authz
+        rules = authz.staff.rules
+        split = SLOT_COUNT - rules.staff_slots
+        rows = []
+        for room in state.room_ids():
+            device = state.layout.device(room, "lock")
+            if device is None:
+                continue
+            slots = [state.points.last_known(device, "slot", i) for i in range(SLOT_COUNT)]
+            desired = authz.desired(room, now)
+            plan = plan_lock(desired, [v if isinstance(v, int) else None for v in slots])
+            held = [v for v in slots if isinstance(v, int) and v]
+            battery = lock_kind.battery(state, room, now)
+            due = [k.key_id for k in authz.staff.active() if k.token in desired.staff]
+            rows.append(
+                LockRow(
+                    room=room,
+                    online=state.points.online(device),
+                    guest=sum(1 for i, v in enumerate(slots) if i < split and v),
+                    staff=sum(1 for i, v in enumerate(slots) if i >= split and v),
+                    free=SLOT_COUNT - len(held),
+                    pending=len(plan.writes),
+                    staff_keys=tuple(due),
+                    overflow=authz.staff_overflow(room, now),
+                    battery=battery.percent,
+                    battery_level=battery.level,
+                    battery_stale=battery.stale,
+                )
+            )
+        lockdown = authz.staff.lockdown
+        on = lockdown is not None and lockdown.on
+        return LockTable(
+            locks=tuple(rows),
+            staff_slots=rules.staff_slots,
+            lockdown=on,
+            lockdown_by=lockdown.by if lockdown is not None and on else None,
+            lockdown_since=format_ts(lockdown.since) if lockdown is not None and on else None,
+        )
+
+    async def audit_log(self, since: str | None, limit: int) -> AuditLog:
+        """The last ``limit`` audit rows, at or after ``since`` if given."""
+        since_ts = None if since is None else format_ts(parse_ts(since))
+        records = await self.store.read(lambda c: schema.audit_rows(c, since_ts, limit))
+        return AuditLog(
+            tuple(
+                AuditRow(r.seq, r.ts, r.actor, r.action, r.room, dict(r.detail), r.hash)
+                for r in records
+            )
+        )
+
+    async def audit_verify(self) -> AuditCheck:
+        """The audit log's whole hash chain, checked (in the store's reader thread)."""
+        check = await self.store.read(lambda c: check_chain(*schema.audit_chain(c)))
+        return AuditCheck(check.ok, check.rows, check.unchained, check.first_bad, check.problem)
 
     def _bus_health(self, name: str, sched: BusScheduler) -> BusHealth:
         st = sched.stats()

@@ -78,7 +78,9 @@ Setpoint = Annotated[
 Mode = Literal["auto", "cool", "heat", "fan_only"]  # gateway.core.kinds.tstat.MODES
 Fan = Literal["auto", "low", "medium", "high"]  # gateway.core.kinds.tstat.FANS
 Circuit = Literal["entry", "main", "bedside", "bath"]
-ErrorCode = Literal["unauthenticated", "stale", "invalid", "unknown_room", "conflict", "internal"]
+ErrorCode = Literal[
+    "unauthenticated", "forbidden", "stale", "invalid", "unknown_room", "conflict", "internal"
+]
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 MAX_FLOOR_FILE_CHARS = 60_000  # within the 64 KiB command payload, with JSON escaping
 EventType = Literal[
@@ -112,6 +114,10 @@ EventType = Literal[
     "config.applied",
     "config.rolled_back",
     "config.refused",
+    "lock.battery",
+    "room.moved",
+    "lockdown.changed",
+    "audit",
 ]
 
 
@@ -360,8 +366,11 @@ class Reply(Message):
         default=None,
         description="Present when this is the original reply of an id already executed",
     )
+    by: str | None = Field(
+        default=None, description="The operator who signed the command (operator signatures)"
+    )
 
-    omit_when_none: ClassVar[frozenset[str]] = frozenset({"result", "error", "duplicate"})
+    omit_when_none: ClassVar[frozenset[str]] = frozenset({"result", "error", "duplicate", "by"})
 
     @model_validator(mode="after")
     def _one_outcome(self) -> Self:
@@ -374,7 +383,7 @@ class Reply(Message):
 
 
 class CommandEnvelope(Message):
-    """``{root}/cmd``: a signed command (``sig`` is HMAC-SHA256 of the canonical envelope)."""
+    """``{root}/cmd``: a signed command (the floor's HMAC key, or an operator's Ed25519 key)."""
 
     schema_: SchemaVersion = Field(default=1, alias="schema")
     id: Annotated[str, StringConstraints(min_length=1, max_length=128)] = Field(
@@ -385,9 +394,18 @@ class CommandEnvelope(Message):
     )
     issued_at: Timestamp = Field(description="Refused as stale if > 300 s old or > 30 s ahead")
     body: dict[str, Any]
-    sig: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] = Field(
-        description="Lowercase hex HMAC-SHA256 of the canonical JSON of the envelope without sig"
+    alg: Literal["ed25519"] | None = Field(
+        default=None, description="Present (with operator) when an operator signed the command"
     )
+    operator: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = Field(
+        default=None, description="The signing operator's id (with alg)"
+    )
+    sig: Annotated[str, StringConstraints(pattern=r"^([0-9a-f]{64}|[0-9a-f]{128})$")] = Field(
+        description="Lowercase hex of the signature over the canonical JSON of the envelope"
+        " without sig: HMAC-SHA256 with the floor's key, or Ed25519 with the operator's key"
+    )
+
+    omit_when_none: ClassVar[frozenset[str]] = frozenset({"alg", "operator"})
 
 
 class Preferences(Message):
@@ -572,6 +590,70 @@ class ReplayResult(Message):
     )
 
 
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+LocalTime = Annotated[
+    str,
+    StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$"),
+    Field(description="Local time HH:MM in the floor's time zone"),
+]
+KeyId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f]+$")]
+
+
+class StaffSchedule(Message):
+    """When a staff key is due: on ``days``, from ``from``:00 inclusive to ``until``:00
+    exclusive, local time; an ``until`` earlier than ``from`` runs past midnight."""
+
+    days: list[Day] = Field(min_length=1, max_length=7)
+    from_: LocalTime = Field(alias="from")
+    until: LocalTime
+
+    @model_validator(mode="after")
+    def _span(self) -> Self:
+        if self.from_ == self.until:
+            raise ValueError("from and until are the same time (omit the schedule instead)")
+        return self
+
+
+class StaffKeyBody(Message):
+    """``staff_key``: add or revoke a staff credential, written into the locks of its zones
+    only while its schedule allows."""
+
+    op: Literal["add", "revoke"]
+    key_id: KeyId
+    token: Token | None = Field(default=None, description="Required to add")
+    zones: list[Annotated[str, Field(min_length=1, max_length=32)]] | None = Field(
+        default=None,
+        min_length=1,
+        description='Room ids, or ["floor"] for every room; required to add',
+    )
+    schedule: StaffSchedule | None = Field(default=None, description="None: always due")
+    security: bool = False
+
+    @model_validator(mode="after")
+    def _complete(self) -> Self:
+        if self.op == "add" and (self.token is None or self.zones is None):
+            raise ValueError("op add needs token and zones")
+        return self
+
+
+class LockdownBody(Message):
+    """``lockdown``: on, every lock keeps only security keys and remote unlock is refused,
+    across restarts; off, every lock goes back to what is authorised."""
+
+    on: bool
+    by: Text
+    reason: Annotated[str, StringConstraints(max_length=256)]
+
+
+class MoveRoomBody(Message):
+    """``move_room``: the stay's tokens open ``to`` at once and ``from`` until the grace ends."""
+
+    stay_id: Text
+    from_: RoomId = Field(alias="from")
+    to: RoomId
+    grace_s: Annotated[int, Field(ge=0, le=900)] = 300
+
+
 COMMAND_BODIES: dict[str, type[Message]] = {
     "checkin": CheckinBody,
     "checkout": CheckoutBody,
@@ -588,5 +670,8 @@ COMMAND_BODIES: dict[str, type[Message]] = {
     "set_housekeeping": SetHousekeepingBody,
     "set_energy": SetEnergyBody,
     "replay": ReplayBody,
+    "move_room": MoveRoomBody,
+    "staff_key": StaffKeyBody,
+    "lockdown": LockdownBody,
 }
 """Each command ``type`` of mqtt.md and the model of its ``body``."""

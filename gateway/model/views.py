@@ -31,6 +31,9 @@ __all__ = [
     "AlarmRow",
     "AlarmTable",
     "AlarmUpdate",
+    "AuditCheck",
+    "AuditLog",
+    "AuditRow",
     "BusHealth",
     "ConfigHistory",
     "ConfigHistoryRow",
@@ -45,6 +48,8 @@ __all__ = [
     "FloorView",
     "HealthReasonRow",
     "HealthView",
+    "LockRow",
+    "LockTable",
     "MqttLink",
     "OutboxInfo",
     "Result",
@@ -73,6 +78,9 @@ READ_COMMANDS = frozenset(
         "config.show",
         "config.history",
         "energy",
+        "locks",
+        "audit",
+        "audit.verify",
     }
 )
 # Requests that change something (or load a bus): admin group, audited.
@@ -362,6 +370,65 @@ class EventLog(_Json):
 
 
 @dataclass(frozen=True, slots=True)
+class LockRow(_Json):
+    """One lock: its slots by kind, pending work, staff keys left out, battery, lockdown."""
+
+    room: str
+    online: bool
+    guest: int  # slots holding a guest's token now (as last read)
+    staff: int  # staff slots holding a staff key now (as last read)
+    free: int  # empty slots
+    pending: int  # slots still to be written (offline, or not yet done)
+    staff_keys: tuple[str, ...]  # key ids due in this lock now
+    overflow: tuple[str, ...]  # key ids due here that its staff slots cannot hold
+    battery: int | None  # percent; None when unknown or stale
+    battery_level: str | None  # ok | low | critical
+    battery_stale: bool  # not read for 24 h (or not since the daemon started)
+
+
+@dataclass(frozen=True, slots=True)
+class LockTable(_Json):
+    """``floorctl locks``: every lock, the staff slots, and whether the floor is in lockdown."""
+
+    locks: tuple[LockRow, ...]
+    staff_slots: int
+    lockdown: bool
+    lockdown_by: str | None = None
+    lockdown_since: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow(_Json):
+    """One audit row: who did what, and its place in the hash chain."""
+
+    seq: int
+    ts: str
+    actor: str
+    action: str
+    room: str | None
+    detail: Mapping[str, Any]
+    hash: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditLog(_Json):
+    """``floorctl audit``: audit rows in sequence order."""
+
+    rows: tuple[AuditRow, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditCheck(_Json):
+    """``floorctl audit verify``: the whole chain checked; the first row that does not match."""
+
+    ok: bool
+    rows: int
+    unchained: int  # rows from before the chain existed (not checked)
+    first_bad: int | None  # sequence number of the first row that does not match
+    problem: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class ScanResult(_Json):
     """``floorctl scan BUS``: the unit ids that answered, of ``probed`` tried."""
 
@@ -435,6 +502,9 @@ Result = (
     | ConfigView
     | ConfigHistory
     | EnergyLedger
+    | LockTable
+    | AuditLog
+    | AuditCheck
 )
 
 
@@ -512,6 +582,18 @@ class FloorView(Protocol):
 
     async def config_history(self, limit: int) -> ConfigHistory:
         """The newest ``limit`` steps of remote configuration, oldest first."""
+        ...
+
+    def locks(self) -> LockTable:
+        """Every lock's slots, staff keys, pending writes and battery."""
+        ...
+
+    async def audit_log(self, since: str | None, limit: int) -> AuditLog:
+        """The last ``limit`` audit rows (at or after ``since``, RFC 3339, if given)."""
+        ...
+
+    async def audit_verify(self) -> AuditCheck:
+        """Check the audit log's whole hash chain."""
         ...
 
 
