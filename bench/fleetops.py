@@ -1,6 +1,6 @@
 """Fleet benchmark: the cost of metrics, and remote configuration's switch and rollback times.
 
-    .venv/bin/python bench/fleet.py [--seconds 40] [--warmup 8] [--rounds 2] [--scrape-s 1]
+    .venv/bin/python bench/fleetops.py [--seconds 40] [--warmup 8] [--rounds 2] [--scrape-s 1]
                                     [--confirm-s 5] [--skip-metrics] [--skip-config]
 
 The whole gateway as deployed (bench/calls.py's ``GatewayRun``: floorgated as its own
