@@ -128,7 +128,7 @@ def gateway(stored: set[int], *, lost: set[int] = frozenset()) -> Any:  # type: 
     def answer(n: int, env: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         assert env["type"] == "replay"
         body = env["body"]
-        wanted = range(body["from_seq"], body["to_seq"] + 1)
+        wanted = range(body["from_seq"], body.get("to_seq", max(stored | lost | {0})) + 1)
         out = [
             (f"{ROOT}/replay", {**EVENT, "seq": s, "id": f"e{s}"}) for s in wanted if s in stored
         ]
@@ -277,3 +277,15 @@ def test_an_operators_replay_passes_the_gateways_check_and_a_forgery_does_not() 
         "replay", {"from_seq": 1}, fc.Operator("desk-7", Ed25519PrivateKey.generate())
     )
     assert isinstance(gw.authenticate(json.dumps(stranger).encode(), creds), gw.Refused)
+
+
+async def test_a_floor_catches_up_from_its_last_seq_after_a_lost_session() -> None:
+    central, broker = central_with(gateway({3, 4}))
+    floor = await central.floor("demo-12", timeout_s=1)
+    with floor.events() as stream:
+        for seq in (1, 2):
+            deliver(central, "events", {**EVENT, "seq": seq, "id": f"e{seq}"})
+        floor.catch_up()  # as after a CONNACK without Session Present
+        got = await collect(stream, 4)
+    assert seqs(got) == [1, 2, 3, 4]
+    assert broker.sent[0][1]["body"] == {"from_seq": 3}

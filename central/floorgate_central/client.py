@@ -102,6 +102,7 @@ class Central:
         self._by_root: dict[str, Floor] = {}
         self._pending: dict[str, asyncio.Future[Mapping[str, Any]]] = {}
         self._client: aiomqtt.Client | None = None
+        self._session_present = True  # the last CONNACK's flag (nothing to catch up at first)
         self._v5 = False
         self._link = asyncio.Event()  # replaced at every connect and disconnect
         self._statuses = asyncio.Event()  # replaced at every status received
@@ -230,6 +231,11 @@ class Central:
                     )
                     self._set_link(client)
                     log.info("connected", extra={"protocol": self.protocol})
+                    if not self._session_present:
+                        # The broker had no session for us: what it would have queued
+                        # while we were away is gone; each floor's gateway still has it.
+                        for floor in self._by_root.values():
+                            floor.catch_up()
                     async for message in client.messages:
                         self._dispatch(message)
             except aiomqtt.MqttError as exc:
@@ -261,6 +267,20 @@ class Central:
         return client
 
     def _new_client(self, *, v5: bool) -> aiomqtt.Client:
+        client = self._make_client(v5=v5)
+        # aiomqtt drops CONNACK's Session Present flag: read it on the way through.
+        inner = client._client
+        on_connect = inner.on_connect
+        assert on_connect is not None  # aiomqtt sets it when it makes the paho client
+
+        def connected(c: Any, userdata: Any, flags: Any, *rest: Any) -> None:
+            self._session_present = bool(getattr(flags, "session_present", False))
+            on_connect(c, userdata, flags, *rest)
+
+        inner.on_connect = connected
+        return client
+
+    def _make_client(self, *, v5: bool) -> aiomqtt.Client:
         username, password = self._auth
         common: dict[str, Any] = {
             "identifier": self.client_id,
@@ -314,6 +334,8 @@ class Central:
                 root, self, self._keys, self._history, gaps=self._gaps,
                 operator=self._operator, last_seq=self._resume.get(root),
             )  # fmt: skip
+            if root in self._resume:
+                floor.catch_up()  # what was published since the seq handed over
         floor.receive(sub, bytes(payload))
         if sub in DISCOVERY:
             self._statuses.set()

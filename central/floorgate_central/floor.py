@@ -167,6 +167,7 @@ class Floor:
         """Replay requests sent to fill gaps (a figure for monitoring)."""
         self._abandoned: list[SeqRange] = []
         self._filling: asyncio.Task[None] | None = None
+        self._catching_up: asyncio.Task[None] | None = None
         self._hold_timer: asyncio.TimerHandle | None = None
         self._arrived = asyncio.Event()  # replaced at every event accepted
         self._history: deque[Event] = deque(maxlen=history)
@@ -318,8 +319,9 @@ class Floor:
 
     def close(self) -> None:
         """End every stream of this floor (and its gap filling)."""
-        if self._filling is not None:
-            self._filling.cancel()
+        for task in (self._filling, self._catching_up):
+            if task is not None:
+                task.cancel()
         if self._hold_timer is not None:
             self._hold_timer.cancel()
         for events in list(self._event_streams):
@@ -384,6 +386,29 @@ class Floor:
             )
         if (self._filling is None or self._filling.done()) and self._open_gaps():
             self._filling = asyncio.create_task(self._fill(), name=f"replay[{self.root}]")
+
+    def catch_up(self) -> None:
+        """Ask for every stored event after the last one received (in the background):
+        after a session the broker lost, or on taking a floor over from ``last_seq``."""
+        if not self._gaps.enabled or self._seq.filter.last_seq is None:
+            return
+        if self._catching_up is None or self._catching_up.done():
+            self._catching_up = asyncio.create_task(self._catch_up(), name=f"catch-up[{self.root}]")
+
+    async def _catch_up(self) -> None:
+        first = (self._seq.filter.last_seq or 0) + 1
+        while True:
+            try:
+                self.replays += 1
+                reply = await self.command("replay", {"from_seq": first}, operator=self._operator)
+            except (CommandError, NoKey) as exc:
+                log.warning("catch_up_failed", extra={"root": self.root, "why": str(exc)})
+                return
+            self._gone(reply.result.get("missing"))
+            last, count = reply.result.get("last_seq"), reply.result.get("count")
+            if not isinstance(last, int) or not isinstance(count, int) or count < REPLAY_MAX:
+                return
+            first = last + 1
 
     def _stop_holding(self) -> None:
         """Deliver what is held (gaps marked); later fills come out of order."""
