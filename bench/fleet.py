@@ -342,6 +342,10 @@ async def consumer_main(args: argparse.Namespace) -> None:
         keys = defaultdict(lambda: FLEET_KEY, {g: bytes.fromhex(k) for g, k in given.items()})
     counts: dict[str, dict[str, Any]] = {}
     latency: list[float] = []
+    # Every floor starts after the consumers: nothing processed yet, seq 0 (so a floor's
+    # first events lost with a broker's session are asked for too).
+    roots = [f"{FLEET_ROOT}/{gateway_id(n)}" for n in range(args.count)]
+    roots += [f"hotel/fleetd/{g}" for g in keys]
     central = fc.Central(
         "127.0.0.1",
         args.port,
@@ -350,6 +354,7 @@ async def consumer_main(args: argparse.Namespace) -> None:
         roots=["hotel/+/+"],
         partition=(args.member, 2),
         history=50,
+        resume=dict.fromkeys(roots, 0),
         reconnect_max_s=2.0,
     )
     followed: set[str] = set()
@@ -526,7 +531,7 @@ class Fleet:
         keys_file.write_text(json.dumps({g: bytes.fromhex(k).hex() for g, k in self.keys.items()}))
         for m in range(2):
             argv = ["--role", "consumer", "--member", str(m), "--port", str(self.broker.port),
-                    "--keys", str(keys_file)]  # fmt: skip
+                    "--keys", str(keys_file), "--count", str(self.n)]  # fmt: skip
             c = await spawn(f"consumer-{m}", argv, self.dir / f"consumer-{m}.log")
             await c.read(60)
             self.consumers.append(c)
