@@ -341,7 +341,8 @@ async def consumer_main(args: argparse.Namespace) -> None:
         given = json.loads(Path(args.keys).read_text())  # noqa: ASYNC240 - at start-up
         keys = defaultdict(lambda: FLEET_KEY, {g: bytes.fromhex(k) for g, k in given.items()})
     counts: dict[str, dict[str, Any]] = {}
-    latency: list[float] = []
+    latency: list[tuple[float, float]] = []  # (stamp, seconds late)
+    slow: list[list[Any]] = []  # calls late: (stamp, late s, seq, root, open gaps, replays)
     notes: dict[str, int] = {}  # the library's log records by name (gaps, replays, retries)
 
     class Notes(logging.Handler):
@@ -381,7 +382,11 @@ async def consumer_main(args: argparse.Namespace) -> None:
                     c["gaps"] += e.seq - c["last"] - 1
                 c["last"] = e.seq
                 if e.type == "alarm.raised" and "bench_ts" in e.data:
-                    latency.append(time.time() - float(e.data["bench_ts"]))
+                    stamp = float(e.data["bench_ts"])
+                    latency.append((stamp, time.time() - stamp))
+                    if time.time() - stamp > CALL_P99_LIMIT_S:
+                        slow.append([round(stamp, 1), round(time.time() - stamp, 1), e.seq,
+                                     floor.root, len(floor.missing), floor.replays])  # fmt: skip
 
     async def discover() -> None:
         while True:
@@ -417,6 +422,7 @@ async def consumer_main(args: argparse.Namespace) -> None:
                         },
                         "replays": sum(f.replays for f in floors.values()),
                         "notes": notes,
+                        "slow": slow[-20:],
                         "latency": latency[-20000:] if cmd.get("latency") else [],
                         **usage(),
                     }
@@ -667,7 +673,7 @@ async def run_once(args: argparse.Namespace, n: int) -> dict[str, Any]:
                 break
             await asyncio.sleep(1)
         ws0, cs0 = await fleet.stats(latency=True)
-        mono0 = time.monotonic()
+        mono0, wall0 = time.monotonic(), time.time()
         bpid = fleet.broker.process.pid if fleet.broker.process else 0
         b0 = proc_usage(bpid)
         await asyncio.sleep(args.seconds)
@@ -676,7 +682,8 @@ async def run_once(args: argparse.Namespace, n: int) -> dict[str, Any]:
         secs = time.monotonic() - mono0
         produced = sum(w["produced"] for w in ws1) - sum(w["produced"] for w in ws0)
         received = sum(c["events"] for c in cs1) - sum(c["events"] for c in cs0)
-        lat = [x for c in cs1 for x in c["latency"]]
+        # Calls made in the window (one made before it and delivered late is the start-up's).
+        lat = [late for c in cs1 for stamp, late in c["latency"] if stamp >= wall0]
         w_cpu = sum(w1["cpu_s"] - w0["cpu_s"] for w0, w1 in zip(ws0, ws1, strict=True))
         w_rss = sum(w["rss_mb"] for w in ws1)
         c_cpu = [c1["cpu_s"] - c0["cpu_s"] for c0, c1 in zip(cs0, cs1, strict=True)]
@@ -757,6 +764,10 @@ async def run_once(args: argparse.Namespace, n: int) -> dict[str, Any]:
             for k, v in x["notes"].items():
                 notes[k] = notes.get(k, 0) + v
         print(f"  the consumers' log, whole run: {notes or 'nothing'}")
+        for x in cs:
+            for stamp, late, seq, root, gaps, asked in x["slow"]:
+                print(f"    late call: {root} seq {seq} at +{stamp - wall0:.0f} s of the window, "
+                      f"{late:.1f} s late; open gaps {gaps}, replays asked {asked}")  # fmt: skip
         reasons = []
         if lost or short or ooo:
             reasons.append("events lost or out of order")
