@@ -672,6 +672,9 @@ async def run_once(args: argparse.Namespace, n: int) -> dict[str, Any]:
             if sum(c["floors"] for c in cs) >= total:
                 break
             await asyncio.sleep(1)
+        # Start-up over (each consumer took every floor's retained state and asked each of
+        # its floors for what it missed): the steady window starts after a warm-up.
+        await asyncio.sleep(args.warmup)
         ws0, cs0 = await fleet.stats(latency=True)
         mono0, wall0 = time.monotonic(), time.time()
         bpid = fleet.broker.process.pid if fleet.broker.process else 0
@@ -827,6 +830,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--daemons", type=int, default=3)
     p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--warmup", type=float, default=30.0, help="seconds before the window")
     p.add_argument("--events-per-room-hour", type=float, default=sum(MIX.values()))
     p.add_argument("--jitter", type=float, default=5.0, help="[mqtt] reconnect_jitter_s")
     p.add_argument("--no-restarts", action="store_true")
