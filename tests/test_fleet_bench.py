@@ -17,7 +17,8 @@ pytestmark = pytest.mark.integration
 def test_twenty_floors_lose_nothing_through_broker_restarts() -> None:
     argv = [
         sys.executable, str(REPO / "bench" / "fleet.py"), "--floors", "20", "--workers", "2",
-        "--daemons", "1", "--seconds", "10", "--events-per-room-hour", "60", "--jitter", "1",
+        "--daemons", "1", "--seconds", "10", "--warmup", "2", "--events-per-room-hour", "60",
+        "--jitter", "1",
     ]  # fmt: skip
     done = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("FLEET RESULT ")]
