@@ -55,9 +55,8 @@ name = "lan"
 kind = "modbus-tcp"
 host = "127.0.0.1"
 port = "${FLOORGATE_MODBUS_PORT:-15020}"
-# No line physics on TCP: sample the call counters every 80 ms (the profile's 300 ms is
-# sized for RS-485).
-intervals_ms = { emergency = 80 }
+# No intervals_ms here: on a TCP endpoint the emergency class (the call counters) is
+# sampled every 100 ms by default, not at the profile's 300 ms sized for RS-485.
 
 [[bus]]
 name = "panel"

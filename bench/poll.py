@@ -59,7 +59,7 @@ from drivers.modbus import ModbusTransport
 from drivers.observations import DriverObservation, PointObserved
 from drivers.panelproto import CallPlaced
 from drivers.planner import ReadPlanner
-from drivers.points import PolledDevice
+from drivers.points import KIND_INTERVAL_CAPS_MS, PolledDevice
 from drivers.profile import PollClass, Table
 from drivers.scheduler import BusScheduler
 from floorsim.control import call, default_socket, socket_is_live
@@ -197,8 +197,9 @@ def full_read(config: FloorConfig, room: str) -> str:
 def signatures(config: FloorConfig, bus: str, overrides: dict[PollClass, int]) -> dict:
     """(unit, table, address, count) of each poll group's first request -> its class."""
     out: dict[tuple[int, Table, int, int], tuple[str, PollClass, int]] = {}
+    caps = KIND_INTERVAL_CAPS_MS.get(config.bus(bus).kind, {})
     for spec in config.devices(bus):
-        dev = PolledDevice(spec, DeviceHealth(), overrides)
+        dev = PolledDevice(spec, DeviceHealth(), overrides, caps)
         for group, (cls, interval_ms) in dev.group_class.items():
             first = dev.plan(dev.groups[group], group)[0]
             key = (spec.unit, first.table, first.address, first.count)
@@ -254,6 +255,7 @@ async def measure(
                 config.devices(bus.name),
                 on_observation=on_observation,
                 intervals_ms=intervals,
+                kind=bus.kind,
                 offline_after=config.poll.offline_after,
                 probe_max_s=config.poll.probe_max_s,
             )
