@@ -14,7 +14,10 @@ module owns the serial port and the line's timing, which pymodbus' client does n
   exception), has arrived: a bad CRC fails at once instead of at the timeout;
 - bytes that are not the answer (another unit's late answer, noise) are dropped and restart
   the wait, and a unit that timed out is not asked again until its late answer, if any,
-  would be over.
+  would be over;
+- a unit heard answering after its timeout is remembered: its next timeout holds the line
+  until its late answer is over, so that it never runs into the next request (a unit that
+  stays silent costs only its timeout).
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ EXCEPTION_ANSWER_BYTES = 5  # unit, function | 0x80, exception code, CRC (2)
 # Stray bytes restart the wait for an answer, but never past this many times the first wait:
 # a line full of noise still ends each exchange in bounded time.
 MAX_WAIT_FACTOR = 4.0
+HUNG_UP_AFTER = 3  # empty reads of a readable port in a row that mean it hung up
+MAX_LATE_S = 0.5  # answers later than this are not waited for: the unit is just silent
 
 
 def silence_s(baud: int, bits_per_char: int) -> float:
@@ -76,11 +81,17 @@ class RtuLine:
         self._last_rx = -math.inf  # when the last byte was heard on the line
         self._tx_end = -math.inf  # when our last request left the wire
         self._not_before: dict[int, float] = {}  # unit -> when its late answer would be over
+        # Units heard answering after their timeout: how long after their request's end
+        # their answer was over. Their next timeout holds the line that long (a late answer
+        # must not run into the next request), a silent unit's costs nothing more.
+        self._late_s: dict[int, float] = {}
+        self._expired: tuple[int, float, int] | None = None  # unit, request end, answer bytes
         # The exchange in progress: its answer's bytes and the future its completion sets.
         self._rx = bytearray()
         self._heard = 0  # bytes heard during it, the answer's or not
         self._waiting: asyncio.Future[None] | None = None
         self._lost: BaseException | None = None
+        self._empty_reads = 0  # readable with nothing to read, in a row
         self._closed = False
 
     @property
@@ -136,6 +147,7 @@ class RtuLine:
         except (serial.SerialException, OSError, ValueError) as exc:
             raise BusGoneError(f"cannot open {self.port}: {exc}") from exc
         self._serial = port
+        self._empty_reads = 0
         asyncio.get_running_loop().add_reader(port.fileno(), self._on_readable)
 
     async def _wait_line_free(self, unit: int) -> None:
@@ -144,9 +156,11 @@ class RtuLine:
             free_at = max(self._last_rx, self._tx_end) + self.silence_s
             free_at = max(free_at, self._not_before.get(unit, -math.inf))
             delay = free_at - self._clock()
-            if delay <= 0:
+            if delay <= 0 and not self._drain():
                 self._not_before.pop(unit, None)
                 return
+            if delay <= 0:
+                continue  # bytes were waiting unread: the line was not silent
             await asyncio.sleep(delay)
             if self._serial is None:
                 raise BusGoneError(f"{self.port} lost")
@@ -187,32 +201,64 @@ class RtuLine:
     async def _answer(
         self, unit: int, function: int, answer_bytes: int, done: asyncio.Future[None]
     ) -> bytes:
+        loop = asyncio.get_running_loop()
         wait = self._answer_timeout_s + answer_bytes * self.char_s
         first_deadline = deadline = self._tx_end + wait
+        holding = False  # past the timeout, letting a known late answer pass
+        late_answer = False
         while True:
             remaining = deadline - self._clock()
-            if remaining > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(remaining):
-                        await asyncio.shield(done)
+            if remaining > 0 and not done.done():
+                # One timer that wakes the same future the reader wakes: cheaper per answer
+                # than asyncio.timeout() around a shielded wait.
+                timer = loop.call_later(remaining, _wake, done)
+                try:
+                    await done
+                finally:
+                    timer.cancel()
             if self._lost is not None:
                 raise BusGoneError(f"{self.port}: {self._lost}") from self._lost
             frame, stray = self._take(unit, function, answer_bytes)
             if frame is not None:
+                if holding:
+                    late_answer = True  # it passed: still a timeout
+                    break
                 return frame
             if stray:  # someone else's bytes: our answer may come after them
                 deadline = min(
                     max(deadline, self._last_rx + wait), first_deadline + wait * MAX_WAIT_FACTOR
                 )
             if self._clock() >= deadline:
-                break
+                hold = self._hold_until(unit, first_deadline)
+                if holding or self._heard or hold <= deadline:
+                    break
+                # A unit known to answer late: its answer is on its way, let it pass.
+                holding, deadline = True, hold
             if done.done():
-                self._waiting = done = asyncio.get_running_loop().create_future()
+                self._waiting = done = loop.create_future()
         # Our unit may still answer late: keep it waiting for as long again.
         self._not_before[unit] = self._clock() + wait
+        if late_answer:
+            raise BusTimeoutError("answered after the timeout")
+        self._expired = (unit, self._tx_end, answer_bytes)
         if self._heard:
             raise FrameError(f"{self._heard} bytes, no valid frame")
         raise BusTimeoutError("no answer")
+
+    def _hold_until(self, unit: int, deadline: float) -> float:
+        late = self._late_s.get(unit)
+        return deadline if late is None else max(deadline, self._tx_end + late)
+
+    def _note_late(self, first_byte: int, now: float) -> None:
+        """Bytes heard outside an answer: if from the unit that last timed out, how late it is."""
+        if self._expired is None:
+            return
+        unit, request_end, answer_bytes = self._expired
+        self._expired = None
+        if first_byte != unit or now - request_end > MAX_LATE_S:
+            return
+        late = now - request_end + answer_bytes * self.char_s + self.silence_s
+        self._late_s[unit] = min(max(late, self._late_s.get(unit, 0.0)), MAX_LATE_S)
 
     def _take(self, unit: int, function: int, answer_bytes: int) -> tuple[bytes | None, bool]:
         """The answer if the buffer holds it whole; and whether stray bytes were dropped.
@@ -223,6 +269,8 @@ class RtuLine:
         stray = False
         while len(buf) >= 2:
             if buf[0] != unit or buf[1] not in (function, function | EXCEPTION_BIT):
+                if not stray:
+                    self._note_late(buf[0], self._last_rx)
                 start = _find(buf, unit, function)
                 stray = True
                 if start < 0:
@@ -243,6 +291,25 @@ class RtuLine:
 
     # -- the port ------------------------------------------------------------------------------
 
+    def _drain(self) -> bool:
+        """Read what the port holds unread (the reader may not have run yet); True if any."""
+        port = self._serial
+        if port is None:
+            raise BusGoneError(f"{self.port} lost")
+        try:
+            data = os.read(port.fileno(), 4096)
+        except BlockingIOError:
+            return False
+        except OSError as exc:
+            self._drop(exc)
+            raise BusGoneError(f"{self.port}: {exc}") from exc
+        if not data:  # a raw tty with nothing to read (a hang-up shows as readable, or EIO)
+            return False
+        self._empty_reads = 0
+        self._last_rx = self._clock()
+        self._note_late(data[0], self._last_rx)
+        return True
+
     def _on_readable(self) -> None:
         port = self._serial
         if port is None:
@@ -254,12 +321,18 @@ class RtuLine:
         except OSError as exc:
             self._drop(exc)
             return
-        if not data:  # readable with nothing to read: the port hung up
-            self._drop(OSError("the port hung up"))
+        if not data:
+            # Readable with nothing to read: once after _drain took the bytes; again and
+            # again on a port that hung up (a USB adapter pulled), which must not spin.
+            self._empty_reads += 1
+            if self._empty_reads >= HUNG_UP_AFTER:
+                self._drop(OSError("the port hung up"))
             return
+        self._empty_reads = 0
         self._last_rx = self._clock()
-        if self._waiting is None:
-            return  # between exchanges: noise or a late answer, only its timing matters
+        if self._waiting is None:  # between exchanges: noise or a late answer
+            self._note_late(data[0], self._last_rx)
+            return
         self._rx += data
         self._heard += len(data)
         if not self._waiting.done():
@@ -277,6 +350,11 @@ class RtuLine:
             self._lost = exc
             if not self._waiting.done():
                 self._waiting.set_result(None)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _find(buf: bytearray, unit: int, function: int) -> int:

@@ -155,6 +155,34 @@ async def test_silence_times_out_and_a_late_answer_is_not_the_next_one(
         rtu.close()
 
 
+async def test_a_unit_heard_answering_late_holds_the_line_on_its_next_timeout(
+    pty: tuple[FarEnd, str],
+) -> None:
+    far, path = pty
+    rtu = line(path, timeout_s=0.05)
+    try:
+        exchange = asyncio.create_task(rtu.exchange(3, READ_3, len(ANSWER_3)))
+        await far.request()
+        t0 = time.monotonic()
+        with pytest.raises(BusTimeoutError):
+            await exchange
+        await asyncio.sleep(max(0.0, t0 + 0.3 - time.monotonic()))  # the device is that slow
+        far.say(ANSWER_3)  # heard between exchanges: unit 3 answers about 0.3 s late
+        exchange = asyncio.create_task(rtu.exchange(3, READ_3, len(ANSWER_3)))
+        await far.request()
+        t1 = time.monotonic()
+        with pytest.raises(BusTimeoutError):
+            await exchange  # silent this time: the line was held for its late answer
+        assert time.monotonic() - t1 >= 0.25  # not the 0.05 s timeout (a lower bound)
+        # A unit never heard late costs only its timeout (not asserted: time only adds).
+        exchange = asyncio.create_task(rtu.exchange(5, framed(bytes([5, 4, 0, 0, 0, 3])), 11))
+        await far.request()
+        with pytest.raises(BusTimeoutError):
+            await exchange
+    finally:
+        rtu.close()
+
+
 async def test_garbage_then_silence_is_a_frame_error(pty: tuple[FarEnd, str]) -> None:
     far, path = pty
     rtu = line(path, timeout_s=0.05)

@@ -243,9 +243,9 @@ class RtuLine:
             req_end + self.gap_s + self.turnaround_s + answer.delay_s + len(reply) * self.char_s
         )
         await _sleep_until(loop, reply_end)
+        self._replied_at = loop.time()  # before the write: never later than the master hears it
         self.link.write(reply)
         self._free_at = reply_end
-        self._replied_at = loop.time()
         self._count("replies_sent")
 
     def _speed_ok(self) -> bool:
