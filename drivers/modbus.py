@@ -151,12 +151,19 @@ class _RtuTransport(ModbusTransport):
         request: ModbusPDU = call(self._requests)
         frame = self._framer.buildFrame(request)
         answer = await self._line.exchange(request.dev_id, frame, _answer_bytes(request))
+        # pymodbus' response classes decode the PDU; DecodePDU.decode would also format
+        # every answer for a debug log nobody reads.
+        pdu: ModbusPDU
+        if answer[1] & 0x80:
+            pdu = ExceptionResponse(answer[1] & 0x7F)
+        elif (response := self._decoder.lookupPduClass(answer)) is not None:
+            pdu = response()
+        else:
+            raise FrameError(f"an answer with function code {answer[1]}")
         try:
-            pdu = self._decoder.decode(answer[1:-2])
+            pdu.decode(answer[2:-2])
         except (ModbusException, ValueError, IndexError, struct_error) as exc:
             raise FrameError(f"undecodable answer: {exc}") from exc
-        if pdu is None:
-            raise FrameError("undecodable answer")
         return pdu
 
 
