@@ -227,6 +227,7 @@ def test_every_input_type_is_decided(layout: Any) -> None:
         inputs.LockRepaired(RoomId("1201"), lock, 1, 0, drift=True),
         inputs.AccessLogRead(lock, [LogEntry(1, "granted", 0x1234)], gap=0, last_seen=1),
         inputs.Lifecycle("gateway.started", {"version": "x"}),
+        inputs.ConfigVerdict("ab" * 32, ()),
     ]
     assert {type(i) for i in one_of_each} == set(get_args(inputs.Input))
     for item in one_of_each:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from gateway.cli.discovery import ENV_CONFIG, FloorFileError, SocketChoice
 from gateway.cli.results import Output
 from gateway.model.errors import DaemonUnreachableError, ViewRefused
-from gateway.model.views import AuditCheck
+from gateway.model.views import AuditCheck, HealthView
 
 __all__ = [
     "EX_ERROR",
@@ -67,7 +67,10 @@ def failure(
 
 
 def of_output(output: Output) -> Failure:
-    """How floorctl ends after printing ``output``: 0, or 1 for a broken audit chain."""
+    """How floorctl ends after printing ``output``: 0, or 1 for a floor not healthy or a
+    broken audit chain."""
+    if isinstance(output, HealthView) and output.level != "ok":
+        return Failure(EX_ERROR, [])
     if isinstance(output, AuditCheck) and not output.ok:
         why = output.problem or "does not match"
         return Failure(EX_ERROR, [f"audit row {output.first_bad}: {why}"])

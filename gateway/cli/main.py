@@ -19,10 +19,12 @@ from gateway.cli import (
     alarms,
     audit,
     completion,
+    config,
     devices,
     energy,
     events,
     exits,
+    health,
     locks,
     outbox,
     render,
@@ -38,7 +40,10 @@ from gateway.model.errors import DaemonUnreachableError, ViewRefused
 __all__ = ["GROUPS", "build_parser", "main"]
 
 # In the order `floorctl --help` lists them.
-GROUPS = (status, rooms, devices, alarms, events, outbox, energy, locks, audit, scan, completion)
+GROUPS = (
+    status, health, rooms, devices, alarms, events, outbox, energy, locks, audit, config, scan,
+    completion,
+)  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -100,7 +105,8 @@ scanning a bus need 'floorgate-admin' (or root). Changes are audited with your u
 
 _EPILOG = f"""\
 examples:
-  floorctl status                     is the gateway healthy? MQTT, outbox, buses
+  floorctl status                     the gateway at a glance: MQTT, outbox, buses
+  floorctl health                     ok, degraded or failed, and why (exit 1 unless ok)
   floorctl floor                      every room at a glance (see its legend)
   floorctl room 1203                  everything about room 1203
   floorctl alarms                     open alarms, oldest first
@@ -109,6 +115,7 @@ examples:
   floorctl locks                      every lock's slots, staff keys, battery
   floorctl audit verify               check the audit log's hash chain
   floorctl scan rs485-a               which unit ids answer on bus rs485-a
+  floorctl config history             remote configuration: applied, rolled back, refused
   floorctl --json devices | jq .      any subcommand, as JSON for scripts
   floorctl completion bash > /etc/bash_completion.d/floorctl
 

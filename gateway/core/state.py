@@ -20,6 +20,7 @@ from gateway.core.authz import Authz
 from gateway.core.effects import Effect, WritePoint
 from gateway.core.points import PointTable
 from gateway.core.rejections import Rejections
+from gateway.core.remote_config import ConfigRecord
 from gateway.core.staff import StaffRules
 
 if TYPE_CHECKING:
@@ -159,6 +160,7 @@ class FloorState:
     link_up: bool = False
     rejections: Rejections = field(default_factory=Rejections)  # command.rejected coalescing
     dirty_rooms: set[RoomId] = field(default_factory=set)  # room states to publish again
+    config: ConfigRecord = field(default_factory=ConfigRecord)  # remote configuration
 
     def room_ids(self) -> list[RoomId]:
         """Every room, in floor-file order."""
