@@ -45,10 +45,10 @@ name = "rs485-{b}"
 kind = "modbus-rtu"
 port = "${{FLOORGATE_RUN_DIR:-/tmp/floorgate-bench}}/tty-rs485-{b}"
 baud = 19200
-# Devices start answering about 5 ms after a request (devices.md): allow 30. Each request
-# waits that plus its own answer's time on the wire, so a silent device costs a counter
-# read about 38 ms of line time, not the default 150 + 8.
-timeout_ms = 30
+# Devices start answering about 5 ms after a request (devices.md): allow 45, room for a
+# busy one. Each request waits that plus its own answer's time on the wire, so a silent
+# device costs a counter read about 55 ms of line time, not the default 150 + 10.
+timeout_ms = 45
 """
 
 OTHER_BUSES = """[[bus]]

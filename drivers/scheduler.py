@@ -651,9 +651,9 @@ _MISSING = object()
 def _raise_lost_cancel() -> None:
     """Raise CancelledError if this task was cancelled but an await swallowed it.
 
-    On Python 3.11, ``asyncio.wait_for`` (pymodbus waits for every answer with it) returns
-    the answer instead of raising when the cancel lands in the loop iteration in which the
-    answer arrives (CPython gh-86296, fixed in 3.12). The request is still counted by
+    On Python 3.11, ``asyncio.wait_for`` (pymodbus' TCP client waits for every answer with
+    it) returns the answer instead of raising when the cancel lands in the loop iteration in
+    which the answer arrives (CPython gh-86296, fixed in 3.12). The request is still counted by
     ``Task.cancelling()``; without this check the worker would poll on past a stop.
     """
     task = asyncio.current_task()
