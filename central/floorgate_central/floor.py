@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import random
 from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -396,14 +397,21 @@ class Floor:
             self._catching_up = asyncio.create_task(self._catch_up(), name=f"catch-up[{self.root}]")
 
     async def _catch_up(self) -> None:
+        # Spread over grace_s: after a broker restart every floor asks at once.
+        await asyncio.sleep(random.uniform(0, self._gaps.grace_s))
         first = (self._seq.filter.last_seq or 0) + 1
+        failures = 0
         while True:
             try:
                 self.replays += 1
                 reply = await self.command("replay", {"from_seq": first}, operator=self._operator)
             except (CommandError, NoKey) as exc:
+                failures += 1
                 log.warning("catch_up_failed", extra={"root": self.root, "why": str(exc)})
-                return
+                if isinstance(exc, CommandRefused | NoKey) or failures >= self._gaps.rounds:
+                    return
+                await asyncio.sleep(random.uniform(0, self._gaps.wait_s))
+                continue
             self._gone(reply.result.get("missing"))
             last, count = reply.result.get("last_seq"), reply.result.get("count")
             if not isinstance(last, int) or not isinstance(count, int) or count < REPLAY_MAX:
