@@ -226,6 +226,8 @@ def test_every_input_type_is_decided(layout: Any) -> None:
         inputs.AuditAction("tech", "floorctl.scan", None, {}),
         inputs.LockRepaired(RoomId("1201"), lock, 1, 0, drift=True),
         inputs.AccessLogRead(lock, [LogEntry(1, "granted", 0x1234)], gap=0, last_seen=1),
+        inputs.StorageChanged(failing=True, error="disk full"),
+        inputs.LampChecked(DeviceRef.parse("1201/rio"), "dome_lamp", ok=False),
         inputs.Lifecycle("gateway.started", {"version": "x"}),
     ]
     assert {type(i) for i in one_of_each} == set(get_args(inputs.Input))

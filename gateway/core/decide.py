@@ -43,10 +43,12 @@ from gateway.core.inputs import (
     ClockJumped,
     CommandRefused,
     Input,
+    LampChecked,
     Lifecycle,
     LinkChanged,
     LockRepaired,
     RunCommand,
+    StorageChanged,
     Tick,
     UplinkRefusing,
 )
@@ -192,6 +194,14 @@ def decide(floor: FloorState, item: Input, now: datetime) -> Decision:
             )
         case AccessLogRead():
             return Decision(_access_log(floor, item, now))
+        case StorageChanged(failing=failing):
+            floor.alarms, effects = floor.alarms.storage(failing, now)
+            return Decision(expand(floor, effects, now))
+        case LampChecked(device=device, ok=ok):
+            if device.room is None:
+                return Decision([])
+            floor.alarms, effects = floor.alarms.lamp_checked(device.room, ok, now)
+            return Decision(expand(floor, effects, now))
         case Lifecycle(event=event, data=data):
             if event == "gateway.stopping":
                 return Decision([Emit(event, None, data), grms.checkpoint_ledger(floor, now)])

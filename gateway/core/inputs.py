@@ -26,11 +26,13 @@ __all__ = [
     "ClockJumped",
     "CommandRefused",
     "Input",
+    "LampChecked",
     "Lifecycle",
     "LinkChanged",
     "LockRepaired",
     "PanelEvent",
     "RunCommand",
+    "StorageChanged",
     "Tick",
     "UplinkRefusing",
 ]
@@ -127,6 +129,23 @@ class AccessLogRead:
 
 
 @dataclass(frozen=True, slots=True)
+class StorageChanged:
+    """The committer could not write the database (``failing``), or writes it again."""
+
+    failing: bool
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LampChecked:
+    """A write of a room's dome or reassure lamp read back (``ok``) or did not."""
+
+    device: DeviceRef
+    point: str
+    ok: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Lifecycle:
     """The daemon started or is stopping (``gateway.started`` / ``gateway.stopping``)."""
 
@@ -147,6 +166,8 @@ Input = (
     | AuditAction
     | LockRepaired
     | AccessLogRead
+    | StorageChanged
+    | LampChecked
     | Lifecycle
 )
 """Every input of the floor, once: ``decide`` is exhaustive over this union."""
