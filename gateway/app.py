@@ -84,7 +84,9 @@ async def build(config: FloorConfig, store: Store, supervisor: Supervisor) -> In
                 panels[bus.name] = CallPanelDriver(bus, inbox.put, beat=progress.beat)
 
     device_bus = {ref: info.bus for ref, info in state.layout.devices.items()}
-    actuators = Actuators({name: s.write for name, s in schedulers.items()}, device_bus)
+    actuators = Actuators(
+        {name: s.write for name, s in schedulers.items()}, device_bus, report=inbox.put
+    )
     locks = LockKeeper(
         state,
         readers={name: s.read for name, s in schedulers.items()},

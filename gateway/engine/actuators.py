@@ -4,6 +4,10 @@ A write that cannot be made because its device is offline stays pending and is m
 soon as the device answers again (``resend``): "a device that is offline is brought in
 line as soon as it answers again". A newer write of the same point supersedes an older
 one still queued.
+
+A room lamp write (dome or reassure) is supervised: whether it read back is reported as a
+``LampChecked`` input (``report``), from which the core raises or resolves ``lamp_fault``.
+A write to an offline device is not a lamp fault (the device's own alarm says it).
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ from collections.abc import Awaitable, Callable, Mapping
 
 import structlog
 
-from drivers.errors import BusError, DeviceUnavailableError
+from drivers.errors import BusError, DeviceUnavailableError, WriteFailedError
 from drivers.ids import DeviceRef
+from gateway.core.annunciation import ROOM_LAMPS
 from gateway.core.effects import WritePoint
+from gateway.core.inputs import Input, LampChecked
 
 __all__ = ["Actuators", "WriteFn"]
 
@@ -29,8 +35,15 @@ WriteFn = Callable[..., Awaitable[None]]
 class Actuators:
     """The write queues of every bus."""
 
-    def __init__(self, writers: Mapping[str, WriteFn], device_bus: Mapping[DeviceRef, str]) -> None:
-        """``writers``: each bus's write function; ``device_bus``: every device's bus."""
+    def __init__(
+        self,
+        writers: Mapping[str, WriteFn],
+        device_bus: Mapping[DeviceRef, str],
+        report: Callable[[Input], None] = lambda _: None,
+    ) -> None:
+        """``writers``: each bus's write function; ``device_bus``: every device's bus;
+        ``report``: where a room lamp write's read-back is told (the engine's inbox)."""
+        self._report = report
         self._writers = dict(writers)
         self._device_bus = dict(device_bus)
         self._queues: dict[str, asyncio.Queue[WritePoint]] = {
@@ -78,6 +91,12 @@ class Actuators:
             except DeviceUnavailableError:
                 log.debug("write_pending", device=str(write.device), point=write.point)
                 continue
+            except WriteFailedError as exc:
+                log.warning(
+                    "write_failed", device=str(write.device), point=write.point, error=str(exc)
+                )
+                self._checked(write, ok=False)
+                continue
             except (BusError, ValueError) as exc:
                 log.warning(
                     "write_failed", device=str(write.device), point=write.point, error=str(exc)
@@ -85,3 +104,31 @@ class Actuators:
                 continue
             if self._pending.get(key) is write:
                 del self._pending[key]
+            self._checked(write, ok=True)
+
+    async def write_now(self, write: WritePoint) -> bool:
+        """Make one write at once (a lamp test), supervised like a queued one; whether it
+        read back (False also when the device is offline or the bus failed)."""
+        bus = self._device_bus.get(write.device)
+        if bus is None or bus not in self._writers:
+            return False
+        try:
+            await self._writers[bus](
+                write.device,
+                write.point,
+                write.value,
+                index=write.index,
+                priority=write.priority,
+                verify=True,
+            )
+        except WriteFailedError:
+            self._checked(write, ok=False)
+            return False
+        except (BusError, ValueError):
+            return False
+        self._checked(write, ok=True)
+        return True
+
+    def _checked(self, write: WritePoint, *, ok: bool) -> None:
+        if write.device.role == "rio" and write.point in ROOM_LAMPS and write.verify:
+            self._report(LampChecked(write.device, write.point, ok))
