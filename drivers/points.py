@@ -19,7 +19,13 @@ from drivers.lines import DeviceSpec
 from drivers.planner import ReadPlanner, ReadRequest, Want
 from drivers.profile import Point, PollClass
 
-__all__ = ["PolledDevice"]
+__all__ = ["PolledDevice", "slowest_poll_ms"]
+
+
+def slowest_poll_ms(spec: DeviceSpec, overrides: Mapping[PollClass, int]) -> int | None:
+    """The longest target interval among the device's polled points (None: none polled)."""
+    device = PolledDevice(spec, DeviceHealth(), overrides)
+    return max((interval for _, interval in device.group_class.values()), default=None)
 
 
 @dataclass(slots=True, eq=False)

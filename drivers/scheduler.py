@@ -8,10 +8,11 @@ priority; and it keeps each device's health (drivers.health): offline after
 ``offline_after`` failed transactions in a row, then probed on a capped, jittered backoff.
 
 Only observations leave it (drivers.observations): ``PointObserved`` on change (every
-polled point again after a device comes back online), ``DeviceOnline``, ``DeviceOffline``,
-``DeviceFault``. A point is known by its profile ``role``; a bit field's named bits that
-are roles of the device are observed one by one. Points without a role, or of class
-``never``, are not polled (``never`` points can be read on demand).
+polled point again after a device comes back online), ``PointsRead`` (the roles read,
+coalesced per device), ``DeviceOnline``, ``DeviceOffline``, ``DeviceFault``. A point is
+known by its profile ``role``; a bit field's named bits that are roles of the device are
+observed one by one. Points without a role, or of class ``never``, are not polled
+(``never`` points can be read on demand).
 
 Nothing a device does ends ``run()``: timeouts, CRC garbage, exception codes and values
 the codec refuses are counted against the device; a vanished port pauses the whole bus on
@@ -57,11 +58,13 @@ from drivers.health import DeviceHealth, HealthState, Transition
 from drivers.ids import DeviceRef
 from drivers.lines import DeviceSpec
 from drivers.observations import (
+    READ_REPORT_S,
     DeviceFault,
     DeviceOffline,
     DeviceOnline,
     DriverObservation,
     PointObserved,
+    PointsRead,
 )
 from drivers.planner import ReadRequest, Want
 from drivers.points import PolledDevice
@@ -128,6 +131,9 @@ class BusScheduler:
             jitter="equal", rng=self._rng,
         )  # fmt: skip
         self._tx = TxCounter()
+        # Which roles each device answered since its last PointsRead, and when that went.
+        self._unreported: dict[str, set[str]] = {}
+        self._reported_at: dict[str, float] = {}
 
     # -- the owner task ----------------------------------------------------------------------
 
@@ -495,6 +501,7 @@ class BusScheduler:
             self._watch.add(dev)
             dev.forget()  # re-observe every point after (re)appearing
             self._log.info("device_online", device=dev.name, unit=dev.unit)
+            self._reported_at.pop(dev.name, None)  # its first reads are reported at once
             self._emit(DeviceOnline(dev.ref, now))
         dev.fault = None
         return result
@@ -569,7 +576,20 @@ class BusScheduler:
                 if dev.values.get((role, want.index), _MISSING) != v:
                     dev.values[(role, want.index)] = v
                     self._emit(PointObserved(dev.ref, role, want.index, v, now))
+        self._answered(dev, {role for role, _ in out}, now)
         return out
+
+    def _answered(self, dev: PolledDevice, roles: set[str], now: float) -> None:
+        """Report the roles read, coalesced: at most every READ_REPORT_S per device (the
+        first read after the device (re)appeared at once)."""
+        pending = self._unreported.setdefault(dev.name, set())
+        pending |= roles
+        last = self._reported_at.get(dev.name)
+        if not pending or (last is not None and now - last < READ_REPORT_S):
+            return
+        self._emit(PointsRead(dev.ref, tuple(sorted(pending)), now))
+        pending.clear()
+        self._reported_at[dev.name] = now
 
     def _bad_value(
         self, dev: PolledDevice, p: Point, index: int, exc: ValueError, now: float

@@ -19,9 +19,15 @@ from datetime import datetime
 from typing import assert_never
 
 from drivers.ids import RoomId
-from drivers.observations import DeviceFault, DeviceOffline, DeviceOnline, PointObserved
+from drivers.observations import (
+    DeviceFault,
+    DeviceOffline,
+    DeviceOnline,
+    PointObserved,
+    PointsRead,
+)
 from drivers.panelproto import CallCancelled, CallPlaced, LineFault, PanelOffline, PanelOnline
-from gateway.core import grms, handlers
+from gateway.core import freshness, grms, handlers
 from gateway.core.alarms import Alarm, Alarms
 from gateway.core.alarms import Refusal as AlarmRefusal
 from gateway.core.authz import Authz, Stay
@@ -147,6 +153,9 @@ def decide(floor: FloorState, item: Input, now: datetime) -> Decision:
     match item:
         case PointObserved():
             return Decision(_observed(floor, item, now))
+        case PointsRead():
+            freshness.read(floor, item, now)
+            return Decision([])
         case DeviceOnline() | DeviceOffline() | DeviceFault():
             return Decision(_health(floor, item, now))
         case CallPlaced() | CallCancelled() | LineFault() | PanelOffline() | PanelOnline():
@@ -232,6 +241,7 @@ def room_snapshot(floor: FloorState, room: RoomId, now: datetime) -> dict[str, o
     doc["devices"] = {
         d.role: "online" if floor.points.online(d) else "offline" for d in layout.devices
     }
+    doc.update(freshness.room_fields(floor, room, now))
     return doc
 
 
@@ -337,6 +347,7 @@ def _tick(floor: FloorState, now: datetime) -> Effects:
     for k in floor.registry.values():
         out += k.tick(floor, now)
     out += grms.tick(floor, now)
+    freshness.tick(floor, now)
     return expand(floor, out, now)
 
 
