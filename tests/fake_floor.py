@@ -343,7 +343,7 @@ class FakeFloor:
 
 ROOM_KEYS = {
     "room", "occupancy", "stay_id", "door", "dnd", "mur", "call", "offline", "keycard",
-    "window_open", "temp_c", "setpoint_c",
+    "window_open", "temp_c", "setpoint_c", "stale",
 }  # fmt: skip
 DEVICE_KEYS = {
     "name", "room", "role", "bus", "unit", "profile", "online", "success_rate", "latency_ms",
@@ -482,6 +482,8 @@ def _snapshot(room: str) -> dict[str, Any]:
         "window_open": False,
         "call": {"1203": "active", "1205": "acknowledged"}.get(room, "idle"),
         "devices": {role: "offline" if f"{room}/{role}" in OFFLINE else "online" for role in roles},
+        "observed": dict.fromkeys(roles, "2026-11-23T05:59:20.000Z"),
+        "stale": ["climate.temp_c"] if room == "1202" else [],
     }
 
 

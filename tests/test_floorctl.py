@@ -95,9 +95,10 @@ async def floorctl(served: Served, *argv: str) -> int:
 
 SUBCOMMANDS: list[tuple[list[str], list[str]]] = [
     (["status"], ["demo-12", "connected", "rs485-a", "1204/lock", "25.0%"]),
-    (["floor"], ["1201", "1206", "call active", "device offline"]),
+    (["floor"], ["1201", "1206", "call active", "device offline", "1 with stale values"]),
     (["rooms"], ["R-88231", "DND", "acknowledged", "lock"]),
     (["room", "1203"], ["R-88240", "1203/rio", "Details", "alarm.raised", "a1203bat "]),
+    (["room", "1202"], ["(40s ago)", "STALE", "climate.temp_c (not current)"]),
     (["devices"], ["1204/lock", "OFFLINE", "14 timeout", "fg-floorpanel-1"]),
     (["alarms"], ["a1203bat ", "a1205bed ", "active", "ana"]),
     (["alarms", "ack", CALL_ALARM, "--by", "bo"], ["acknowledged by bo"]),
@@ -362,7 +363,7 @@ def test_floor_map_cells_and_legend_without_colour() -> None:
     )
     assert cells == {
         "1201": "O D",  # occupied, DND
-        "1202": ".  M",  # vacant, make up room
+        "1202": ".  M s",  # vacant, make up room, a value not current
         "1203": "O   !",  # occupied, call active
         "1204": ".    X",  # vacant, lock offline
         "1205": "O/  a",  # occupied, door open, call acknowledged

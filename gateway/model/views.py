@@ -161,6 +161,7 @@ class RoomRow(_Json):
     window_open: bool | None = None
     temp_c: float | None = None
     setpoint_c: float | None = None
+    stale: tuple[str, ...] = ()  # fields whose value is not current (mqtt.md ``stale``)
 
     @classmethod
     def from_snapshot(cls, snapshot: Mapping[str, Any]) -> RoomRow:
