@@ -418,6 +418,10 @@ class Alarms:
             return "active"
         return "acknowledged" if states else "idle"
 
+    def has_open(self, room: str, point: str) -> bool:
+        """Whether the room has an open alarm of this point."""
+        return self._find(room, point) is not None
+
     def open_alarms(self) -> list[Alarm]:
         """The open alarms, oldest first."""
         return list(self.alarms)

@@ -27,7 +27,7 @@ from drivers.observations import (
     PointsRead,
 )
 from drivers.panelproto import CallCancelled, CallPlaced, LineFault, PanelOffline, PanelOnline
-from gateway.core import freshness, grms, handlers
+from gateway.core import freshness, grms, handlers, wellbeing
 from gateway.core.alarms import Alarm, Alarms
 from gateway.core.alarms import Refusal as AlarmRefusal
 from gateway.core.authz import Authz, Stay
@@ -263,6 +263,7 @@ def next_deadline(floor: FloorState, now: datetime) -> datetime | None:
     ]
     candidates += [k.next_deadline(floor) for k in floor.registry.values()]
     candidates.append(grms.next_deadline(floor, now))
+    candidates.append(wellbeing.next_deadline(floor, now))
     return min((c for c in candidates if c is not None), default=None)
 
 
@@ -277,6 +278,8 @@ def _observed(floor: FloorState, obs: PointObserved, now: datetime) -> Effects:
     seen = Observed(obs, before, known)
     call_open = obs.room is not None and floor.alarms.call_state(obs.room) != "idle"
     effects = k.observe(floor, seen, now)
+    if obs.point in wellbeing.ACTIVITY_POINTS and seen.changed and obs.room is not None:
+        wellbeing.activity(floor, obs.room, now)
     if obs.point in grms.ROOM_INPUTS:
         effects += grms.observe(floor, seen, now, call_open=call_open)
     floor.touch(obs.room)
@@ -324,6 +327,8 @@ def _panel(
     match event:
         case CallPlaced(bus=bus, room=room, point=point):
             floor.alarms, effects = alarms.panel_call(bus, room, point, now)
+            if floor.layout.room(room) is not None:
+                wellbeing.activity(floor, room, now)
         case CallCancelled(bus=bus, room=room, point=point):
             floor.alarms, effects = alarms.panel_cancel(bus, room, point, now)
         case LineFault(bus=bus, room=room, point=point, code=code):
@@ -347,6 +352,7 @@ def _tick(floor: FloorState, now: datetime) -> Effects:
     for k in floor.registry.values():
         out += k.tick(floor, now)
     out += grms.tick(floor, now)
+    out += wellbeing.tick(floor, now)
     freshness.tick(floor, now)
     return expand(floor, out, now)
 

@@ -71,6 +71,15 @@ class PointTable:
             return True
         return False
 
+    def remember(self, device: str, key: str, value: PointValue) -> None:
+        """Keep a value of the floor's own (not read from a device) in the point cache."""
+        self._stored[(device, key)] = value
+        self._dirty[(device, key)] = value
+
+    def stored_value(self, device: str, key: str) -> PointValue:
+        """A value kept with ``remember`` (or restored from the cache); None if none."""
+        return _value(self._stored.get((device, key)))
+
     def read(self, device: DeviceRef, points: Iterable[str], at: datetime) -> None:
         """These roles of the device answered a read at ``at``."""
         times = self._read_at.setdefault(device, {})
