@@ -140,6 +140,7 @@ async def build(config: FloorConfig, store: Store, supervisor: Supervisor) -> In
         uplink=uplink,
         outbox=committed,
         started_at=started_at,
+        actuators=actuators,
     )
     control = ControlServer.for_gateway(view, config.gateway, view.audit)
 

@@ -99,6 +99,10 @@ SUBCOMMANDS: list[tuple[list[str], list[str]]] = [
     (["rooms"], ["R-88231", "DND", "acknowledged", "lock"]),
     (["room", "1203"], ["R-88240", "1203/rio", "Details", "alarm.raised", "a1203bat "]),
     (["room", "1202"], ["(40s ago)", "STALE", "climate.temp_c (not current)"]),
+    (
+        ["lamps", "test", "1201"],
+        ["Lamp test, room 1201", "dome_lamp", "reassure_lamp", "read back"],
+    ),
     (["devices"], ["1204/lock", "OFFLINE", "14 timeout", "fg-floorpanel-1"]),
     (["alarms"], ["a1203bat ", "a1205bed ", "active", "ana"]),
     (["alarms", "ack", CALL_ALARM, "--by", "bo"], ["acknowledged by bo"]),
@@ -130,6 +134,17 @@ async def test_subcommand_renders_as_json_and_for_people(
     for snippet in texts:
         assert snippet in text, (snippet, text)
     assert max(len(line) for line in text.splitlines()) <= 80
+
+
+async def test_a_lamp_that_does_not_read_back_ends_with_1_and_says_which(
+    served: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await floorctl(served, "lamps", "test", "1202") == EX_ERROR
+    captured = capsys.readouterr()
+    assert "NOT READ BACK" in captured.out
+    assert "room 1202: reassure_lamp did not read back" in captured.err
+    assert served.audits[-1][1] == "lamps.test"
+    assert await floorctl(served, "lamps", "test", "1205") == EX_ERROR  # no room I/O
 
 
 async def test_json_flag_before_the_subcommand(
@@ -835,7 +850,8 @@ def test_bash_completion_of_subcommands_and_options(
     assert capsys.readouterr().out == bash_script
     assert _complete(bash_script, ["floorctl", "''"]) == [
         "status", "floor", "rooms", "room", "devices", "alarms", "events", "outbox", "energy",
-        "locks", "audit", "scan", "completion", "--help", "--socket", "--config", "--json",
+        "locks", "lamps", "audit", "scan", "completion", "--help", "--socket", "--config",
+        "--json",
     ]  # fmt: skip
     assert _complete(bash_script, ["floorctl", "al"]) == ["alarms"]
     assert _complete(bash_script, ["floorctl", "alarms", "''"]) == [

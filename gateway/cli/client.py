@@ -28,6 +28,7 @@ from gateway.model.views import (
     EventLog,
     EventRow,
     FloorMap,
+    LampTest,
     LockTable,
     OutboxInfo,
     RoomDetail,
@@ -133,6 +134,10 @@ class Client:
     def audit_verify(self) -> AuditCheck:
         """``audit verify``: the whole chain checked."""
         return self._typed(AuditCheck, "audit.verify")
+
+    def lamp_test(self, room: str) -> LampTest:
+        """``lamps test ROOM``."""
+        return self._typed(LampTest, "lamps.test", {"room": room})
 
     def outbox(self) -> OutboxInfo:
         """``floorctl outbox``."""

@@ -23,6 +23,7 @@ from gateway.cli import (
     energy,
     events,
     exits,
+    lamps,
     locks,
     outbox,
     render,
@@ -38,7 +39,9 @@ from gateway.model.errors import DaemonUnreachableError, ViewRefused
 __all__ = ["GROUPS", "build_parser", "main"]
 
 # In the order `floorctl --help` lists them.
-GROUPS = (status, rooms, devices, alarms, events, outbox, energy, locks, audit, scan, completion)
+GROUPS = (
+    status, rooms, devices, alarms, events, outbox, energy, locks, lamps, audit, scan, completion,
+)  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -107,6 +110,7 @@ examples:
   floorctl alarms ack 5d0c --by ana   acknowledge the alarm whose id starts 5d0c
   floorctl events --room 1203 -f      follow room 1203's events (Ctrl-C stops)
   floorctl locks                      every lock's slots, staff keys, battery
+  floorctl lamps test ROOM            light a room's call lamps and check they read back
   floorctl audit verify               check the audit log's hash chain
   floorctl scan rs485-a               which unit ids answer on bus rs485-a
   floorctl --json devices | jq .      any subcommand, as JSON for scripts

@@ -46,6 +46,7 @@ from gateway.model.views import (
     EventLog,
     EventRow,
     FloorMap,
+    LampTest,
     LockTable,
     OutboxInfo,
     Result,
@@ -176,6 +177,21 @@ def _renderable(result: Result) -> RenderableType:
             return audit_log(result)
         case AuditCheck():
             return audit_check(result)
+        case LampTest():
+            return _lamp_test(result)
+
+
+def _lamp_test(t: LampTest) -> RenderableType:
+    table = Table(title=f"Lamp test, room {t.room} (lit {t.held_s:g} s)", title_justify="left")
+    for column in ("Lamp", "Lit", "Back as the calls want"):
+        table.add_column(column)
+    for lamp in t.lamps:
+        table.add_row(lamp.point, _check(lamp.lit), _check(lamp.restored))
+    return table
+
+
+def _check(ok: bool) -> Text:
+    return Text("read back", style="green") if ok else Text("NOT READ BACK", style="bold red")
 
 
 def _status(s: Status) -> RenderableType:

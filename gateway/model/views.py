@@ -43,6 +43,8 @@ __all__ = [
     "EventRow",
     "FloorMap",
     "FloorView",
+    "LampCheck",
+    "LampTest",
     "LockRow",
     "LockTable",
     "MqttLink",
@@ -76,7 +78,7 @@ READ_COMMANDS = frozenset(
     }
 )
 # Requests that change something (or load a bus): admin group, audited.
-CHANGING_COMMANDS = frozenset({"alarms.ack", "alarms.resolve", "scan"})
+CHANGING_COMMANDS = frozenset({"alarms.ack", "alarms.resolve", "scan", "lamps.test"})
 COMMANDS = READ_COMMANDS | CHANGING_COMMANDS
 
 JsonObject = dict[str, Any]
@@ -430,6 +432,29 @@ class ScanResult(_Json):
     hits: tuple[ScanHit, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class LampCheck(_Json):
+    """One lamp of a lamp test: whether its write read back (lit, then as the calls want)."""
+
+    point: str  # dome_lamp | reassure_lamp
+    lit: bool  # the ON write read back
+    restored: bool  # the write back to what the open calls want read back
+
+
+@dataclass(frozen=True, slots=True)
+class LampTest(_Json):
+    """``floorctl lamps test ROOM``: the room's lamps lit for ``held_s`` and read back."""
+
+    room: str
+    held_s: float
+    lamps: tuple[LampCheck, ...]
+
+    @property
+    def ok(self) -> bool:
+        """Every lamp lit and came back."""
+        return all(lamp.lit and lamp.restored for lamp in self.lamps)
+
+
 Result = (
     Status
     | FloorMap
@@ -445,6 +470,7 @@ Result = (
     | LockTable
     | AuditLog
     | AuditCheck
+    | LampTest
 )
 
 
@@ -522,6 +548,10 @@ class FloorView(Protocol):
 
     async def audit_verify(self) -> AuditCheck:
         """Check the audit log's whole hash chain."""
+        ...
+
+    async def lamp_test(self, room: str) -> LampTest:
+        """Light the room's dome and reassure lamps, then restore them; what read back."""
         ...
 
 
