@@ -134,9 +134,15 @@ class GatewayRun:
     Everything is started in a fresh temp dir and stopped (by PID) and removed on exit.
     """
 
-    def __init__(self, warmup_s: float, tag: str) -> None:
+    def __init__(
+        self, warmup_s: float, tag: str, *, extra_toml: str = "", quiet_daemon: bool = False
+    ) -> None:
+        """``extra_toml``: tables appended to the daemon's copy of the bench floor file
+        (floorsim serves the floor file itself)."""
         self.warmup_s = warmup_s
         self.tag = tag
+        self.extra_toml = extra_toml
+        self.quiet_daemon = quiet_daemon
         self.dir = Path(tempfile.mkdtemp(prefix=f"floorgate-bench-{tag}-"))
         try:
             os.environ["FLOORGATE_RUN_DIR"] = str(self.dir)
@@ -206,8 +212,14 @@ class GatewayRun:
         reader = asyncio.create_task(self._read(client), name="bench-subscriber")
         self._stack.push_async_callback(_cancel, reader)
         started = self.expect(lambda d: d.get("type") == "gateway.started")
+        self.floor = FLOOR
+        if self.extra_toml:
+            self.floor = self.dir / "floor.toml"
+            self.floor.write_text(FLOOR.read_text() + "\n" + self.extra_toml)
+        level = ["--log-level", "warning"] if self.quiet_daemon else []
         self.daemon = self._spawn(
-            [sys.executable, "-m", "gateway.daemon", "--config", str(FLOOR)], "floorgated.log"
+            [sys.executable, "-m", "gateway.daemon", "--config", str(self.floor), *level],
+            "floorgated.log",
         )
         try:
             arrival = await asyncio.wait_for(started, 30)

@@ -54,6 +54,8 @@ class BusStats:
     tx_per_s: float  # over the last ~10 s
     errors: Mapping[str, int]
     devices: tuple[DeviceStats, ...]
+    utilisation: float = 0.0  # share of the last ~10 s spent in transactions, 0..1
+    gone: bool = False  # the port or TCP endpoint is lost (the bus pauses and reopens)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,23 +88,31 @@ class TxCounter:
         """Nothing counted yet."""
         self.total = 0
         self.errors: dict[str, int] = {}
-        self._per_second: deque[list[int]] = deque(maxlen=RATE_WINDOW_S + 1)  # [second, n]
+        # [second, transactions, seconds spent in them] for the recent whole seconds
+        self._per_second: deque[list[float]] = deque(maxlen=RATE_WINDOW_S + 1)
 
-    def count(self, now: float, error: str | None = None) -> None:
-        """One transaction ended at ``now``; ``error`` is its failure reason, if it failed."""
+    def count(self, now: float, error: str | None = None, busy_s: float = 0.0) -> None:
+        """One transaction ended at ``now`` after ``busy_s``; ``error``: why it failed."""
         self.total += 1
         if error is not None:
             self.errors[error] = self.errors.get(error, 0) + 1
         second = int(now)
         if self._per_second and self._per_second[-1][0] == second:
             self._per_second[-1][1] += 1
+            self._per_second[-1][2] += busy_s
         else:
-            self._per_second.append([second, 1])
+            self._per_second.append([second, 1, busy_s])
+
+    def utilisation(self, now: float, lanes: int = 1) -> float:
+        """Share of the last whole ``RATE_WINDOW_S`` seconds the ``lanes`` spent busy, 0..1."""
+        second = int(now)
+        busy = sum(b for s, _, b in self._per_second if second - RATE_WINDOW_S <= s < second)
+        return min(1.0, busy / (RATE_WINDOW_S * max(1, lanes)))
 
     def rate(self, now: float) -> float:
         """Transactions per second over the last whole ``RATE_WINDOW_S`` seconds."""
         second = int(now)
-        done = sum(n for s, n in self._per_second if second - RATE_WINDOW_S <= s < second)
+        done = sum(n for s, n, _ in self._per_second if second - RATE_WINDOW_S <= s < second)
         return done / RATE_WINDOW_S
 
 

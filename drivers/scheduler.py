@@ -246,6 +246,8 @@ class BusScheduler:
             tx_per_s=self._tx.rate(now),
             errors=dict(self._tx.errors),
             devices=tuple(devices),
+            utilisation=self._tx.utilisation(now, max(1, self._transport.max_in_flight)),
+            gone=self._bus_gone,
         )
 
     async def scan(
@@ -486,7 +488,7 @@ class BusScheduler:
             result = await call()
         except BusError as exc:
             now = self._clock()
-            self._tx.count(now, failure_reason(exc))
+            self._tx.count(now, failure_reason(exc), now - start)
             if isinstance(exc, BusGoneError):
                 self._bus_lost(now, exc)
             elif merged and isinstance(exc, ModbusExceptionError) and exc.code == 2:
@@ -495,7 +497,7 @@ class BusScheduler:
                 self._device_failed(dev, now, failure_reason(exc), exc)
             raise
         now = self._clock()
-        self._tx.count(now)
+        self._tx.count(now, busy_s=now - start)
         self._bus_answered(now)
         if dev.health.success(now, now - start) is Transition.ONLINE:
             self._watch.add(dev)

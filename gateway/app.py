@@ -6,12 +6,17 @@ buses; the engine that decides and commits; the commands, the MQTT uplink and th
 socket around it. Every object gets its collaborators when it is built, and every
 long-lived task is spawned into the one supervisor, named after what it owns
 (``bus[rs485-a]``, ``callpanel[panel]``, ``mqtt``, ``committer``…). The bus and call-panel
-owners and the committer beat a progress monitor: the watchdog is withheld when one of
-them stalls.
+owners and the committer beat a progress monitor; the health monitor reads them with
+everything else the floor knows, and its critical reasons (a stalled loop) withhold the
+watchdog. The metrics read the same objects at render time. Which floor file runs was
+decided before (gateway.engine.configs); a decision to run another one restarts the
+daemon.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import functools
 import sqlite3
 import uuid
@@ -26,19 +31,23 @@ from drivers.scheduler import BusScheduler
 from gateway import __version__
 from gateway.adapters import access_store, alarms_store, rooms_store, schema, stays
 from gateway.adapters.control import ControlServer
+from gateway.adapters.metrics import FloorMetrics, MetricsSources
 from gateway.adapters.mqtt import Uplink
 from gateway.adapters.signals import Broadcast, ReplayRequests, RetainedChanges
 from gateway.adapters.store import Store
-from gateway.config.floor import FloorConfig
 from gateway.config.inventory import inventory
 from gateway.config.load import read_command_key
 from gateway.core.decide import Stored, restore
+from gateway.core.health import HealthLimits
 from gateway.core.inputs import LinkChanged, UplinkRefusing
 from gateway.engine.actuators import Actuators
 from gateway.engine.commands import CommandProcessor
+from gateway.engine.configs import ConfigKeeper
 from gateway.engine.engine import Engine, Inbox
+from gateway.engine.health import HealthMonitor, StorageProbe
 from gateway.engine.locks import LockKeeper
 from gateway.engine.view import LiveFloorView
+from gateway.logging import warning_counts
 from gateway.supervisor import Supervisor
 
 log = structlog.get_logger("gateway.app")
@@ -47,13 +56,19 @@ log = structlog.get_logger("gateway.app")
 # so does a committer that has not committed (it commits a tick at least every second).
 BUS_MAX_SILENCE_S = 15.0
 COMMITTER_MAX_SILENCE_S = 30.0
+# A restart asked by a command (apply_config) waits this long, so the command's reply is
+# published before the link is closed (a lost reply is still had again by its id).
+RESTART_GRACE_S = 1.0
 
 
-async def build(config: FloorConfig, store: Store, supervisor: Supervisor) -> Inbox:
+async def build(configs: ConfigKeeper, store: Store, supervisor: Supervisor) -> Inbox:
     """Restore the floor from disk, wire it, and spawn its tasks; the inbox takes inputs."""
+    config = configs.config
     started_at = datetime.now(UTC)
     stored, heads = await store.read(_load_stored)
+    stored = dataclasses.replace(stored, config=configs.record)
     state, initial = restore(config.layout(), stored, datetime.now(UTC), new_id=_new_id)
+    initial += configs.initial_effects()
     inbox = Inbox()
 
     schedulers: dict[str, BusScheduler] = {}
@@ -97,6 +112,7 @@ async def build(config: FloorConfig, store: Store, supervisor: Supervisor) -> In
     )
     retained = RetainedChanges()
     committed = Broadcast()
+    committer = supervisor.progress("committer", max_silence_s=COMMITTER_MAX_SILENCE_S)
     engine = Engine(
         state,
         initial,
@@ -107,6 +123,8 @@ async def build(config: FloorConfig, store: Store, supervisor: Supervisor) -> In
         locks=locks,
         retained=retained,
         outbox=committed,
+        beat=committer.beat,
+        restart=functools.partial(_restart_soon, supervisor),
     )
 
     replays = ReplayRequests()
@@ -115,6 +133,23 @@ async def build(config: FloorConfig, store: Store, supervisor: Supervisor) -> In
         config.credentials(read_command_key(config.mqtt.command_key_file)),
         inbox.submit,
         replays=replays,
+        prepare={"apply_config": configs.prepare},
+    )
+    # The metrics, the uplink and the health monitor read each other: the lambdas below
+    # name objects built a few lines further down (read at render time, never before).
+    metrics = FloorMetrics(
+        MetricsSources(
+            buses={name: s.stats for name, s in schedulers.items()},
+            link=lambda: uplink.stats(),  # noqa: PLW0108 -- built below
+            floor=engine.figures,
+            commands=processor.counts,
+            lock_slots_pending=locks.pending_slots,
+            health=lambda: monitor.health(),  # noqa: PLW0108 -- built below
+            log_counts=warning_counts,
+            config_pending=lambda: engine.state.config.pending is not None,
+        ),
+        gateway=config.gateway.id,
+        version=__version__,
     )
     uplink = Uplink(
         config,
@@ -129,7 +164,21 @@ async def build(config: FloorConfig, store: Store, supervisor: Supervisor) -> In
         inventory=inventory(config, __version__),
         on_link=lambda up: inbox.put(LinkChanged(up)),
         on_refusing=lambda refusing: inbox.put(UplinkRefusing(refusing)),
+        health=lambda: monitor.health().to_dict(),
+        on_delivered=metrics.delivered,
     )
+    monitor = HealthMonitor(
+        link=uplink.stats,
+        buses={name: s.stats for name, s in schedulers.items()},
+        loops=supervisor.loops,
+        alarms=lambda: engine.figures().technical,
+        clock_jump=lambda: engine.clock_jump,
+        storage=StorageProbe(
+            store, config.gateway.state_dir, config.mqtt.outbox_max_mib * 1024 * 1024
+        ),
+        limits=HealthLimits(config.health.broker_down_s, config.health.clock_jump_hold_s),
+    )
+    supervisor.watchdog_gate(monitor.critical)
     view = LiveFloorView(
         config,
         store,
@@ -141,6 +190,8 @@ async def build(config: FloorConfig, store: Store, supervisor: Supervisor) -> In
         outbox=committed,
         started_at=started_at,
         actuators=actuators,
+        health=monitor,
+        configs=configs,
     )
     control = ControlServer.for_gateway(view, config.gateway, view.audit)
 
@@ -157,6 +208,14 @@ async def build(config: FloorConfig, store: Store, supervisor: Supervisor) -> In
     supervisor.spawn("access-log", locks.log_reader)
     supervisor.spawn("mqtt", uplink.run)
     supervisor.spawn("control", control.serve)
+    supervisor.spawn("health", monitor.run)
+    supervisor.spawn("config-watch", functools.partial(configs.watch, monitor.facts, inbox.submit))
+    if (address := config.metrics.address) is not None:
+        supervisor.spawn("metrics", functools.partial(metrics.serve, *address))
+    if config.metrics.textfile is not None:
+        every = config.metrics.textfile_every_s
+        textfile = functools.partial(metrics.write_textfile, config.metrics.textfile, every)
+        supervisor.spawn("metrics-textfile", textfile)
     log.info(
         "floor_built",
         buses=len(schedulers),
@@ -186,3 +245,8 @@ def _load_stored(conn: sqlite3.Connection) -> tuple[Stored, dict[str, int]]:
 
 def _new_id() -> str:
     return uuid.uuid4().hex
+
+
+def _restart_soon(supervisor: Supervisor, reason: str) -> None:
+    """Restart after ``RESTART_GRACE_S``: the reply of the command that asked goes out first."""
+    asyncio.get_running_loop().call_later(RESTART_GRACE_S, supervisor.request_restart, reason)

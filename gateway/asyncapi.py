@@ -21,6 +21,7 @@ the same comparison, so models and document cannot drift apart unnoticed).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import types
@@ -97,6 +98,34 @@ _GATEWAY, _ROOM, _STAY = "sh-bund-12", "1203", "R-88231"
 _ISSUED_AT = "2026-11-23T06:00:00Z"
 _ALARM_ID = "5d0c7a1e9b3f4e2a8c6d1f0b7a9e3c21"
 _CARD = "0a1b2c3d4e5f6071"
+_FLOOR_TOML = """\
+[gateway]
+id = "main-12"
+state_dir = "/var/lib/floorgate"
+
+[mqtt]
+host = "mqtt.hotel.internal"
+root = "hotel/main/main-12"
+command_key_file = "/etc/floorgate/command.key"
+
+[[escalation]]
+after_s = 0
+notify = "floor-staff"
+
+[[bus]]
+name = "rs485-a"
+kind = "modbus-rtu"
+port = "/dev/ttyUSB0"
+
+[[room]]
+id = "1201"
+devices = [
+  { role = "tstat", profile = "fg-tstat-1", bus = "rs485-a", unit = 1 },
+  { role = "lock",  profile = "fg-lock-1",  bus = "rs485-a", unit = 2 },
+  { role = "rio",   profile = "fg-rio-1",   bus = "rs485-a", unit = 3 },
+]
+"""
+
 _EXAMPLE_BODIES: dict[str, dict[str, Any]] = {
     "checkin": {
         "room": _ROOM,
@@ -116,6 +145,11 @@ _EXAMPLE_BODIES: dict[str, dict[str, Any]] = {
     "ack_alarm": {"alarm_id": _ALARM_ID, "by": "ana"},
     "resolve_alarm": {"alarm_id": _ALARM_ID, "by": "ana"},
     "resync": {},
+    "apply_config": {
+        "floor_toml": _FLOOR_TOML,
+        "sha256": hashlib.sha256(_FLOOR_TOML.encode()).hexdigest(),
+        "confirm_s": 120,
+    },
     "set_housekeeping": {"room": _ROOM, "status": "inspected", "by": "hk/li"},
     "set_energy": {"room": _ROOM, "hold": True},
     "replay": {"from_seq": 1001, "to_seq": 1041},
@@ -580,9 +614,21 @@ _ACKNOWLEDGED = {
 
 def _status(*, online: bool) -> Status:
     started = "2026-11-23T05:58:41.207Z"
-    return Status.model_validate(
-        {"gateway": _GATEWAY, "online": online, "version": "0.1.0", "started_at": started}
-    )
+    doc: dict[str, Any] = {
+        "gateway": _GATEWAY, "online": online, "version": "0.1.0", "started_at": started,
+    }  # fmt: skip
+    if online:
+        doc["health"] = {
+            "level": "degraded",
+            "reasons": [
+                {
+                    "code": "devices_offline",
+                    "level": "degraded",
+                    "message": "1 of 36 devices offline: 1204/tstat",
+                }
+            ],
+        }
+    return Status.model_validate(doc)
 
 
 def _room() -> RoomState:

@@ -2,6 +2,11 @@
 
 Exit codes: 0 clean stop or valid floor; 78 (EX_CONFIG) invalid floor file or profile;
 1 a service crashed or the store could not be opened (systemd restarts us, except on 78).
+
+A restart asked by the floor itself (a floor file applied remotely, or rolled back) stops
+cleanly and executes the same command line again in the same process (same PID, so
+systemd keeps following it; RELOADING=1, then READY=1): it needs no service manager. If
+the exec itself fails, the daemon exits 75 (EX_TEMPFAIL) and systemd starts it again.
 """
 
 from __future__ import annotations
@@ -23,12 +28,14 @@ from gateway.app import build
 from gateway.config.floor import FloorConfig
 from gateway.config.load import format_report, load_floor
 from gateway.core.inputs import Lifecycle
+from gateway.engine.configs import ConfigKeeper
 from gateway.logging import configure_logging
 from gateway.model.errors import ConfigError, StoreError
 from gateway.supervisor import Supervisor
 
 EX_OK = 0
 EX_FAILURE = 1
+EX_TEMPFAIL = 75  # sysexits.h: a restart onto another floor file failed to exec
 EX_CONFIG = 78  # sysexits.h EX_CONFIG; systemd's RestartPreventExitStatus=78
 
 # How often the store liveness loop round-trips through the writer thread, and how long
@@ -52,7 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         for warning in warnings:
             log.warning("config_warning", detail=warning)
-        return asyncio.run(run(config))
+        code = asyncio.run(run(config))
+        if code == EX_TEMPFAIL:
+            _exec_again()
+        return code
     print(format_report(problems, args.config), file=sys.stderr)
     log.error("config_invalid", path=str(args.config), problems=len(problems))
     return EX_CONFIG
@@ -72,7 +82,11 @@ def check(path: Path) -> int:
 
 
 async def run(config: FloorConfig, *, notifier: Notifier | None = None) -> int:
-    """Run the gateway for a validated floor until a signal stops it; return the exit code."""
+    """Run the gateway for a validated floor until a signal stops it; return the exit code.
+
+    ``config`` is the local floor file; the floor may run another one applied remotely
+    (gateway.engine.configs). EX_TEMPFAIL: the floor asked to be started again.
+    """
     notifier = notifier or Notifier.from_env()
     supervisor = Supervisor(notifier=notifier)
     structlog.contextvars.bind_contextvars(gateway=config.gateway.id)
@@ -86,9 +100,20 @@ async def run(config: FloorConfig, *, notifier: Notifier | None = None) -> int:
     return EX_FAILURE
 
 
-async def _serve(config: FloorConfig, supervisor: Supervisor, store: Store) -> int:
+async def _serve(local: FloorConfig, supervisor: Supervisor, store: Store) -> int:
     """Run the services on an open store until stopped."""
     supervisor.on_stopped(store.close)
+    try:
+        configs = await ConfigKeeper.start(local, store)
+    except (OSError, StoreError) as exc:
+        failure = str(exc)
+    else:
+        failure = ""
+    if failure:
+        log.error("start_failed", error=failure)
+        await store.close()
+        return EX_FAILURE
+    config = configs.config
 
     progress = supervisor.progress("store", max_silence_s=STORE_MAX_SILENCE_S)
 
@@ -100,15 +125,17 @@ async def _serve(config: FloorConfig, supervisor: Supervisor, store: Store) -> i
 
     supervisor.spawn("store-liveness", store_liveness)
     try:
-        inbox = await build(config, store, supervisor)
+        inbox = await build(configs, store, supervisor)
     except (FloorgateError, OSError) as exc:
         failure = str(exc)
     else:
         failure = ""
     if failure:
         log.error("start_failed", error=failure)
+        # A floor file on trial that cannot even start: the next start rolls it back.
+        again = await configs.start_failed(store, failure)
         await store.close()
-        return EX_FAILURE
+        return EX_TEMPFAIL if again else EX_FAILURE
 
     async def startup() -> None:
         await inbox.submit(Lifecycle("gateway.started", {"version": __version__}))
@@ -119,12 +146,28 @@ async def _serve(config: FloorConfig, supervisor: Supervisor, store: Store) -> i
 
     supervisor.on_stopping(stopping)
     code = await supervisor.run(startup)
+    if supervisor.restart_requested is not None and code == EX_OK:
+        code = EX_TEMPFAIL
     if supervisor.abandoned:
         # A task ignored cancellation past the shutdown bound; asyncio.run() would wait
         # for it without limit. Leave now so a stop never outlasts the bound.
         sys.stdout.flush()
+        if code == EX_TEMPFAIL:
+            _exec_again()
         os._exit(code)
     return code
+
+
+def _exec_again() -> None:
+    """Replace this process with the same command line (returns only if exec fails)."""
+    argv = [sys.executable, *sys.orig_argv[1:]]
+    log.info("restarting", argv=argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execv(sys.executable, argv)  # noqa: S606 -- our own interpreter and command line
+    except OSError:
+        log.exception("restart_failed")
 
 
 def _parser() -> argparse.ArgumentParser:

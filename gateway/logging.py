@@ -2,7 +2,10 @@
 
 Every event carries ``event``, ``level`` and an ISO-8601 UTC ``ts``, plus whatever context
 is bound (``bus``, ``unit``, ``room``...). Secrets are redacted before rendering, at any
-depth, so a token, key or signature never reaches the journal.
+depth, so a token, key or signature never reaches the journal. Every line at warning or
+above is also counted by (level, event) — ``warning_counts()``, the metric
+``floorgate_log_messages_total`` — so each warning-level condition has a log line and a
+metric; event names are literals in the code, so the counted set is bounded.
 """
 
 from __future__ import annotations
@@ -15,7 +18,14 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-__all__ = ["REDACTED", "SECRET_KEY_SUFFIXES", "configure_logging", "redact_secrets"]
+__all__ = [
+    "REDACTED",
+    "SECRET_KEY_SUFFIXES",
+    "configure_logging",
+    "count_warnings",
+    "redact_secrets",
+    "warning_counts",
+]
 
 REDACTED = "[redacted]"
 
@@ -32,6 +42,24 @@ SECRET_KEY_SUFFIXES: tuple[str, ...] = (
 )
 
 _LEVELS = ("debug", "info", "warning", "error", "critical")
+_COUNTED = frozenset({"warning", "error", "critical"})
+_MAX_COUNTED_EVENTS = 500  # a guard: event names are literals, but never let this grow
+_warnings: dict[tuple[str, str], int] = {}
+
+
+def warning_counts() -> dict[tuple[str, str], int]:
+    """Lines logged at warning or above since the start, by (level, event)."""
+    return dict(_warnings)
+
+
+def count_warnings(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    """Count a line at warning or above by (level, event); pass every line on unchanged."""
+    level = method_name if method_name != "exception" else "error"
+    if level in _COUNTED:
+        key = (level, str(event_dict.get("event", "")))
+        if key in _warnings or len(_warnings) < _MAX_COUNTED_EVENTS:
+            _warnings[key] = _warnings.get(key, 0) + 1
+    return event_dict
 
 
 def configure_logging(
@@ -51,6 +79,7 @@ def configure_logging(
     as_json = not _isatty(out) if json is None else json
 
     processors: list[Processor] = [
+        count_warnings,
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),

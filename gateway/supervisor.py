@@ -6,8 +6,11 @@ service, ``request_stop``) send STOPPING=1, run the ``on_stopping`` hooks, cance
 task, then run the ``on_stopped`` hooks in reverse. The whole shutdown is bounded by
 ``shutdown_timeout_s``: what is still running then is abandoned (logged) and run() returns.
 A second signal exits at once through ``force_exit``. ``WATCHDOG=1`` is sent from a task in
-the event loop, and only while every registered ``Progress`` has beaten recently, so both a
-blocked loop and a stuck critical loop let systemd's watchdog fire.
+the event loop, and only while the floor's health (gateway.core.health, through the gate
+given to ``watchdog_gate``) has no critical reason — before a gate is given, while every
+registered ``Progress`` has beaten recently — so both a blocked loop and a stuck critical
+loop let systemd's watchdog fire. ``request_restart`` stops the same way but says
+RELOADING=1 instead of STOPPING=1: the daemon then starts again in the same process.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import functools
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +36,8 @@ _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 ServiceFn = Callable[[], Coroutine[Any, Any, None]]
 Hook = Callable[[], Awaitable[None]]
+Gate = Callable[[], Sequence[str]]
+"""The reasons to withhold WATCHDOG=1 now (empty: ping)."""
 
 
 class Progress:
@@ -86,6 +91,8 @@ class Supervisor:
         self._started_at: datetime | None = None
         self._abandoned: asyncio.Task[None] | None = None
         self._abandoned_names: tuple[str, ...] = ()
+        self._gate: Gate | None = None
+        self._restart: str | None = None
 
     @property
     def started_at(self) -> datetime:
@@ -93,6 +100,11 @@ class Supervisor:
         if self._started_at is None:
             raise RuntimeError("the supervisor has not been started")
         return self._started_at
+
+    @property
+    def restart_requested(self) -> str | None:
+        """Why a restart was asked (request_restart), or None for a plain stop."""
+        return self._restart
 
     @property
     def abandoned(self) -> tuple[str, ...]:
@@ -123,6 +135,17 @@ class Supervisor:
         self._progress[name] = handle
         return handle
 
+    def loops(self) -> list[tuple[str, float, float]]:
+        """Every registered critical loop: (name, seconds since its beat, its limit)."""
+        now = self._clock()
+        return [(p.name, now - p.last_beat, p.max_silence_s) for p in self._progress.values()]
+
+    def watchdog_gate(self, gate: Gate) -> None:
+        """From now on WATCHDOG=1 is withheld while ``gate()`` names a reason (once only)."""
+        if self._gate is not None:
+            raise ValueError("a watchdog gate is already registered")
+        self._gate = gate
+
     def on_stopping(self, fn: Hook) -> None:
         """Run ``fn`` after a stop is requested, before tasks are cancelled (in order)."""
         self._stopping_hooks.append(fn)
@@ -138,8 +161,22 @@ class Supervisor:
             return
         self._stop_at = time.monotonic()
         self._stop.set()  # before anything that could fail: the stop must happen
-        self._notifier.stopping(status=f"stopping: {reason}")
+        if self._restart is not None:
+            self._notifier.reloading(status=f"restarting: {reason}")
+        else:
+            self._notifier.stopping(status=f"stopping: {reason}")
         _log.info("shutdown_requested", reason=reason, exit_code=exit_code)
+
+    def request_restart(self, reason: str) -> None:
+        """Stop cleanly so that the daemon starts again (``restart_requested`` tells why).
+
+        Ignored once a stop is under way: a stop asked for by a signal or a crash wins.
+        """
+        if self._stop.is_set():
+            _log.info("restart_ignored", reason=reason, already_stopping=True)
+            return
+        self._restart = reason
+        self.request_stop(reason)
 
     async def run(self, startup: Callable[[], Awaitable[None]] | None = None) -> int:
         """Run until stopped and return the exit code; may be called once."""
@@ -253,11 +290,10 @@ class Supervisor:
         _log.info("ready", services=sorted(self._tasks.keys() - {"startup"}))
 
     async def _pinger(self, interval: float) -> None:
-        """Send WATCHDOG=1 every ``interval`` while every Progress is fresh."""
+        """Send WATCHDOG=1 every ``interval`` while the gate (or every Progress) allows."""
         withheld = False
         while True:
-            now = self._clock()
-            stale = sorted(p.name for p in self._progress.values() if not p.is_fresh(now))
+            stale = self._withhold()
             if not stale:
                 if withheld:
                     _log.info("watchdog_resumed")
@@ -267,6 +303,16 @@ class Supervisor:
                 _log.warning("watchdog_withheld", stale=stale)
                 withheld = True
             await asyncio.sleep(interval)
+
+    def _withhold(self) -> list[str]:
+        """Why WATCHDOG=1 is withheld now: the gate's reasons, else the stale Progress names."""
+        if self._gate is not None:
+            try:
+                return list(self._gate())
+            except Exception:  # noqa: BLE001 -- a failing gate must not stop the pings
+                _log.exception("watchdog_gate_failed")
+        now = self._clock()
+        return sorted(p.name for p in self._progress.values() if not p.is_fresh(now))
 
     async def _run_hooks(self, kind: str, hooks: Iterable[Hook]) -> None:
         for hook in list(hooks):

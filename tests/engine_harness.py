@@ -91,6 +91,7 @@ class Harness:
     retained: RetainedChanges
     committed: Broadcast
     lamps: list[tuple[str, str, LampState]] = field(default_factory=list)
+    restarts: list[str] = field(default_factory=list)
 
     async def settle(self) -> None:
         """Wait until everything queued so far is committed and acted on."""
@@ -144,6 +145,7 @@ async def running_engine(
     locks = RecordingLocks(state, inbox.put)
     retained, committed = RetainedChanges(), Broadcast()
     lamps: list[tuple[str, str, LampState]] = []
+    restarts: list[str] = []
 
     def lamp(bus: str) -> Callable[[str, LampState], None]:
         return lambda room, state: lamps.append((bus, room, state))
@@ -160,10 +162,11 @@ async def running_engine(
         outbox=committed,
         wall=clock,
         retry=retry,
+        restart=restarts.append,
     )
     task = asyncio.create_task(engine.run(), name="committer")
     harness = Harness(
-        config, store, engine, inbox, clock, actuators, locks, retained, committed, lamps
+        config, store, engine, inbox, clock, actuators, locks, retained, committed, lamps, restarts
     )
     try:
         await harness.settle()

@@ -43,6 +43,8 @@ SPEC_EVENT_TYPES = {
     "alarm.escalated", "alarm.acknowledged", "alarm.resolved", "device.offline",
     "device.online", "device.fault", "callpanel.offline", "callpanel.online", "lock.tamper",
     "room.dnd", "room.mur", "room.keycard", "room.window", "command.rejected",
+    # v2 "Events, v2"
+    "config.applied", "config.rolled_back", "config.refused",
     # v2
     "lock.battery", "room.moved", "lockdown.changed", "audit",
 }  # fmt: skip
@@ -50,6 +52,8 @@ SPEC_EVENT_TYPES = {
 SPEC_COMMAND_TYPES = {
     "checkin", "checkout", "extend", "add_token", "revoke_token", "set_climate",
     "set_lights", "unlock", "ack_alarm", "resolve_alarm", "resync",
+    # v2 "Commands, v2"
+    "apply_config",
     "set_housekeeping", "set_energy",  # v2
     "replay",  # mqtt.md v2 "Inventory and replay"
     # v2

@@ -231,6 +231,7 @@ def test_every_input_type_is_decided(layout: Any) -> None:
         inputs.StorageChanged(failing=True, error="disk full"),
         inputs.LampChecked(DeviceRef.parse("1201/rio"), "dome_lamp", ok=False),
         inputs.Lifecycle("gateway.started", {"version": "x"}),
+        inputs.ConfigVerdict("ab" * 32, ()),
     ]
     assert {type(i) for i in one_of_each} == set(get_args(inputs.Input))
     for item in one_of_each:

@@ -20,6 +20,7 @@ from gateway.core.alarms import Alarm, AlarmKind, AlarmState
 from gateway.core.authz import Stay
 from gateway.core.decide import Decision
 from gateway.core.inputs import AlarmAction, AuditAction, Input, Lifecycle, Tick
+from gateway.core.remote_config import ConfigRecord
 from gateway.core.staff import Lockdown, StaffKey
 from gateway.engine import engine as engine_module
 from gateway.engine.commands import CommandProcessor
@@ -56,6 +57,8 @@ def one_of_each() -> list[fx.Effect]:
         fx.ReadAccessLog(LOCK),
         fx.DeviceBack(LOCK),
         fx.Republish(),
+        fx.SaveConfig(ConfigRecord(active="ab" * 32), ("ab" * 32, "[gateway]\n"), None),
+        fx.Restart("test"),
     ]
 
 
@@ -76,6 +79,7 @@ def _stored(conn: sqlite3.Connection) -> dict[str, Any]:
         "head": one("SELECT head FROM lock_log_heads"),
         "welcomed": one("SELECT value FROM point_values WHERE point = 'welcomed'"),
         "command": one("SELECT id FROM commands"),
+        "config": one("SELECT sha256 FROM config_files"),
         "room_status": one("SELECT housekeeping, hold_stay FROM room_status"),
         "ledger": one("SELECT room, day FROM energy_ledger"),
     }
@@ -107,6 +111,7 @@ async def test_every_effect_is_persisted_or_carried_out(
             "head": (12,),
             "welcomed": ('"S-1"',),
             "command": ("c-9",),
+            "config": ("ab" * 32,),
             "room_status": ("clean", "S-1"),
             "ledger": ("1201", "2026-11-23"),
         }
@@ -119,6 +124,7 @@ async def test_every_effect_is_persisted_or_carried_out(
         assert h.locks.wanted == [("1203", "change", False)]
         assert h.locks.logs == [LOCK]
         assert h.actuators.resent == [LOCK]
+        assert h.restarts == ["test"]
 
 
 class RecordingInbox(Inbox):

@@ -849,9 +849,9 @@ def test_bash_completion_of_subcommands_and_options(
     assert main(["completion", "bash"]) == EX_OK
     assert capsys.readouterr().out == bash_script
     assert _complete(bash_script, ["floorctl", "''"]) == [
-        "status", "floor", "rooms", "room", "devices", "alarms", "events", "outbox", "energy",
-        "locks", "lamps", "audit", "scan", "completion", "--help", "--socket", "--config",
-        "--json",
+        "status", "health", "floor", "rooms", "room", "devices", "alarms", "events",
+        "outbox", "energy", "locks", "lamps", "audit", "config", "scan", "completion", "--help",
+        "--socket", "--config", "--json",
     ]  # fmt: skip
     assert _complete(bash_script, ["floorctl", "al"]) == ["alarms"]
     assert _complete(bash_script, ["floorctl", "alarms", "''"]) == [

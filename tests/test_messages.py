@@ -205,7 +205,7 @@ def test_every_command_type_of_the_spec_has_a_body() -> None:
     assert set(COMMAND_BODIES) == {
         "checkin", "checkout", "extend", "add_token", "revoke_token", "set_climate",
         "set_lights", "unlock", "ack_alarm", "resolve_alarm", "resync",
-        "set_housekeeping", "set_energy",
+        "set_housekeeping", "set_energy", "apply_config",
         "replay",  # mqtt.md v2
         "move_room", "staff_key", "lockdown",
     }  # fmt: skip

@@ -361,6 +361,12 @@ class ControlServer:
                     case "events":
                         rows = await view.events(args.since_seq, args.room, args.limit)
                         return EventLog(tuple(rows)).to_json()
+                    case "health":
+                        return view.health().to_json()
+                    case "config.show":
+                        return view.config_show().to_json()
+                    case "config.history":
+                        return (await view.config_history(args.limit)).to_json()
                     case "energy":
                         return (await view.energy(args.room, args.days)).to_json()
                     case "locks":
@@ -496,6 +502,10 @@ class _ScanArgs(_Args):
     bus: _Name
 
 
+class _HistoryArgs(_Args):
+    limit: Annotated[int, Field(ge=1, le=1000)] = 20
+
+
 class _EnergyArgs(_Args):
     room: _Name | None = None
     days: Annotated[int, Field(ge=1, le=400)] = 7
@@ -520,6 +530,9 @@ _ARGS: dict[str, type[_Args]] = {
     "events": _EventsArgs,
     "outbox": _NoArgs,
     "scan": _ScanArgs,
+    "health": _NoArgs,
+    "config.show": _NoArgs,
+    "config.history": _HistoryArgs,
     "energy": _EnergyArgs,
     "locks": _NoArgs,
     "audit": _AuditArgs,

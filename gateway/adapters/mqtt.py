@@ -68,6 +68,8 @@ READ_BATCH = 500
 IDLE_POLL_S = 1.0
 """An idle drainer looks at the outbox this often even if nobody rang it."""
 STOP_PUBLISH_S = 2.0
+HEALTH_CHECK_S = 1.0
+"""How often the health is compared with the one the status told."""
 """Bound on publishing the offline status when stopping (and on the last marks)."""
 STOP_DRAIN_S = 1.0
 STOP_DRAIN_MAX = 256
@@ -154,12 +156,17 @@ class Uplink:
         beat: Callable[[], None] | None = None,
         coalesce_s: float = 0.2,
         rng: random.Random | None = None,
+        health: Callable[[], dict[str, object]] | None = None,
+        on_delivered: Callable[[StoredEvent], None] = lambda event: None,
     ) -> None:
         """``current_state()``: (subtopic, payload) of every open alarm, then every room;
         ``retained``: the retained changes to publish; ``outbox``: rung when events were
         committed; ``replays``: stored events to publish again; ``inventory``: the retained
         ``{root}/inventory``; ``on_link``: told when the link goes up or down;
-        ``on_refusing``: told when the broker starts or stops refusing what must go out."""
+        ``on_refusing``: told when the broker starts or stops refusing what must go out;
+        ``health()``: the status's ``health`` field (the status is published again when
+        its level or reasons change); ``on_delivered``: told of each event the broker
+        accepted."""
         self._mqtt = config.mqtt
         self._gateway_id = config.gateway.id
         self._store = store
@@ -182,7 +189,10 @@ class Uplink:
         self._topic_reply = f"{root}/reply"
         self._topic_replay = f"{root}/replay"
         status = {"gateway": self._gateway_id, "version": version, "started_at": started_at}
-        self._online = Status.model_validate({**status, "online": True}).to_dict()
+        self._status = status
+        self._health = health
+        self._on_delivered = on_delivered
+        self._told_health: tuple[object, ...] | None = None
         self._offline = Status.model_validate({**status, "online": False}).to_json()
         self._inventory = dict(inventory) if inventory is not None else None
         self._retained = retained
@@ -217,6 +227,7 @@ class Uplink:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._outbox.run(), name="uplink-housekeeping")
             tg.create_task(self._outbox.marks(), name="uplink-marks")
+            tg.create_task(self._watch_health(), name="uplink-health")
             await self._connect_loop()
 
     @property
@@ -330,7 +341,7 @@ class Uplink:
             window=conn.window,
             connects=self._connects,
         )
-        await self._publish_retained(conn, [("status", self._online)])
+        await self._publish_retained(conn, [("status", self._online())])
         code = await conn.subscribe(self._topic_cmd)
         if code.is_failure:
             log.warning("mqtt_subscribe_refused", topic=self._topic_cmd, reason=str(code))
@@ -452,7 +463,7 @@ class Uplink:
             retained.wake.clear()
             if retained.take_resync():
                 log.info("mqtt_resync")
-                items = [("status", self._online), *self._state_items(full=True)]
+                items = [("status", self._online()), *self._state_items(full=True)]
             else:
                 items = list(retained.take().items())
             if items:
@@ -544,7 +555,7 @@ class Uplink:
                     break
                 acked = await self._send_event(conn, self._topic_events, event)
                 drain.in_flight.add(acked)
-                acked.add_done_callback(functools.partial(self._event_settled, drain, event.seq))
+                acked.add_done_callback(functools.partial(self._event_settled, drain, event))
                 cursor = event.seq
             if probe and acked is not None:
                 ack = await acked
@@ -560,7 +571,10 @@ class Uplink:
             topic, self._envelope(event), retain=False, properties=conn.properties()
         )
 
-    def _event_settled(self, drain: _Drain, seq: int, acked: asyncio.Future[PubAck]) -> None:
+    def _event_settled(
+        self, drain: _Drain, event: StoredEvent, acked: asyncio.Future[PubAck]
+    ) -> None:
+        seq = event.seq
         drain.in_flight.discard(acked)
         if acked.cancelled() or acked.exception() is not None:
             return  # the link ended: the event goes again on the next connection
@@ -573,6 +587,26 @@ class Uplink:
                 drain.refused = seq
             return
         self._outbox.delivered(seq)
+        self._on_delivered(event)
+
+    def _online(self) -> dict[str, object]:
+        """The online status now, with the floor's health; remembers what it told."""
+        doc: dict[str, object] = {**self._status, "online": True}
+        if self._health is not None:
+            health = self._health()
+            doc["health"] = health
+            self._told_health = _health_key(health)
+        return Status.model_validate(doc).to_dict()
+
+    async def _watch_health(self) -> None:
+        """Publish the status again when the health's level or reasons changed."""
+        if self._health is None:
+            return
+        while True:
+            await asyncio.sleep(HEALTH_CHECK_S)
+            told = self._told_health
+            if self._link.up and told is not None and _health_key(self._health()) != told:
+                self._retained.set("status", self._online())
 
     def _envelope(self, event: StoredEvent) -> bytes:
         data: dict[str, object] = {
@@ -678,3 +712,10 @@ def _raise_lost_cancel() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+def _health_key(health: Mapping[str, object]) -> tuple[object, ...]:
+    """What makes a health different enough to publish the status again: level and codes."""
+    reasons = health.get("reasons")
+    listed = reasons if isinstance(reasons, list) else []
+    return (health.get("level"), *(r.get("code") for r in listed if isinstance(r, dict)))

@@ -185,6 +185,30 @@ MIGRATIONS: list[tuple[int, str]] = [
         INSERT INTO audit_chain (id, chain_from) SELECT 1, COALESCE(MAX(id), 0) + 1 FROM audit;
         """,
     ),
+    (
+        6,
+        """
+        -- remote configuration: the floor files applied remotely, by sha256
+        CREATE TABLE config_files (
+            sha256    TEXT NOT NULL PRIMARY KEY,
+            text      TEXT NOT NULL,
+            stored_at TEXT NOT NULL
+        );
+        -- which file runs, the last-known-good one, the one being confirmed (one row)
+        CREATE TABLE config_state (
+            id     INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+            record TEXT NOT NULL  -- JSON
+        );
+        CREATE TABLE config_history (
+            id     INTEGER PRIMARY KEY,
+            ts     TEXT NOT NULL,
+            action TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            reason TEXT NULL,
+            by     TEXT NULL
+        );
+        """,
+    ),
 ]
 """(version, SQL script) pairs, versions 1, 2, … in order; each runs in one transaction."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Mapping
 
 import structlog
@@ -20,7 +21,7 @@ _log: structlog.typing.FilteringBoundLogger = structlog.get_logger()
 
 
 class Notifier:
-    """Sends READY/STOPPING/WATCHDOG/STATUS to systemd; a no-op when not run by systemd."""
+    """Sends READY/RELOADING/STOPPING/WATCHDOG/STATUS to systemd; a no-op without systemd."""
 
     def __init__(
         self, notify_socket: str | None = None, *, watchdog_usec: int | None = None
@@ -76,6 +77,11 @@ class Notifier:
     def stopping(self, status: str | None = None) -> None:
         """Send STOPPING=1 (shutdown began), with STATUS= when given."""
         self.notify("STOPPING=1", *_status(status))
+
+    def reloading(self, status: str | None = None) -> None:
+        """Send RELOADING=1 (the service restarts itself in place; READY=1 follows)."""
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        self.notify("RELOADING=1", f"MONOTONIC_USEC={usec}", *_status(status))
 
     def watchdog(self) -> None:
         """Send WATCHDOG=1; the supervisor calls it only when ``watchdog_interval`` is set."""

@@ -23,11 +23,14 @@ from gateway.model.views import (
     AlarmUpdate,
     AuditCheck,
     AuditLog,
+    ConfigHistory,
+    ConfigView,
     DeviceTable,
     EnergyLedger,
     EventLog,
     EventRow,
     FloorMap,
+    HealthView,
     LampTest,
     LockTable,
     OutboxInfo,
@@ -142,6 +145,18 @@ class Client:
     def outbox(self) -> OutboxInfo:
         """``floorctl outbox``."""
         return self._typed(OutboxInfo, "outbox")
+
+    def health(self) -> HealthView:
+        """``floorctl health``."""
+        return self._typed(HealthView, "health")
+
+    def config_show(self) -> ConfigView:
+        """``floorctl config show``."""
+        return self._typed(ConfigView, "config.show")
+
+    def config_history(self, limit: int) -> ConfigHistory:
+        """``floorctl config history``."""
+        return self._typed(ConfigHistory, "config.history", {"limit": limit})
 
     def energy(self, room: str | None, days: int) -> EnergyLedger:
         """``floorctl energy``."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from gateway.cli.discovery import ENV_CONFIG, FloorFileError, SocketChoice
 from gateway.cli.results import Output
 from gateway.model.errors import DaemonUnreachableError, ViewRefused
-from gateway.model.views import AuditCheck, LampTest
+from gateway.model.views import AuditCheck, HealthView, LampTest
 
 __all__ = [
     "EX_ERROR",
@@ -68,8 +68,10 @@ def failure(
 
 
 def of_output(output: Output) -> Failure:
-    """How floorctl ends after printing ``output``: 0, or 1 for a broken audit chain or a
-    lamp that did not read back."""
+    """How floorctl ends after printing ``output``: 0, or 1 for a floor not healthy, a
+    broken audit chain or a lamp that did not read back."""
+    if isinstance(output, HealthView) and output.level != "ok":
+        return Failure(EX_ERROR, [])
     if isinstance(output, AuditCheck) and not output.ok:
         why = output.problem or "does not match"
         return Failure(EX_ERROR, [f"audit row {output.first_bad}: {why}"])

@@ -19,10 +19,12 @@ from gateway.cli import (
     alarms,
     audit,
     completion,
+    config,
     devices,
     energy,
     events,
     exits,
+    health,
     lamps,
     locks,
     outbox,
@@ -40,7 +42,8 @@ __all__ = ["GROUPS", "build_parser", "main"]
 
 # In the order `floorctl --help` lists them.
 GROUPS = (
-    status, rooms, devices, alarms, events, outbox, energy, locks, lamps, audit, scan, completion,
+    status, health, rooms, devices, alarms, events, outbox, energy, locks, lamps, audit, config,
+    scan, completion,
 )  # fmt: skip
 
 
@@ -103,7 +106,8 @@ scanning a bus need 'floorgate-admin' (or root). Changes are audited with your u
 
 _EPILOG = f"""\
 examples:
-  floorctl status                     is the gateway healthy? MQTT, outbox, buses
+  floorctl status                     the gateway at a glance: MQTT, outbox, buses
+  floorctl health                     ok, degraded or failed, and why (exit 1 unless ok)
   floorctl floor                      every room at a glance (see its legend)
   floorctl room 1203                  everything about room 1203
   floorctl alarms                     open alarms, oldest first
@@ -113,6 +117,7 @@ examples:
   floorctl lamps test ROOM            light a room's call lamps and check they read back
   floorctl audit verify               check the audit log's hash chain
   floorctl scan rs485-a               which unit ids answer on bus rs485-a
+  floorctl config history             remote configuration: applied, rolled back, refused
   floorctl --json devices | jq .      any subcommand, as JSON for scripts
   floorctl completion bash > /etc/bash_completion.d/floorctl
 

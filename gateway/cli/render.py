@@ -26,6 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressC
 from rich.table import Table
 from rich.text import Text
 
+from gateway.cli import render_fleet
 from gateway.cli.alarm_ids import short_ids
 from gateway.cli.energybars import energy_table
 from gateway.cli.floormap import LEGEND, FloorMapRenderable, floor_map, room_flags
@@ -40,12 +41,15 @@ from gateway.model.views import (
     AlarmUpdate,
     AuditCheck,
     AuditLog,
+    ConfigHistory,
+    ConfigView,
     DeviceRow,
     DeviceTable,
     EnergyLedger,
     EventLog,
     EventRow,
     FloorMap,
+    HealthView,
     LampTest,
     LockTable,
     OutboxInfo,
@@ -169,6 +173,12 @@ def _renderable(result: Result) -> RenderableType:
             return _outbox(result)
         case ScanResult():
             return _scan(result)
+        case HealthView():
+            return render_fleet.health_view(result)
+        case ConfigView():
+            return render_fleet.config_view(result)
+        case ConfigHistory():
+            return render_fleet.config_history(result)
         case EnergyLedger():
             return energy_table(result)
         case LockTable():

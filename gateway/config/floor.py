@@ -266,6 +266,50 @@ class PollSection(_Section):
     probe_max_s: Annotated[float, Field(ge=1, le=3600)] = 60.0
 
 
+class MetricsSection(_Section):
+    """[metrics]: Prometheus metrics, to a node_exporter textfile and/or a local listener."""
+
+    textfile: Path | None = None
+    listen: str | None = None  # "127.0.0.1:9464", "[::1]:9464", "localhost:9464"
+    textfile_every_s: Annotated[float, Field(ge=0.1, le=3600)] = 15.0
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            listen_address(value)  # ValueError names the problem
+        return value
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """The listener's (host, port), or None without one."""
+        return None if self.listen is None else listen_address(self.listen)
+
+
+class HealthSection(_Section):
+    """[health]: when a passing condition makes the floor degraded (gateway.core.health)."""
+
+    broker_down_s: Annotated[float, Field(ge=1, le=86400)] = 60.0
+    clock_jump_hold_s: Annotated[float, Field(ge=1, le=86400)] = 600.0
+
+
+class RemoteConfigSection(_Section):
+    """[remote_config]: apply_config's bounds on this floor."""
+
+    # The shortest confirmation window a command may ask for (operations.md: 30..900);
+    # lower only on a lab or test floor.
+    confirm_min_s: Annotated[int, Field(ge=1, le=900)] = 30
+
+
+def listen_address(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` too) as (host, port); ValueError if it is not one."""
+    host, sep, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:9464)")
+    return host, int(port)
+
+
 @dataclass(frozen=True, slots=True)
 class FloorConfig:
     """A validated floor: its sections, buses, rooms and the profiles they use."""
@@ -280,6 +324,9 @@ class FloorConfig:
     floorpanel: FloorPanelSection | None
     poll: PollSection
     profiles: dict[str, Profile] = field(default_factory=dict)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
+    health: HealthSection = field(default_factory=HealthSection)
+    remote_config: RemoteConfigSection = field(default_factory=RemoteConfigSection)
     energy: EnergySection = field(default_factory=EnergySection)
     scenes: dict[str, SceneSection] = field(default_factory=dict)
     sha256: str = ""  # of the floor file's bytes as loaded ("" when not loaded from a file)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import ipaddress
 import os
 import re
 import tomllib
@@ -35,11 +36,14 @@ from gateway.config.floor import (
     FloorConfig,
     FloorPanelSection,
     GatewaySection,
+    HealthSection,
     LocksSection,
+    MetricsSection,
     MqttSection,
     OperatorSection,
     PolicySection,
     PollSection,
+    RemoteConfigSection,
     Room,
     SceneSection,
     StaffKeySection,
@@ -61,6 +65,9 @@ SECTIONS = (
     "floorpanel",
     "room",
     "poll",
+    "metrics",
+    "health",
+    "remote_config",
     "locks",
     "staff_key",
     "operator",
@@ -75,6 +82,18 @@ def load_floor(
 ) -> tuple[FloorConfig, list[str]]:
     """Load, validate and cross-check a floor file; return it with its warnings."""
     checker = _FloorChecker(Path(path), os.environ if environ is None else environ)
+    return checker.run()
+
+
+def load_floor_text(
+    text: str, path: Path, *, environ: Mapping[str, str] | None = None
+) -> tuple[FloorConfig, list[str]]:
+    """``load_floor`` of ``text`` as if it were the file at ``path`` (relative paths, lines).
+
+    The check of a floor file sent remotely (``apply_config``): everything but reading
+    ``path`` itself is as ``--check`` does it (profiles, the key file, cross-checks).
+    """
+    checker = _FloorChecker(Path(path), os.environ if environ is None else environ, text=text)
     return checker.run()
 
 
@@ -187,10 +206,11 @@ def _inner_model(annotation: Any) -> Any:
 class _FloorChecker:
     """Validates one floor file, gathering every problem before deciding."""
 
-    def __init__(self, path: Path, environ: Mapping[str, str]) -> None:
+    def __init__(self, path: Path, environ: Mapping[str, str], text: str | None = None) -> None:
         self.path = path
         self.base = path.parent
         self.environ = environ
+        self.text = text
         self.problems: list[str] = []
         self.warnings: list[str] = []
         self.sha256 = ""
@@ -201,7 +221,7 @@ class _FloorChecker:
     def read(self) -> dict[str, Any]:
         """The file's TOML with environment references expanded."""
         try:
-            data = self.path.read_bytes()
+            data = self.path.read_bytes() if self.text is None else self.text.encode("utf-8")
             self.sha256 = hashlib.sha256(data).hexdigest()
             raw = tomllib.loads(data.decode("utf-8"))
         except OSError as exc:
@@ -223,6 +243,9 @@ class _FloorChecker:
         mqtt = self._section(raw, "mqtt", MqttSection, required=True)
         policy = self._section(raw, "policy", PolicySection) or PolicySection()
         poll = self._section(raw, "poll", PollSection) or PollSection()
+        metrics = self._section(raw, "metrics", MetricsSection) or MetricsSection()
+        health = self._section(raw, "health", HealthSection) or HealthSection()
+        remote = self._section(raw, "remote_config", RemoteConfigSection) or RemoteConfigSection()
         energy = self._section(raw, "energy", EnergySection) or EnergySection()
         scenes = self._scenes(raw)
         floorpanel = self._section(raw, "floorpanel", FloorPanelSection)
@@ -262,6 +285,9 @@ class _FloorChecker:
             floorpanel=floorpanel,
             poll=poll,
             profiles={n: p for n, p in profiles.items() if n in used and p is not None},
+            metrics=self._resolve_metrics(metrics),
+            health=health,
+            remote_config=remote,
             energy=energy,
             scenes=scenes,
             sha256=self.sha256,
@@ -406,6 +432,18 @@ class _FloorChecker:
             if p is not None and not os.access(p, os.R_OK):
                 self.problem(f"mqtt.{f}", f"cannot read {p}")
         return m
+
+    def _resolve_metrics(self, m: MetricsSection) -> MetricsSection:
+        address = m.address
+        if address is not None and not _loopback(address[0]):
+            self.warnings.append(
+                f"metrics.listen: {m.listen} is reachable from the network; the metrics tell"
+                " occupancy and alarms: keep the listener on 127.0.0.1 and let node_exporter's"
+                " textfile collector or a proxy expose them"
+            )
+        if m.textfile is None:
+            return m
+        return m.model_copy(update={"textfile": self._path(m.textfile)})
 
     def _resolve_bus(self, b: Bus) -> Bus:
         if isinstance(b, TcpBus):
@@ -619,6 +657,15 @@ class _FloorChecker:
             )
 
 
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def format_report(problems: Iterable[str], path: Path) -> str:
     """The text --check prints for an invalid floor: a count, then each problem.
 
@@ -634,9 +681,15 @@ def format_report(problems: Iterable[str], path: Path) -> str:
 def with_lines(problems: Iterable[str], path: Path) -> list[str]:
     """Each problem, prefixed ``line N: `` where its place (``where: ...``) is in ``path``."""
     try:
-        index = line_index(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
-        index = {}
+        text = ""
+    return with_lines_of(problems, text)
+
+
+def with_lines_of(problems: Iterable[str], text: str) -> list[str]:
+    """Each problem, prefixed ``line N: `` where its place is in the floor file ``text``."""
+    index = line_index(text)
     out = []
     for problem in problems:
         place, sep, _ = problem.partition(": ")

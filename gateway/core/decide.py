@@ -48,6 +48,7 @@ from gateway.core.inputs import (
     AuditAction,
     ClockJumped,
     CommandRefused,
+    ConfigVerdict,
     Input,
     LampChecked,
     Lifecycle,
@@ -64,6 +65,7 @@ from gateway.core.kinds import lock as lock_kind
 from gateway.core.kinds.base import DeviceKind, Observed, Values
 from gateway.core.locksync import SLOT_COUNT, access_event, int_to_token
 from gateway.core.points import PointTable
+from gateway.core.remote_config import ConfigRecord, verdict_effects
 from gateway.core.staff import Lockdown, StaffAccess, StaffKey
 from gateway.core.state import Effects, FloorState, Layout
 from gateway.model.messages import Reply, ReplyError
@@ -103,6 +105,7 @@ class Stored:
     # room -> (housekeeping status, the stay a set_energy hold is for)
     room_status: Mapping[str, tuple[str | None, str | None]] = field(default_factory=dict)
     ledger: Mapping[str, Mapping[str, object]] = field(default_factory=dict)  # room -> latest day
+    config: ConfigRecord = field(default_factory=ConfigRecord)  # gateway.core.remote_config
     staff_keys: Sequence[StaffKey] = ()  # added by command
     revoked: Sequence[tuple[str, str]] = ()  # (key id, token hash) of revoked staff keys
     lockdown: Lockdown | None = None
@@ -136,6 +139,7 @@ def restore(
         alarms=alarms,
         welcomed={RoomId(r): s for r, s in stored.welcomed.items()},
         kinds={role: k.new_state() for role, k in registry.items()},
+        config=stored.config,
         rooms=grms.Rooms.restore(layout, now, stored.room_status, stored.ledger),
     )
     effects = grms.start(floor, now)
@@ -215,6 +219,12 @@ def decide(floor: FloorState, item: Input, now: datetime) -> Decision:
             if event == "gateway.stopping":
                 return Decision([Emit(event, None, data), grms.checkpoint_ledger(floor, now)])
             return Decision([Emit(event, None, data)])
+        case ConfigVerdict(sha256=sha, problems=problems):
+            verdict = verdict_effects(floor.config, sha, problems)
+            if verdict is None:
+                return Decision([])
+            floor.config, told = verdict
+            return Decision(told)
         case _:
             assert_never(item)
 
@@ -388,7 +398,8 @@ def _command(floor: FloorState, cmd: RunCommand, now: datetime) -> Decision:
     if isinstance(done, handlers.Refused):
         reply = _error_reply(cmd.id, done.code, done.message, by)
         rejected = [_by(e, by) for e in _rejected(floor, cmd.id, done.code, now)]
-        return Decision([*rejected, RecordCommand(cmd.id, now, reply)], reply)
+        also = [_by(e, by) for e in expand(floor, done.also, now)]
+        return Decision([*rejected, *also, RecordCommand(cmd.id, now, reply)], reply)
     effects = [_by(e, by) for e in expand(floor, done.intents, now)]
     result = done.result
     if result is None:

@@ -25,6 +25,7 @@ from drivers.profile import PollClass
 if TYPE_CHECKING:
     from gateway.core.alarms import Alarm
     from gateway.core.authz import Stay
+    from gateway.core.remote_config import ConfigEntry, ConfigRecord
     from gateway.core.staff import Lockdown, StaffKey
 
 __all__ = [
@@ -39,8 +40,10 @@ __all__ = [
     "ReconcileLock",
     "RecordCommand",
     "Republish",
+    "Restart",
     "Retain",
     "SaveAlarm",
+    "SaveConfig",
     "SaveCounter",
     "SaveLedger",
     "SaveLockdown",
@@ -160,6 +163,15 @@ class RecordCommand:
     reply: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class SaveConfig:
+    """Write the remote-configuration record, with a file's text and a history line if any."""
+
+    record: ConfigRecord
+    text: tuple[str, str] | None = None  # (sha256, the floor file's text) to keep
+    entry: ConfigEntry | None = None
+
+
 # -- carried out after the commit -------------------------------------------------------
 
 
@@ -226,6 +238,13 @@ class Republish:
     """Publish the status, every open alarm and every room state again (``resync``)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Restart:
+    """Stop cleanly and start again onto the configuration the record names."""
+
+    reason: str
+
+
 Persisted = (
     Emit
     | Audit
@@ -242,9 +261,19 @@ Persisted = (
     | SaveLogHead
     | MarkWelcomed
     | RecordCommand
+    | SaveConfig
 )
 """Written in the decision's transaction."""
-Action = WritePoint | SetPanelLamp | Retain | ReconcileLock | ReadAccessLog | DeviceBack | Republish
+Action = (
+    WritePoint
+    | SetPanelLamp
+    | Retain
+    | ReconcileLock
+    | ReadAccessLog
+    | DeviceBack
+    | Republish
+    | Restart
+)
 """Carried out once the decision is committed."""
 Effect = Persisted | Action
 """Every effect of the core, once: the engine's dispatches are exhaustive over this union."""
@@ -269,6 +298,7 @@ def split(effects: Iterable[Effect]) -> tuple[list[Persisted], list[Action]]:
                 | SaveRoomStatus()
                 | SaveLedger()
                 | RecordCommand()
+                | SaveConfig()
             ):
                 persisted.append(effect)
             case (
@@ -279,6 +309,7 @@ def split(effects: Iterable[Effect]) -> tuple[list[Persisted], list[Action]]:
                 | ReadAccessLog()
                 | DeviceBack()
                 | Republish()
+                | Restart()
             ):
                 actions.append(effect)
             case _:

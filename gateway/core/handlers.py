@@ -11,7 +11,7 @@ values (authorisation, alarms) only once it has decided.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
@@ -23,8 +23,9 @@ from gateway.core import access, grms
 from gateway.core.alarms import Refusal as AlarmRefusal
 from gateway.core.authz import Authz, LocksChanged, Outcome
 from gateway.core.authz import Refusal as AuthzRefusal
-from gateway.core.effects import Audit, Republish, WritePoint
+from gateway.core.effects import Audit, Republish, Restart, SaveConfig, WritePoint
 from gateway.core.intents import Intent
+from gateway.core.remote_config import ConfigEntry, Pending, Proposal, refusal_effects
 from gateway.core.staff import FLOOR_ZONE, Schedule, StaffKey
 from gateway.core.state import FloorState
 from gateway.model.messages import (
@@ -77,17 +78,22 @@ class Done:
 
 @dataclass(frozen=True, slots=True)
 class Refused:
-    """Refused with nothing changed: ``invalid``, ``unknown_room`` or ``conflict``."""
+    """Refused with nothing changed: ``invalid``, ``unknown_room`` or ``conflict``.
+
+    ``also``: what the refusal itself records besides ``command.rejected`` (e.g.
+    ``config.refused``, its audit row).
+    """
 
     code: str
     message: str
+    also: Sequence[Intent] = ()
 
 
 Handler = Callable[[FloorState, Any, Context], Done | Refused]
 HANDLERS: dict[str, Handler] = {}
 """Every command type's handler (a test checks each body model has exactly one)."""
 
-B = TypeVar("B", bound=BaseModel)
+B = TypeVar("B", bound=BaseModel | Proposal)
 
 
 def handles(type: str) -> Callable[[Callable[[FloorState, B, Context], Done | Refused]], Handler]:
@@ -360,6 +366,52 @@ def resolve_alarm(floor: FloorState, body: ResolveAlarmBody, ctx: Context) -> Do
 def resync(floor: FloorState, body: ResyncBody, ctx: Context) -> Done | Refused:
     """Publish the status, every open alarm and every room state again."""
     return Done([Republish()], result={})
+
+
+# -- configuration ----------------------------------------------------------------------
+
+
+@handles("apply_config")
+def apply_config(floor: FloorState, proposal: Proposal, ctx: Context) -> Done | Refused:
+    """Keep the checked file and restart onto it, pending confirmation (operations.md)."""
+    record = floor.config
+    if proposal.problems:
+        count = len(proposal.problems)
+        reason = f"{count} problem{'s' if count != 1 else ''}: " + "; ".join(proposal.problems)
+        return Refused("invalid", reason, refusal_effects(proposal, record, reason))
+    if proposal.conflicts:
+        reason = "cannot be changed remotely: " + "; ".join(proposal.conflicts)
+        return Refused("conflict", reason, refusal_effects(proposal, record, reason))
+    if record.pending is not None:
+        until = record.pending.deadline
+        reason = f"configuration {record.pending.sha256[:12]} is being confirmed" + (
+            f" until {until.isoformat()}" if until else ""
+        )
+        return Refused("conflict", reason, refusal_effects(proposal, record, reason))
+    result: dict[str, object] = {"sha256": proposal.sha256, "confirm_s": proposal.confirm_s}
+    if proposal.sha256 == proposal.running:
+        return Done(result={**result, "unchanged": True})
+    offline = sum(1 for d in floor.layout.devices if not floor.points.online(d))
+    pending = Pending(proposal.sha256, proposal.confirm_s, offline, by=proposal.by)
+    new = replace(record, base=record.base or proposal.local, pending=pending)
+    detail = {
+        "sha256": proposal.sha256,
+        "confirm_s": proposal.confirm_s,
+        "summary": proposal.summary,
+        "offline_before": offline,
+    }
+    return Done(
+        [
+            SaveConfig(
+                new,
+                (proposal.sha256, proposal.text),
+                ConfigEntry("applying", proposal.sha256, None, proposal.by),
+            ),
+            Audit(proposal.by, "config.apply", None, detail),
+            Restart(f"apply_config {proposal.sha256[:12]}"),
+        ],
+        result={**result, "restarting": True},
+    )
 
 
 @handles("replay")

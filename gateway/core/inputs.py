@@ -18,6 +18,7 @@ from drivers.ids import DeviceRef, RoomId
 from drivers.observations import DriverObservation
 from drivers.panelproto import CallCancelled, CallPlaced, LineFault, PanelOffline, PanelOnline
 from gateway.core.locksync import LogEntry
+from gateway.core.remote_config import Proposal
 
 __all__ = [
     "AccessLogRead",
@@ -25,6 +26,7 @@ __all__ = [
     "AuditAction",
     "ClockJumped",
     "CommandRefused",
+    "ConfigVerdict",
     "Input",
     "LampChecked",
     "Lifecycle",
@@ -73,7 +75,7 @@ class RunCommand:
 
     id: str
     type: str
-    body: BaseModel
+    body: BaseModel | Proposal  # the validated body, or what the pipeline made of it
     operator: str | None = None  # who signed it; None: the floor's HMAC key
 
 
@@ -153,6 +155,14 @@ class Lifecycle:
     data: Mapping[str, object] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class ConfigVerdict:
+    """The confirmation window of a remotely applied file ended: it held, or why not."""
+
+    sha256: str
+    problems: Sequence[str] = ()
+
+
 Input = (
     DriverObservation
     | PanelEvent
@@ -169,5 +179,6 @@ Input = (
     | StorageChanged
     | LampChecked
     | Lifecycle
+    | ConfigVerdict
 )
 """Every input of the floor, once: ``decide`` is exhaustive over this union."""

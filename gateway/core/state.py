@@ -20,6 +20,7 @@ from gateway.core.authz import Authz
 from gateway.core.effects import Effect, WritePoint
 from gateway.core.points import PointTable
 from gateway.core.rejections import Rejections
+from gateway.core.remote_config import ConfigRecord
 from gateway.core.staff import StaffRules
 
 if TYPE_CHECKING:
@@ -163,6 +164,7 @@ class FloorState:
     rejections: Rejections = field(default_factory=Rejections)  # command.rejected coalescing
     dirty_rooms: set[RoomId] = field(default_factory=set)  # room states to publish again
     stale: dict[DeviceRef, tuple[str, ...]] = field(default_factory=dict)  # as last published
+    config: ConfigRecord = field(default_factory=ConfigRecord)  # remote configuration
 
     def room_ids(self) -> list[RoomId]:
         """Every room, in floor-file order."""

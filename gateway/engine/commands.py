@@ -48,6 +48,7 @@ from gateway.core import commands as checks
 from gateway.core.decide import Outcome
 from gateway.core.handlers import HANDLERS
 from gateway.core.inputs import CommandRefused, Input, RunCommand
+from gateway.core.remote_config import Proposal
 from gateway.model.errors import LinkError, StoreError
 from gateway.model.messages import (
     COMMAND_BODIES,
@@ -61,9 +62,11 @@ from gateway.model.messages import (
     dumps,
 )
 
-__all__ = ["CommandProcessor"]
+__all__ = ["CommandProcessor", "Preparer"]
 
 log = structlog.get_logger(__name__)
+
+Preparer = Callable[[BaseModel], Awaitable[BaseModel | Proposal]]
 
 
 class CommandProcessor:
@@ -79,11 +82,14 @@ class CommandProcessor:
         rooms: Collection[str] | None = None,
         bodies: Mapping[str, type[BaseModel]] | None = None,
         replays: ReplayRequests | None = None,
+        prepare: Mapping[str, Preparer] | None = None,
     ) -> None:
         """``key``: who may sign (the HMAC key alone, or with operators); ``submit``: the
         engine's inbox; ``rooms``: for ``unknown_room`` before the handler; ``bodies``: the
         command types served (default: every type with a handler); ``replays``: where
-        ``replay`` sends stored events (without it, not served)."""
+        ``replay`` sends stored events (without it, not served); ``prepare``: per type, what
+        turns a valid body into what its handler decides on (``apply_config``: the file
+        checked as --check does, which needs I/O)."""
         self._store = store
         self._key = key if isinstance(key, checks.Credentials) else checks.Credentials(key)
         self._submit = submit
@@ -91,6 +97,8 @@ class CommandProcessor:
         self._rooms = frozenset(rooms) if rooms is not None else None
         self._bodies = dict(bodies) if bodies is not None else _served()
         self._replays = replays
+        self._prepare = dict(prepare or {})
+        self._counts: dict[tuple[str, str], int] = {}
         if replays is None:
             self._bodies.pop("replay", None)
         self._lock = asyncio.Lock()
@@ -100,6 +108,13 @@ class CommandProcessor:
         """The served command types and their body models."""
         return dict(self._bodies)
 
+    def counts(self) -> dict[tuple[str, str], int]:
+        """Commands handled since the start by (type, result): ``ok`` or the refusal code.
+
+        A type the gateway does not serve counts as ``other`` (bounded label values).
+        """
+        return dict(self._counts)
+
     async def handle(self, payload: bytes) -> CommandReply | None:
         """Check and run one command; its reply, or None if no id is readable."""
         async with self._lock:
@@ -108,8 +123,12 @@ class CommandProcessor:
                 log.warning("command_unreadable", reason=verdict.reason, size=len(payload))
                 return None
             if isinstance(verdict, checks.Refused):
-                return CommandReply(await self._refuse(verdict), authenticated=False)
-            return CommandReply(await self._authenticated(verdict), authenticated=True)
+                refused = await self._refuse(verdict)
+                self._count(None, refused)
+                return CommandReply(refused, authenticated=False)
+            reply = await self._authenticated(verdict)
+            self._count(verdict.type, reply)
+            return CommandReply(reply, authenticated=True)
 
     async def _authenticated(self, verdict: checks.Authenticated) -> bytes:
         """The rest of the checks and the execution of a command whose signature is right."""
@@ -129,9 +148,11 @@ class CommandProcessor:
         if isinstance(admitted.body, ReplayBody):
             reply = await self._replay(admitted.id, admitted.body, admitted.operator)
         else:
+            body: BaseModel | Proposal = admitted.body
+            if (prepare := self._prepare.get(admitted.type)) is not None:
+                body = await prepare(admitted.body)
             reply = await self._run(
-                RunCommand(admitted.id, admitted.type, admitted.body, admitted.operator),
-                admitted.id,
+                RunCommand(admitted.id, admitted.type, body, admitted.operator), admitted.id
             )
         log.info("command_executed", id=admitted.id, type=admitted.type, by=admitted.operator)
         return reply
@@ -161,6 +182,16 @@ class CommandProcessor:
         )
         log.info("replay_published", id=command_id, count=len(events), last=last)
         return await self._run(RunCommand(command_id, "replay", result, operator), command_id)
+
+    def _count(self, type_: object, reply: bytes) -> None:
+        label = type_ if isinstance(type_, str) and type_ in self._bodies else "other"
+        try:
+            doc = json.loads(reply)
+            result = "ok" if doc.get("ok") else str(doc["error"]["code"])
+        except (ValueError, KeyError, TypeError):
+            result = "internal"
+        key = (label, result)
+        self._counts[key] = self._counts.get(key, 0) + 1
 
     async def _refuse(self, refusal: checks.Refused) -> bytes:
         log.info(

@@ -40,7 +40,15 @@ import structlog
 
 from drivers.backoff import Backoff
 from drivers.panelproto import LampState
-from gateway.adapters import access_store, alarms_store, journal, rooms_store, schema, stays
+from gateway.adapters import (
+    access_store,
+    alarms_store,
+    config_store,
+    journal,
+    rooms_store,
+    schema,
+    stays,
+)
 from gateway.adapters.signals import Broadcast, RetainedChanges
 from gateway.adapters.store import Store
 from gateway.core.clock import ClockWatch
@@ -64,8 +72,10 @@ from gateway.core.effects import (
     ReconcileLock,
     RecordCommand,
     Republish,
+    Restart,
     Retain,
     SaveAlarm,
+    SaveConfig,
     SaveCounter,
     SaveLedger,
     SaveLockdown,
@@ -78,6 +88,7 @@ from gateway.core.effects import (
     is_safety,
     split,
 )
+from gateway.core.figures import FloorFigures, floor_figures
 from gateway.core.inputs import ClockJumped, Input, RunCommand, StorageChanged, Tick
 from gateway.core.state import FloorState
 from gateway.engine.actuators import Actuators
@@ -154,13 +165,16 @@ class Engine:
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
         mono: Callable[[], float] = time.monotonic,
         beat: Callable[[], None] = lambda: None,
+        restart: Callable[[str], None] = lambda reason: None,
         held_limit: int = HELD_LIMIT,
         retry: Backoff | None = None,
     ) -> None:
         """The floor restored (``state``), with what restoring it decided (``initial``);
         ``beat`` after every batch (the timers queue a tick at least every second, so a
         committer that stops beating is stuck, and a failing store is retried at least
-        that often); ``held_limit`` decisions held at most while the store fails."""
+        that often); ``restart(reason)``: stop cleanly and start again (onto another
+        configuration), asked once the decision is committed; ``held_limit`` decisions
+        held at most while the store fails."""
         self.state = state
         self._initial = list(initial)
         self._inbox = inbox
@@ -173,6 +187,8 @@ class Engine:
         self._wall = wall
         self._mono = mono
         self._beat = beat
+        self._restart = restart
+        self._clock_jump: tuple[float, float] | None = None
         self._deadlines_moved = asyncio.Event()
         self._deadline: datetime | None = None
         self._next_flush = 0.0
@@ -213,6 +229,18 @@ class Engine:
     def current_state(self) -> list[tuple[str, dict[str, object] | None]]:
         """Every open alarm, then every room state (what goes out first on a connect)."""
         return current_state(self.state, self._wall())
+
+    def figures(self) -> FloorFigures:
+        """The floor state in figures, now (metrics and health read them)."""
+        return floor_figures(self.state, self._wall())
+
+    @property
+    def clock_jump(self) -> tuple[float, float] | None:
+        """The last wall-clock step seen: (seconds, seconds ago), or None."""
+        if self._clock_jump is None:
+            return None
+        seconds, at = self._clock_jump
+        return seconds, self._mono() - at
 
     def room_snapshot(self, room: str) -> dict[str, object]:
         """The room state document of one room, now (KeyError for a room not on the floor)."""
@@ -387,6 +415,8 @@ class Engine:
                 case RecordCommand(id=command_id, at=at, reply=reply):
                     schema.record_command(conn, command_id, at, reply.decode())
                     self._purge_commands(conn, at)
+                case SaveConfig(record=record, text=text, entry=entry):
+                    config_store.save(conn, record, text, entry, now)
                 case _:
                     assert_never(effect)
 
@@ -410,6 +440,8 @@ class Engine:
                     self._actuators.resend(device)
                 case Republish():
                     self._retained.resync()
+                case Restart(reason=reason):
+                    self._restart(reason)
                 case _:
                     assert_never(action)
 
@@ -441,6 +473,7 @@ class Engine:
             jump = clock.observe(self._mono(), now)
             if jump is not None:
                 log.warning("clock_jump", seconds=jump.seconds)
+                self._clock_jump = (jump.seconds, self._mono())
                 self._inbox.put(ClockJumped(jump.seconds))
             self._inbox.put(Tick())
             deadline = next_deadline(self.state, now)

@@ -153,6 +153,15 @@ class LockKeeper:
         if self._marks.get(room, 0) == mark:
             self._unsynced.discard(room)
 
+    def pending_slots(self) -> int:
+        """Slot writes still to make on the locks that have our changes to apply."""
+        total = 0
+        for room in self._unsynced:
+            device = self._state.layout.device(room, "lock")
+            if device is not None:
+                total += len(self._plan(room, self._known_slots(device)).writes)
+        return total
+
     def read_log(self, device: DeviceRef) -> None:
         """A lock's log head changed: read its new entries (in the log-reader task)."""
         self._log_reads.put_nowait(device)

@@ -14,7 +14,7 @@ from drivers.ids import RoomId
 from drivers.profile import PollClass
 from drivers.scheduler import BusScheduler
 from gateway import __version__
-from gateway.adapters import rooms_store, schema
+from gateway.adapters import config_store, rooms_store, schema
 from gateway.adapters.mqtt import Uplink
 from gateway.adapters.signals import Broadcast
 from gateway.adapters.store import Store
@@ -28,7 +28,9 @@ from gateway.core.kinds import lock as lock_kind
 from gateway.core.ledger import local_date
 from gateway.core.locksync import SLOT_COUNT, plan_lock
 from gateway.engine.actuators import Actuators
+from gateway.engine.configs import ConfigKeeper
 from gateway.engine.engine import Engine, Inbox
+from gateway.engine.health import HealthMonitor
 from gateway.model.errors import ViewRefused
 from gateway.model.time import format_ts, parse_ts
 from gateway.model.views import (
@@ -37,10 +39,15 @@ from gateway.model.views import (
     AuditLog,
     AuditRow,
     BusHealth,
+    ConfigHistory,
+    ConfigHistoryRow,
+    ConfigView,
     DeviceRow,
     EnergyDay,
     EnergyLedger,
     EventRow,
+    HealthReasonRow,
+    HealthView,
     LampCheck,
     LampTest,
     LockRow,
@@ -75,6 +82,8 @@ class LiveFloorView:
         started_at: datetime,
         actuators: Actuators | None = None,
         lamp_test_s: float = LAMP_TEST_S,
+        health: HealthMonitor | None = None,
+        configs: ConfigKeeper | None = None,
     ) -> None:
         """The view of the running floor; changes go in through the engine's inbox (a lamp
         test writes through ``actuators``, the write queues)."""
@@ -89,6 +98,8 @@ class LiveFloorView:
         self.committed = outbox
         self.started_at = started_at
         self.store = store
+        self.monitor = health
+        self.configs = configs
 
     async def lamp_test(self, room: str) -> LampTest:
         """Light the room's lamps for ``lamp_test_s``, then put them as the calls want them;
@@ -289,6 +300,41 @@ class LiveFloorView:
             )
             for h in hits
         ]
+
+    def health(self) -> HealthView:
+        """The floor's health now."""
+        if self.monitor is None:
+            raise ViewRefused("unavailable", "this daemon does not watch its health")
+        h = self.monitor.health()
+        reasons = tuple(
+            HealthReasonRow(r.code, str(r.level), r.message, r.critical) for r in h.reasons
+        )
+        return HealthView(str(h.level), reasons)
+
+    def config_show(self) -> ConfigView:
+        """The floor file running and remote configuration's state."""
+        keeper, record = self.configs, self.engine.state.config
+        if keeper is None:
+            raise ViewRefused("unavailable", "this daemon does not keep its configuration")
+        pending = record.pending
+        until = pending.deadline if pending is not None else None
+        return ConfigView(
+            sha256=keeper.running.sha256,
+            source="local" if keeper.running.local else "remote",
+            path=str(keeper.local.path),
+            summary=self.config.summary(),
+            last_good=record.last_good or keeper.local_sha,
+            pending_sha256=None if pending is None else pending.sha256,
+            pending_until=None if until is None else format_ts(until),
+            text=keeper.running.text,
+        )
+
+    async def config_history(self, limit: int) -> ConfigHistory:
+        """The newest ``limit`` steps of remote configuration, oldest first."""
+        rows = await self.store.read(lambda c: config_store.history(c, limit))
+        return ConfigHistory(
+            tuple(ConfigHistoryRow(r.ts, r.action, r.sha256, r.reason, r.by) for r in rows)
+        )
 
     def locks(self) -> LockTable:
         """Every lock's slots by kind, staff keys due, pending writes, battery; lockdown."""

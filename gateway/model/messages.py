@@ -81,6 +81,8 @@ Circuit = Literal["entry", "main", "bedside", "bath"]
 ErrorCode = Literal[
     "unauthenticated", "forbidden", "stale", "invalid", "unknown_room", "conflict", "internal"
 ]
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+MAX_FLOOR_FILE_CHARS = 60_000  # within the 64 KiB command payload, with JSON escaping
 EventType = Literal[
     "gateway.started",
     "gateway.stopping",
@@ -109,6 +111,9 @@ EventType = Literal[
     "room.keycard",
     "room.window",
     "command.rejected",
+    "config.applied",
+    "config.rolled_back",
+    "config.refused",
     "lock.battery",
     "room.moved",
     "lockdown.changed",
@@ -141,6 +146,30 @@ def dumps(value: object) -> bytes:
 # -- gateway → central -----------------------------------------------------------------
 
 
+class HealthReason(Message):
+    """One reason the floor is not ok (operations.md "Health")."""
+
+    code: Literal[
+        "loop_stalled",
+        "storage",
+        "bus_down",
+        "call_path",
+        "broker_unreachable",
+        "uplink_refused",
+        "devices_offline",
+        "clock_jump",
+    ] = Field(description="Stable reason code (gateway.core.health.REASON_CODES)")
+    level: Literal["degraded", "failed"]
+    message: str
+
+
+class HealthDoc(Message):
+    """The floor's health: ok, degraded or failed, and every reason."""
+
+    level: Literal["ok", "degraded", "failed"]
+    reasons: list[HealthReason] = Field(default_factory=list)
+
+
 class Status(Message):
     """``{root}/status`` (retained): the gateway is online; the will says the same, offline."""
 
@@ -149,6 +178,13 @@ class Status(Message):
     online: bool
     version: str = Field(description="The gateway software version")
     started_at: Timestamp = Field(description="When this gateway process started")
+    health: HealthDoc | None = Field(
+        default=None,
+        description="v2: the floor's health while online (republished when its level or"
+        " reasons change); absent from the offline status",
+    )
+
+    omit_when_none: ClassVar[frozenset[str]] = frozenset({"health"})
 
 
 class EventEnvelope(Message):
@@ -495,6 +531,20 @@ class ResyncBody(Message):
     """``resync``: republish status, every room state and every open alarm."""
 
 
+class ApplyConfigBody(Message):
+    """``apply_config``: check, switch to and confirm a new floor file (operations.md)."""
+
+    floor_toml: Annotated[str, StringConstraints(min_length=1, max_length=MAX_FLOOR_FILE_CHARS)] = (
+        Field(description="The whole floor file, as text")
+    )
+    sha256: Sha256 = Field(description="Lowercase hex SHA-256 of floor_toml as UTF-8")
+    confirm_s: Annotated[int, Field(ge=1, le=900)] = Field(
+        default=120,
+        description="How long the floor must hold on the new file before it is kept: 30..900"
+        " (the floor file's [remote_config] confirm_min_s, default 30, is the lower bound)",
+    )
+
+
 Housekeeping = Literal["dirty", "clean", "inspected", "out_of_order"]
 
 
@@ -633,6 +683,7 @@ COMMAND_BODIES: dict[str, type[Message]] = {
     "ack_alarm": AckAlarmBody,
     "resolve_alarm": ResolveAlarmBody,
     "resync": ResyncBody,
+    "apply_config": ApplyConfigBody,
     "set_housekeeping": SetHousekeepingBody,
     "set_energy": SetEnergyBody,
     "replay": ReplayBody,

@@ -35,6 +35,9 @@ __all__ = [
     "AuditLog",
     "AuditRow",
     "BusHealth",
+    "ConfigHistory",
+    "ConfigHistoryRow",
+    "ConfigView",
     "DeviceRow",
     "DeviceTable",
     "EnergyDay",
@@ -43,6 +46,8 @@ __all__ = [
     "EventRow",
     "FloorMap",
     "FloorView",
+    "HealthReasonRow",
+    "HealthView",
     "LampCheck",
     "LampTest",
     "LockRow",
@@ -71,6 +76,9 @@ READ_COMMANDS = frozenset(
         "alarms",
         "events",
         "outbox",
+        "health",
+        "config.show",
+        "config.history",
         "energy",
         "locks",
         "audit",
@@ -455,6 +463,56 @@ class LampTest(_Json):
         return all(lamp.lit and lamp.restored for lamp in self.lamps)
 
 
+@dataclass(frozen=True, slots=True)
+class HealthReasonRow(_Json):
+    """One reason the floor is not ok; ``critical``: it withholds the systemd watchdog."""
+
+    code: str  # gateway.core.health.REASON_CODES
+    level: str  # degraded | failed
+    message: str
+    critical: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HealthView(_Json):
+    """``floorctl health``: ok, degraded or failed, with every reason."""
+
+    level: str  # ok | degraded | failed
+    reasons: tuple[HealthReasonRow, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigView(_Json):
+    """``floorctl config show``: the floor file running, and remote configuration's state."""
+
+    sha256: str
+    source: str  # local (the --config file) | remote (applied with apply_config)
+    path: str  # the local floor file
+    summary: str  # --check's one-line summary
+    last_good: str  # sha256 of the file a rollback returns to
+    pending_sha256: str | None  # a file being confirmed
+    pending_until: str | None  # when its window ends (RFC 3339)
+    text: str  # the floor file's text
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigHistoryRow(_Json):
+    """One step of remote configuration: applying, applied, rolled_back, refused, local."""
+
+    ts: str
+    action: str
+    sha256: str
+    reason: str | None = None
+    by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigHistory(_Json):
+    """``floorctl config history``: the newest steps, oldest first."""
+
+    entries: tuple[ConfigHistoryRow, ...]
+
+
 Result = (
     Status
     | FloorMap
@@ -466,6 +524,9 @@ Result = (
     | EventLog
     | OutboxInfo
     | ScanResult
+    | HealthView
+    | ConfigView
+    | ConfigHistory
     | EnergyLedger
     | LockTable
     | AuditLog
@@ -536,6 +597,18 @@ class FloorView(Protocol):
 
     async def scan(self, bus: str, progress: Callable[[ScanProgress], None]) -> list[ScanHit]:
         """Probe unit ids 1-247 on ``bus`` between normal work; KeyError for an unknown bus."""
+        ...
+
+    def health(self) -> HealthView:
+        """The floor's health now (gateway.core.health)."""
+        ...
+
+    def config_show(self) -> ConfigView:
+        """The floor file running and remote configuration's state."""
+        ...
+
+    async def config_history(self, limit: int) -> ConfigHistory:
+        """The newest ``limit`` steps of remote configuration, oldest first."""
         ...
 
     def locks(self) -> LockTable:
