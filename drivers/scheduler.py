@@ -447,6 +447,7 @@ class BusScheduler:
     ) -> None:
         address = element_address(point, index)
         problem = "no attempt made"
+        answered = False  # the last attempt's answer was the device's own (not silence)
         for attempt in range(1, attempts + 1):
             self._available(dev)
             try:
@@ -459,25 +460,25 @@ class BusScheduler:
             except ModbusExceptionError as exc:
                 if exc.code in _REFUSALS:
                     raise WriteFailedError(
-                        f"{dev.name} {point.role}[{index}]: refused ({failure_reason(exc)})"
+                        f"{dev.name} {point.role}[{index}]: refused ({failure_reason(exc)})",
+                        answered=True,
                     ) from exc
-                problem = failure_reason(exc)
+                problem, answered = failure_reason(exc), True
             except BusGoneError as exc:
                 raise WriteFailedError(f"{dev.name} {point.role}[{index}]: bus gone") from exc
             except BusError as exc:
-                problem = failure_reason(exc)
+                problem, answered = failure_reason(exc), False
             else:
                 value = got.get((str(point.role), index))
                 if value == expected:
                     return
-                problem = f"read back {value!r}"
+                problem, answered = f"read back {value!r}", True
             self._log.debug(
                 "write_retry", device=dev.name, point=point.role, index=index,
                 attempt=attempt, problem=problem,
             )  # fmt: skip
-        raise WriteFailedError(
-            f"{dev.name} {point.role}[{index}]: not confirmed after {attempts} attempts ({problem})"
-        )
+        why = f"not confirmed after {attempts} attempts ({problem})"
+        raise WriteFailedError(f"{dev.name} {point.role}[{index}]: {why}", answered=answered)
 
     async def _transact(
         self, dev: PolledDevice, call: Callable[[], Awaitable[T]], *, merged: bool = False

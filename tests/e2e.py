@@ -13,7 +13,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -120,9 +120,11 @@ def floor_file(
     return path
 
 
-def start(path: Path) -> subprocess.Popen[bytes]:
+def start(path: Path, prefix: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+    """floorgated on this floor file (``prefix``: a command that execs it, e.g. unshare)."""
+    daemon = [sys.executable, "-m", "gateway.daemon", "--config", str(path)]
     return subprocess.Popen(
-        [sys.executable, "-m", "gateway.daemon", "--config", str(path), "--log-format", "json"],
+        [*prefix, *daemon, "--log-format", "json"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -148,9 +150,10 @@ async def running(
     edit: Callable[[dict[str, Any]], None] | None = None,
     *,
     sim_options: dict[str, Any] | None = None,
+    prefix: Sequence[str] = (),
 ) -> AsyncIterator[Floor]:
     """floorsim (``sim_options``: more FloorSim arguments), a central collector and
-    floorgated, until the block ends."""
+    floorgated (started through ``prefix``), until the block ends."""
     modbus_port = free_port()
     path = floor_file(run_dir, broker, modbus_port, policy=policy, escalation=escalation, edit=edit)
     config, _ = load_floor(path)
@@ -163,7 +166,7 @@ async def running(
         ) as hotel,
     ):  # fmt: skip
         await hotel.wait_connected(timeout_s=5)
-        proc = start(path)
+        proc = start(path, prefix)
         floor: Floor | None = None
         try:
             view = await hotel.floor(config.gateway.id, timeout_s=WAIT_S)

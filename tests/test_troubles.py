@@ -112,7 +112,7 @@ async def test_the_write_queues_report_whether_a_room_lamp_read_back() -> None:
 
     async def write(device: DeviceRef, point: str, value: object, **_: object) -> None:
         if point in stuck:
-            raise WriteFailedError(f"{device} {point}: read back differs")
+            raise WriteFailedError(f"{device} {point}: read back differs", answered=True)
 
     actuators = Actuators({"bus": write}, {rio: "bus"}, report=reports.append)
     task = asyncio.create_task(actuators.run("bus"))

@@ -7,7 +7,8 @@ one still queued.
 
 A room lamp write (dome or reassure) is supervised: whether it read back is reported as a
 ``LampChecked`` input (``report``), from which the core raises or resolves ``lamp_fault``.
-A write to an offline device is not a lamp fault (the device's own alarm says it).
+Only a device that answered (refused the write, or read back another value) makes a lamp
+fault: a silent or offline device is its own alarm (``call_point_unreachable``).
 """
 
 from __future__ import annotations
@@ -95,7 +96,8 @@ class Actuators:
                 log.warning(
                     "write_failed", device=str(write.device), point=write.point, error=str(exc)
                 )
-                self._checked(write, ok=False)
+                if exc.answered:  # a silent device is its own alarm, not a lamp's
+                    self._checked(write, ok=False)
                 continue
             except (BusError, ValueError) as exc:
                 log.warning(
@@ -121,8 +123,9 @@ class Actuators:
                 priority=write.priority,
                 verify=True,
             )
-        except WriteFailedError:
-            self._checked(write, ok=False)
+        except WriteFailedError as exc:
+            if exc.answered:
+                self._checked(write, ok=False)
             return False
         except (BusError, ValueError):
             return False
