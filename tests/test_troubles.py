@@ -57,12 +57,16 @@ def test_storage_is_raised_once_and_resolved_by_the_system() -> None:
 
 
 def test_a_lamp_that_does_not_read_back_is_a_lamp_fault_of_its_room() -> None:
-    a, fx = fresh().lamp_checked("1201", False, at(0))
-    ((room, point),) = [(x.room, x.point) for x in a.open_alarms()]
-    assert (room, point) == ("1201", "lamp_fault")
-    same, _ = a.lamp_checked("1201", False, at(1))
-    assert same.open_alarms() == a.open_alarms()
-    a, fx = a.lamp_checked("1201", True, at(2))
+    a, fx = fresh().lamp_checked("1201", "dome_lamp", False, at(0))
+    ((room, point, faults),) = [(x.room, x.point, x.faults) for x in a.open_alarms()]
+    assert (room, point, faults) == ("1201", "lamp_fault", ("dome_lamp",))
+    a, _ = a.lamp_checked("1201", "reassure_lamp", True, at(1))  # another lamp: still open
+    assert [x.faults for x in a.open_alarms()] == [("dome_lamp",)]
+    a, _ = a.lamp_checked("1201", "reassure_lamp", False, at(2))
+    assert [x.faults for x in a.open_alarms()] == [("dome_lamp", "reassure_lamp")]
+    a, fx = a.lamp_checked("1201", "dome_lamp", True, at(3))
+    assert [e.type for e in emits(fx)] == []
+    a, fx = a.lamp_checked("1201", "reassure_lamp", True, at(4))
     assert a.open_alarms() == []
     assert [e.type for e in emits(fx)] == ["alarm.resolved"]
 

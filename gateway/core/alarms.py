@@ -31,8 +31,9 @@ Choices where the specs leave room (documented for the engine and the central sy
   while open and sound its trouble buzzer while any is unacknowledged: acknowledging
   silences the buzzer, a new trouble (or an acknowledgement that timed out) sounds it.
 - ``storage`` (``room`` null): raised by the engine when the store cannot write, resolved
-  when it writes again. ``lamp_fault`` (per room): a dome or reassure lamp write was not
-  read back; resolved when a lamp write of the room reads back.
+  when it writes again. ``lamp_fault`` (one per room, listing its faulty lamps like
+  ``call_point_fault`` lists points): a dome or reassure lamp write was not read back;
+  resolved when each of those lamps has read back a write since.
 - ``wellbeing`` (point ``no_activity``): escalated like a call, resolved by staff
   presence at the room or ``resolve_alarm``.
 - The floor sounder sounds for an active call past level 0, and for a call raised (or
@@ -312,9 +313,25 @@ class Alarms:
         """The store cannot write (raises ``storage``) or writes again (resolves it)."""
         return self._cause(None, STORAGE, failing, now)
 
-    def lamp_checked(self, room: str, ok: bool, now: datetime) -> Result:
-        """A room lamp write read back (resolves ``lamp_fault``) or did not (raises it)."""
-        return self._cause(room, LAMP_FAULT, not ok, now)
+    def lamp_checked(self, room: str, point: str, ok: bool, now: datetime) -> Result:
+        """A room lamp write did not read back (``lamp_fault`` lists the lamp) or did (the
+        lamp leaves the list; the alarm resolves when no lamp of the room is left)."""
+        cur, effects = self.tick(now)
+        fault = cur._find(room, LAMP_FAULT)
+        if not ok:
+            if fault is None:
+                raised = cur._raise(room, AlarmKind.TECHNICAL, LAMP_FAULT, now, faults=(point,))
+                return _then(effects, raised)
+            if point in fault.faults:
+                return cur, effects
+            lamps = tuple(sorted({*fault.faults, point}))
+            return _then(effects, cur._save(replace(fault, faults=lamps)))
+        if fault is None or point not in fault.faults:
+            return cur, effects
+        remaining = tuple(p for p in fault.faults if p != point)
+        if remaining:
+            return _then(effects, cur._save(replace(fault, faults=remaining)))
+        return _then(effects, cur._resolve(fault, SYSTEM, to_ms(now)))
 
     def wellbeing(self, room: str, now: datetime) -> Result:
         """No activity in a present, opted-in room for its period: a ``wellbeing`` alarm."""

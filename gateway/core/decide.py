@@ -210,10 +210,10 @@ def decide(floor: FloorState, item: Input, now: datetime) -> Decision:
         case StorageChanged(failing=failing):
             floor.alarms, effects = floor.alarms.storage(failing, now)
             return Decision(expand(floor, effects, now))
-        case LampChecked(device=device, ok=ok):
+        case LampChecked(device=device, point=point, ok=ok):
             if device.room is None:
                 return Decision([])
-            floor.alarms, effects = floor.alarms.lamp_checked(device.room, ok, now)
+            floor.alarms, effects = floor.alarms.lamp_checked(device.room, point, ok, now)
             return Decision(expand(floor, effects, now))
         case Lifecycle(event=event, data=data):
             if event == "gateway.stopping":
