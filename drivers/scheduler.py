@@ -430,6 +430,14 @@ class BusScheduler:
                     dev.planner.refused(request)
                     todo.extendleft(reversed(dev.planner.plan(request.items)))
                     continue
+                if key is not None and exc.code in _REFUSALS:
+                    # A poll goes on past a point the device refuses: that point is not
+                    # reported read (its value goes stale), the others stay current.
+                    self._log.debug(
+                        "point_refused", device=dev.name, table=str(request.table),
+                        address=request.address, code=exc.code,
+                    )  # fmt: skip
+                    continue
                 raise
             values.update(self._observe(dev, request, raw))
         return values
@@ -492,13 +500,22 @@ class BusScheduler:
             self._tx.count(now, failure_reason(exc), now - start)
             if isinstance(exc, BusGoneError):
                 self._bus_lost(now, exc)
-            elif merged and isinstance(exc, ModbusExceptionError) and exc.code == 2:
-                pass  # the device answered: it is alive; the caller splits the read
+            elif isinstance(exc, ModbusExceptionError) and exc.code in _REFUSALS:
+                # The device answered (it refuses this request: an address it does not map,
+                # a value it will not take): it is alive, and online (mqtt.md: a device
+                # that answers some reads with an exception is online).
+                self._alive(dev, now, start)
             else:
                 self._device_failed(dev, now, failure_reason(exc), exc)
             raise
         now = self._clock()
         self._tx.count(now, busy_s=now - start)
+        self._alive(dev, now, start)
+        dev.fault = None
+        return result
+
+    def _alive(self, dev: PolledDevice, now: float, start: float) -> None:
+        """The device answered: the bus works, and the device is (again) online."""
         self._bus_answered(now)
         if dev.health.success(now, now - start) is Transition.ONLINE:
             self._watch.add(dev)
@@ -506,8 +523,6 @@ class BusScheduler:
             self._log.info("device_online", device=dev.name, unit=dev.unit)
             self._reported_at.pop(dev.name, None)  # its first reads are reported at once
             self._emit(DeviceOnline(dev.ref, now))
-        dev.fault = None
-        return result
 
     async def _scan_unit(self, unit: int, candidates: Sequence[Profile]) -> ScanHit | None:
         data: list[Table] = []
