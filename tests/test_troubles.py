@@ -135,3 +135,27 @@ async def test_the_write_queues_report_whether_a_room_lamp_read_back() -> None:
         LampChecked(rio, "reassure_lamp", ok=False),
         LampChecked(rio, "dome_lamp", ok=True),
     ]
+
+
+async def test_a_lamp_write_goes_before_routine_writes_queued_earlier() -> None:
+    rio = DeviceRef.parse("1201/rio")
+    made: list[str] = []
+    gate = asyncio.Event()
+
+    async def write(device: DeviceRef, point: str, value: object, **_: object) -> None:
+        await gate.wait()
+        made.append(point)
+
+    actuators = Actuators({"bus": write}, {rio: "bus"})
+    for circuit in ("entry", "main", "bedside", "bath"):
+        actuators.enqueue(WritePoint(rio, f"light_{circuit}", False, priority=PollClass.ROOM))
+    actuators.enqueue(WritePoint(rio, "dome_lamp", True, priority=PollClass.EMERGENCY))
+    task = asyncio.create_task(actuators.run("bus"))
+    try:
+        gate.set()
+        await until(lambda: len(made) == 5)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert made[0] == "dome_lamp"  # queued last, made first

@@ -1,5 +1,9 @@
 """Device writes, one queue and one task per bus; a write an offline device missed waits.
 
+Each bus's queue is ordered by the write's priority (emergency first: the lamps and the
+sounder), then by arrival: a call's lamp never waits behind a room's routine writes (a
+floor of rooms brought to their energy mode queues hundreds of them).
+
 A write that cannot be made because its device is offline stays pending and is made as
 soon as the device answers again (``resend``): "a device that is offline is brought in
 line as soon as it answers again". A newer write of the same point supersedes an older
@@ -14,12 +18,14 @@ fault: a silent or offline device is its own alarm (``call_point_unreachable``).
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Awaitable, Callable, Mapping
 
 import structlog
 
 from drivers.errors import BusError, DeviceUnavailableError, WriteFailedError
 from drivers.ids import DeviceRef
+from drivers.profile import PollClass
 from gateway.core.annunciation import ROOM_LAMPS
 from gateway.core.effects import WritePoint
 from gateway.core.inputs import Input, LampChecked
@@ -28,6 +34,8 @@ __all__ = ["Actuators", "WriteFn"]
 
 log = structlog.get_logger("gateway.actuators")
 
+
+_RANKS = {cls: rank for rank, cls in enumerate(PollClass)}  # emergency first
 
 WriteFn = Callable[..., Awaitable[None]]
 """A bus owner's write: ``(device, point, value, *, index, priority, verify)``."""
@@ -47,9 +55,10 @@ class Actuators:
         self._report = report
         self._writers = dict(writers)
         self._device_bus = dict(device_bus)
-        self._queues: dict[str, asyncio.Queue[WritePoint]] = {
-            bus: asyncio.Queue() for bus in self._writers
+        self._queues: dict[str, asyncio.PriorityQueue[tuple[int, int, WritePoint]]] = {
+            bus: asyncio.PriorityQueue() for bus in self._writers
         }
+        self._order = itertools.count()
         self._pending: dict[tuple[DeviceRef, str, int], WritePoint] = {}
 
     @property
@@ -63,7 +72,8 @@ class Actuators:
         if bus is None or bus not in self._queues:
             return
         self._pending[(write.device, write.point, write.index)] = write
-        self._queues[bus].put_nowait(write)
+        rank = _RANKS[write.priority]
+        self._queues[bus].put_nowait((rank, next(self._order), write))
 
     def resend(self, device: DeviceRef) -> None:
         """The device answers again: queue the writes it missed."""
@@ -76,7 +86,7 @@ class Actuators:
         queue = self._queues[bus]
         write_fn = self._writers[bus]
         while True:
-            write = await queue.get()
+            _, _, write = await queue.get()
             key = (write.device, write.point, write.index)
             if self._pending.get(key) is not write:
                 continue  # superseded by a newer write of the same point
