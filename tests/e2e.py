@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 import floorgate_central as central
 from floorgate_central import token_hash  # noqa: F401 (re-exported for the tests)
 from floorsim.sim import FloorSim
+from gateway.config.floor import FloorConfig
 from gateway.config.load import load_floor
 from tests.conftest import demo_floor_dict
 from tests.mosquitto import (  # noqa: F401 (fixtures re-exported)
@@ -157,19 +158,35 @@ async def running(
     modbus_port = free_port()
     path = floor_file(run_dir, broker, modbus_port, policy=policy, escalation=escalation, edit=edit)
     config, _ = load_floor(path)
+    async with serving(run_dir, broker, path, config, modbus_port, sim_options=sim_options) as f:
+        yield f
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    run_dir: Path,
+    broker: Mosquitto,
+    path: Path,
+    sim_config: FloorConfig,
+    modbus_port: int,
+    *,
+    sim_options: dict[str, Any] | None = None,
+) -> AsyncIterator[Floor]:
+    """floorsim serving ``sim_config`` on ``modbus_port``, a central collector and
+    floorgated on the floor file ``path``, until the block ends."""
     key = bytes.fromhex((run_dir / "command.key").read_text().strip())
     async with (
-        FloorSim(config, tcp_ports={"lan": modbus_port}, **(sim_options or {})) as sim,
+        FloorSim(sim_config, tcp_ports={"lan": modbus_port}, **(sim_options or {})) as sim,
         central.Central(
-            HOST, broker.port, client_id="central", keys={config.gateway.id: key},
-            roots=[config.mqtt.root], reconnect_max_s=0.5,
+            HOST, broker.port, client_id="central", keys={sim_config.gateway.id: key},
+            roots=[sim_config.mqtt.root], reconnect_max_s=0.5,
         ) as hotel,
     ):  # fmt: skip
         await hotel.wait_connected(timeout_s=5)
         proc = start(path, prefix)
         floor: Floor | None = None
         try:
-            view = await hotel.floor(config.gateway.id, timeout_s=WAIT_S)
+            view = await hotel.floor(sim_config.gateway.id, timeout_s=WAIT_S)
             floor = Floor(sim, broker, view, hotel, key, path, proc)
             await floor.event("gateway.started")
             yield floor

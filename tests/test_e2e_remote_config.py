@@ -19,8 +19,6 @@ from typing import Any
 
 import tomli_w
 
-import floorgate_central as central
-from floorsim.sim import FloorSim
 from gateway.cli.client import Client
 from gateway.config.load import load_floor
 from gateway.model.errors import DaemonUnreachableError
@@ -34,6 +32,7 @@ from tests.e2e import (  # noqa: F401 (fixtures)
     mosquitto_fixture,
     mqtt_certs,
     retained_until,
+    serving,
     start,
     stop,
 )
@@ -73,24 +72,8 @@ async def floor_without_1204(run_dir: Path, broker: Mosquitto) -> AsyncIterator[
     path = run_dir / "floor.toml"
     path.write_text(floor_text(broker, modbus_port, without_1204))
     sim_config, _ = load_floor(sim_path)
-    key = bytes.fromhex((run_dir / "command.key").read_text().strip())
-    async with (
-        FloorSim(sim_config, tcp_ports={"lan": modbus_port}) as sim,
-        central.Central(
-            HOST, broker.port, client_id="central", keys={sim_config.gateway.id: key},
-            roots=[sim_config.mqtt.root], reconnect_max_s=0.5,
-        ) as hotel,
-    ):  # fmt: skip
-        await hotel.wait_connected(timeout_s=5)
-        proc = start(path)
-        floor: Floor | None = None
-        try:
-            view = await hotel.floor(sim_config.gateway.id, timeout_s=WAIT_S)
-            floor = Floor(sim, broker, view, hotel, key, path, proc)
-            await floor.event("gateway.started")
-            yield floor
-        finally:
-            stop(proc if floor is None else floor.proc)
+    async with serving(run_dir, broker, path, sim_config, modbus_port) as floor:
+        yield floor
 
 
 async def apply(f: Floor, text: str, confirm_s: int = CONFIRM_S, **extra: Any) -> dict[str, Any]:

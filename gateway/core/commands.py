@@ -29,14 +29,15 @@ import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ValidationError
 
 from gateway.model.messages import COMMAND_BODIES, CommandEnvelope, ErrorCode
 from gateway.model.time import parse_ts
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 __all__ = [
     "MAX_AGE_S",
@@ -104,6 +105,10 @@ class Operator:
     _verifiers: tuple[Ed25519PublicKey, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        # Imported here: cryptography costs ~6 MB of RSS, and a floor without operators
+        # (HMAC only) never needs it.
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey  # noqa: PLC0415
+
         verifiers = tuple(Ed25519PublicKey.from_public_bytes(k) for k in self.public_keys)
         object.__setattr__(self, "_verifiers", verifiers)
 
@@ -115,6 +120,8 @@ class Operator:
 
     def verify(self, signature: bytes, data: bytes) -> bool:
         """The signature is this operator's over ``data`` (by any of its keys)."""
+        from cryptography.exceptions import InvalidSignature  # noqa: PLC0415
+
         for verifier in self._verifiers:
             try:
                 verifier.verify(signature, data)

@@ -22,6 +22,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import get_args
+
+from gateway.model.messages import HealthReasonCode
 
 __all__ = [
     "REASON_CODES",
@@ -53,20 +56,11 @@ class Level(enum.StrEnum):
 
 _RANK = {Level.OK: 0, Level.DEGRADED: 1, Level.FAILED: 2}
 
-REASON_CODES = (
-    "loop_stalled",
-    "storage",
-    "bus_down",
-    "call_path",
-    "broker_unreachable",
-    "uplink_refused",
-    "devices_offline",
-    "clock_jump",
-)
+REASON_CODES: tuple[HealthReasonCode, ...] = get_args(HealthReasonCode)
 """Every reason code ``assess`` may give, in the order reasons are listed."""
 
 # Technical alarms (gateway.core.alarms points) and what each says about the floor's health.
-_ALARM_REASONS: dict[str, tuple[str, Level]] = {
+_ALARM_REASONS: dict[str, tuple[HealthReasonCode, Level]] = {
     "callpanel_offline": ("call_path", Level.FAILED),
     "call_point_unreachable": ("call_path", Level.FAILED),
     "call_point_fault": ("call_path", Level.FAILED),
@@ -79,7 +73,7 @@ _ALARM_REASONS: dict[str, tuple[str, Level]] = {
 class Reason:
     """One reason the floor is not ok; ``critical``: the watchdog is withheld for it."""
 
-    code: str
+    code: HealthReasonCode
     level: Level
     message: str
     critical: bool = False

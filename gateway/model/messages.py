@@ -146,19 +146,23 @@ def dumps(value: object) -> bytes:
 # -- gateway → central -----------------------------------------------------------------
 
 
+HealthReasonCode = Literal[
+    "loop_stalled",
+    "storage",
+    "bus_down",
+    "call_path",
+    "broker_unreachable",
+    "uplink_refused",
+    "devices_offline",
+    "clock_jump",
+]
+"""Every reason the floor's health may give (gateway.core.health), in the order listed."""
+
+
 class HealthReason(Message):
     """One reason the floor is not ok (operations.md "Health")."""
 
-    code: Literal[
-        "loop_stalled",
-        "storage",
-        "bus_down",
-        "call_path",
-        "broker_unreachable",
-        "uplink_refused",
-        "devices_offline",
-        "clock_jump",
-    ] = Field(description="Stable reason code (gateway.core.health.REASON_CODES)")
+    code: HealthReasonCode = Field(description="Stable reason code")
     level: Literal["degraded", "failed"]
     message: str
 
