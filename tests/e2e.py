@@ -158,7 +158,9 @@ async def running(
     modbus_port = free_port()
     path = floor_file(run_dir, broker, modbus_port, policy=policy, escalation=escalation, edit=edit)
     config, _ = load_floor(path)
-    async with serving(run_dir, broker, path, config, modbus_port, sim_options=sim_options) as f:
+    async with serving(
+        run_dir, broker, path, config, modbus_port, sim_options=sim_options, prefix=prefix
+    ) as f:
         yield f
 
 
@@ -171,9 +173,11 @@ async def serving(
     modbus_port: int,
     *,
     sim_options: dict[str, Any] | None = None,
+    prefix: Sequence[str] = (),
 ) -> AsyncIterator[Floor]:
     """floorsim serving ``sim_config`` on ``modbus_port``, a central collector and
-    floorgated on the floor file ``path``, until the block ends."""
+    floorgated on the floor file ``path`` (started through ``prefix``), until the block
+    ends."""
     key = bytes.fromhex((run_dir / "command.key").read_text().strip())
     async with (
         FloorSim(sim_config, tcp_ports={"lan": modbus_port}, **(sim_options or {})) as sim,
