@@ -137,25 +137,25 @@ async def test_the_write_queues_report_whether_a_room_lamp_read_back() -> None:
     ]
 
 
-async def test_a_lamp_write_goes_before_routine_writes_queued_earlier() -> None:
+async def test_a_lamp_write_never_waits_behind_routine_writes() -> None:
     rio = DeviceRef.parse("1201/rio")
     made: list[str] = []
-    gate = asyncio.Event()
+    never = asyncio.Event()  # a routine write waiting for its turn on a busy line
 
     async def write(device: DeviceRef, point: str, value: object, **_: object) -> None:
-        await gate.wait()
+        if point.startswith("light_"):
+            await never.wait()
         made.append(point)
 
     actuators = Actuators({"bus": write}, {rio: "bus"})
-    for circuit in ("entry", "main", "bedside", "bath"):
-        actuators.enqueue(WritePoint(rio, f"light_{circuit}", False, priority=PollClass.ROOM))
-    actuators.enqueue(WritePoint(rio, "dome_lamp", True, priority=PollClass.EMERGENCY))
     task = asyncio.create_task(actuators.run("bus"))
     try:
-        gate.set()
-        await until(lambda: len(made) == 5)
+        for circuit in ("entry", "main", "bedside", "bath"):
+            actuators.enqueue(WritePoint(rio, f"light_{circuit}", False, priority=PollClass.ROOM))
+        await asyncio.sleep(0)  # the first routine write is under way (and stuck)
+        actuators.enqueue(WritePoint(rio, "dome_lamp", True, priority=PollClass.EMERGENCY))
+        await until(lambda: made == ["dome_lamp"])
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    assert made[0] == "dome_lamp"  # queued last, made first

@@ -1,8 +1,10 @@
 """Device writes, one queue and one task per bus; a write an offline device missed waits.
 
-Each bus's queue is ordered by the write's priority (emergency first: the lamps and the
-sounder), then by arrival: a call's lamp never waits behind a room's routine writes (a
-floor of rooms brought to their energy mode queues hundreds of them).
+Each bus has two lanes, each made by its own task: emergency writes (the lamps and the
+sounder) and the rest, ordered by priority then arrival. A call's lamp never waits behind a
+room's routine writes — neither those queued (a floor brought to its energy mode queues
+hundreds) nor the one under way, which on a busy line may wait long for its turn at
+routine priority; the bus owner orders the two lanes' transactions by their priority.
 
 A write that cannot be made because its device is offline stays pending and is made as
 soon as the device answers again (``resend``): "a device that is offline is brought in
@@ -55,8 +57,9 @@ class Actuators:
         self._report = report
         self._writers = dict(writers)
         self._device_bus = dict(device_bus)
-        self._queues: dict[str, asyncio.PriorityQueue[tuple[int, int, WritePoint]]] = {
-            bus: asyncio.PriorityQueue() for bus in self._writers
+        self._queues: dict[tuple[str, bool], asyncio.PriorityQueue[tuple[int, int, WritePoint]]]
+        self._queues = {
+            (bus, lane): asyncio.PriorityQueue() for bus in self._writers for lane in (True, False)
         }
         self._order = itertools.count()
         self._pending: dict[tuple[DeviceRef, str, int], WritePoint] = {}
@@ -64,16 +67,17 @@ class Actuators:
     @property
     def buses(self) -> list[str]:
         """The buses with a write queue (one ``run`` task each)."""
-        return list(self._queues)
+        return list(self._writers)
 
     def enqueue(self, write: WritePoint) -> None:
         """Queue a write on its device's bus (pending until it is made)."""
         bus = self._device_bus.get(write.device)
-        if bus is None or bus not in self._queues:
+        if bus is None or bus not in self._writers:
             return
         self._pending[(write.device, write.point, write.index)] = write
+        lane = write.priority is PollClass.EMERGENCY
         rank = _RANKS[write.priority]
-        self._queues[bus].put_nowait((rank, next(self._order), write))
+        self._queues[(bus, lane)].put_nowait((rank, next(self._order), write))
 
     def resend(self, device: DeviceRef) -> None:
         """The device answers again: queue the writes it missed."""
@@ -82,8 +86,14 @@ class Actuators:
                 self.enqueue(write)
 
     async def run(self, bus: str) -> None:
-        """Make the queued writes of one bus, verified; keep the failed ones pending."""
-        queue = self._queues[bus]
+        """Make the queued writes of one bus, verified, in its two lanes; keep the failed
+        ones pending."""
+        async with asyncio.TaskGroup() as lanes:
+            lanes.create_task(self._drain(bus, emergency=True), name=f"writes[{bus}]:emergency")
+            lanes.create_task(self._drain(bus, emergency=False), name=f"writes[{bus}]")
+
+    async def _drain(self, bus: str, *, emergency: bool) -> None:
+        queue = self._queues[(bus, emergency)]
         write_fn = self._writers[bus]
         while True:
             _, _, write = await queue.get()
