@@ -480,7 +480,7 @@ async def calls_main(args: argparse.Namespace) -> None:
     print(
         "  (p99 is nearest-rank: with n < 100 it is the largest sample or close to it; the "
         "RTU rio's call counters are polled every 300 ms (profile), the TCP ones every "
-        "80 ms (bench floor), the panel pushes CALL)"
+        "100 ms (the Modbus TCP default), the panel pushes CALL)"
     )
     print("\nduring the presses:")
     for u in usage:

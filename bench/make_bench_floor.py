@@ -45,9 +45,10 @@ name = "rs485-{b}"
 kind = "modbus-rtu"
 port = "${{FLOORGATE_RUN_DIR:-/tmp/floorgate-bench}}/tty-rs485-{b}"
 baud = 19200
-# The longest answer here (32 registers) is on the wire in 36 ms + 5 ms turnaround: a
-# silent device costs 60 ms of line time, not the default 150.
-timeout_ms = 60
+# Devices start answering about 5 ms after a request (devices.md): allow 45, room for a
+# busy one. Each request waits that plus its own answer's time on the wire, so a silent
+# device costs a counter read about 55 ms of line time, not the default 150 + 10.
+timeout_ms = 45
 """
 
 OTHER_BUSES = """[[bus]]
@@ -55,9 +56,8 @@ name = "lan"
 kind = "modbus-tcp"
 host = "127.0.0.1"
 port = "${FLOORGATE_MODBUS_PORT:-15020}"
-# No line physics on TCP: sample the call counters every 80 ms (the profile's 300 ms is
-# sized for RS-485).
-intervals_ms = { emergency = 80 }
+# No intervals_ms here: on a TCP endpoint the emergency class (the call counters) is
+# sampled every 100 ms by default, not at the profile's 300 ms sized for RS-485.
 
 [[bus]]
 name = "panel"

@@ -59,7 +59,7 @@ from drivers.modbus import ModbusTransport
 from drivers.observations import DriverObservation, PointObserved
 from drivers.panelproto import CallPlaced
 from drivers.planner import ReadPlanner
-from drivers.points import PolledDevice
+from drivers.points import KIND_INTERVAL_CAPS_MS, PolledDevice
 from drivers.profile import PollClass, Table
 from drivers.scheduler import BusScheduler
 from floorsim.control import call, default_socket, socket_is_live
@@ -143,6 +143,8 @@ class Result:
     seen: dict[str, list[float]] = field(default_factory=dict)  # room -> observation times
     panel_seen: dict[str, list[float]] = field(default_factory=dict)
     window: tuple[float, float] = (0.0, 0.0)
+    # floorsim's counters per RTU line over the window (requests inside the silence…)
+    line_counters: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 # -- line arithmetic -------------------------------------------------------------------------
@@ -197,8 +199,9 @@ def full_read(config: FloorConfig, room: str) -> str:
 def signatures(config: FloorConfig, bus: str, overrides: dict[PollClass, int]) -> dict:
     """(unit, table, address, count) of each poll group's first request -> its class."""
     out: dict[tuple[int, Table, int, int], tuple[str, PollClass, int]] = {}
+    caps = KIND_INTERVAL_CAPS_MS.get(config.bus(bus).kind, {})
     for spec in config.devices(bus):
-        dev = PolledDevice(spec, DeviceHealth(), overrides)
+        dev = PolledDevice(spec, DeviceHealth(), overrides, caps)
         for group, (cls, interval_ms) in dev.group_class.items():
             first = dev.plan(dev.groups[group], group)[0]
             key = (spec.unit, first.table, first.address, first.count)
@@ -254,6 +257,7 @@ async def measure(
                 config.devices(bus.name),
                 on_observation=on_observation,
                 intervals_ms=intervals,
+                kind=bus.kind,
                 offline_after=config.poll.offline_after,
                 probe_max_s=config.poll.probe_max_s,
             )
@@ -284,10 +288,12 @@ async def measure(
         if faulty:
             for target, kind, value in FAULTS:
                 await call(ctl, "set_fault", {"target": target, "kind": kind, "value": value})
+        before = await line_counters(ctl)
         t0, cpu0 = time.monotonic(), time.process_time()
         await press_all(t0)
         await asyncio.sleep(max(0.0, t0 + seconds - time.monotonic()))
         t1, cpu1 = time.monotonic(), time.process_time()
+        after = await line_counters(ctl)
         for t in tasks:
             t.cancel()
     if faulty:
@@ -304,7 +310,21 @@ async def measure(
         seen=dict(seen),
         panel_seen=dict(panel_seen),
         window=(t0, t1),
+        line_counters={
+            bus: {k: n - before.get(bus, {}).get(k, 0) for k, n in counts.items()}
+            for bus, counts in after.items()
+        },
     )
+
+
+async def line_counters(ctl: Path) -> dict[str, dict[str, int]]:
+    """floorsim's counters of every RTU line, now."""
+    status = await call(ctl, "status")
+    return {
+        name: dict(bus.get("counters", {}))
+        for name, bus in status["buses"].items()
+        if bus.get("kind") == "modbus-rtu"
+    }
 
 
 def press_plan(
@@ -454,6 +474,12 @@ def report(config: FloorConfig, res: Result, overrides: dict, title: str) -> dic
                     f" + 5 = {ms:6.2f} ms"
                 )
             print(f"   sum of line time {busy:.2f} s of {res.seconds:.2f} s")
+            counts = res.line_counters.get(bus.name, {})
+            print(
+                "   requests begun inside the 3.5-character silence after an answer: "
+                f"{counts.get('request_inside_silence', 0)}; sent before a late answer to an "
+                f"abandoned request: {counts.get('request_before_late_answer', 0)} (floorsim)"
+            )
         else:
             print(
                 f"   transactions: {rate:.2f}/s achieved ({len(log) - n_ok} failed); "
@@ -523,8 +549,9 @@ def compare(config: FloorConfig, clean: dict, faulty: dict, res: Result) -> None
     assert isinstance(bus_cfg, RtuBus)
     log = [t for t in res.logs[FAULTY_BUS] if res.window[0] <= t.end <= res.window[1]]
     failed = sum(not t.ok for t in log)
+    # A read of one register nobody answers: the request, the timeout and the answer's time.
     stall = (
-        frame_bytes(Tx(0, 0, "read", Table.INPUT, 0, 1, True))[0]
+        sum(frame_bytes(Tx(0, 0, "read", Table.INPUT, 0, 1, True)))
         * (bus_cfg.bits_per_char / bus_cfg.baud)
         + bus_cfg.timeout_ms / 1e3
     )
@@ -533,8 +560,8 @@ def compare(config: FloorConfig, clean: dict, faulty: dict, res: Result) -> None
     busy = rios * line_time(8, 11, bus_cfg)
     print(
         f"   {failed} failed transactions (offline detection: {config.poll.offline_after} per "
-        f"device, then probes); each holds the line for the request + the {bus_cfg.timeout_ms} "
-        f"ms timeout = {stall * 1e3:.0f} ms"
+        f"device, then probes); a silent one holds the line for the request + the "
+        f"{bus_cfg.timeout_ms} ms timeout + the answer's time = {stall * 1e3:.0f} ms"
     )
     print(
         f"   emergency polls need {rios} x {line_time(8, 11, bus_cfg) * 1e3:.1f} ms = "

@@ -1,7 +1,8 @@
 """Modbus RTU rate on floorsim's paced pty lines vs. the physical limit.
 
-Reads 10 holding registers (a lock's slots 100..109) back to back with a pymodbus
-client, as the gateway's bus owner would, and compares the rate with theory:
+Reads 10 holding registers (a lock's slots 100..109) back to back through the gateway's
+own RTU transport (drivers.modbus over drivers.rtuline, which keeps the 3.5-character
+silence after every answer), and compares the rate with theory:
 
     period = (Q + R) x bits_per_char / baud + 2 x t3.5 + turnaround
     Q = 8 request bytes, R = 5 + 2 x 10 = 25 response bytes, turnaround = 5 ms,
@@ -11,9 +12,9 @@ client, as the gateway's bus owner would, and compares the rate with theory:
     19200 8N1: 33 x 10 / 19200 + 2 x 1.823 ms + 5 ms = 25.83 ms -> 38.71 transactions/s
 
 The simulator never delivers a byte before its physical time, so the achieved rate can
-reach but never exceed theory (the acceptance band is 95-100 %). The client sends each
-request as soon as it has the previous answer; the line itself enforces the 3.5-char
-silence. Usage: ``python bench/rtu_rate.py [--seconds 5] [--baud 19200 ...]``.
+reach but never exceed theory (the acceptance band is 95-100 %). floorsim counts the
+requests that began inside the silence after an answer (never, if the transport is right).
+Usage: ``python bench/rtu_rate.py [--seconds 5] [--line 19200 ...]``.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from pymodbus.client import AsyncModbusSerialClient
-
+from drivers.lines import RtuBus
+from drivers.modbus import ModbusTransport
+from drivers.profile import Table
 from floorsim.sim import FloorSim
 from gateway.config.load import load_floor
 from gateway.logging import configure_logging
@@ -77,26 +79,24 @@ async def measure(baud: int, parity: str, seconds: float) -> dict[str, float]:
         async with FloorSim(config) as sim:
             line = sim.lines["line"]
             period = line.period(REQUEST_BYTES, RESPONSE_BYTES)
-            # A pty carries no parity and pymodbus cannot open one with parity E/O
-            # (floorsim/wire.py): the client says N, the line times 11-bit characters.
-            client = AsyncModbusSerialClient(
-                str(sim.port("line")), baudrate=baud, timeout=1.0, retries=0
-            )
-            await client.connect()
+            bus = config.bus("line")
+            assert isinstance(bus, RtuBus)
+            transport = ModbusTransport.rtu(bus.model_copy(update={"port": sim.port("line")}))
             try:
                 for _ in range(5):  # warm up
-                    await client.read_holding_registers(100, count=REGISTERS, device_id=2)
+                    await transport.read(2, Table.HOLDING, 100, REGISTERS)
+                inside0 = line.counters.get("request_inside_silence", 0)
                 n = 0
                 t0 = time.perf_counter()
                 deadline = t0 + seconds
                 while time.perf_counter() < deadline:
-                    r = await client.read_holding_registers(100, count=REGISTERS, device_id=2)
-                    if r.isError() or len(r.registers) != REGISTERS:
-                        raise RuntimeError(f"bad answer {r}")
+                    if len(await transport.read(2, Table.HOLDING, 100, REGISTERS)) != REGISTERS:
+                        raise RuntimeError("short answer")
                     n += 1
                 elapsed = time.perf_counter() - t0
+                inside = line.counters.get("request_inside_silence", 0) - inside0
             finally:
-                client.close()
+                await transport.close()
     return {
         "char_ms": line.char_s * 1e3,
         "t35_ms": line.gap_s * 1e3,
@@ -104,6 +104,7 @@ async def measure(baud: int, parity: str, seconds: float) -> dict[str, float]:
         "theory": 1 / period,
         "achieved": n / elapsed,
         "n": n,
+        "inside": inside,
     }
 
 
@@ -137,7 +138,7 @@ async def main() -> None:
         print(
             f"{baud_text + ' 8' + parity + '1':>10} {m['char_ms']:6.3f}m {m['t35_ms']:6.3f}m "
             f"{m['period_ms']:7.2f}m {m['theory']:7.2f}/s {m['achieved']:8.2f}/s {pct:6.2f}%"
-            f"  (n={m['n']})"
+            f"  (n={m['n']}, {m['inside']} inside the silence)"
         )
 
 

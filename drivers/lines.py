@@ -27,6 +27,8 @@ class _Bus(_Section):
     """Settings every bus has: its name and the answer timeout."""
 
     name: Annotated[str, Field(pattern=BUS_NAME_RE)]
+    # TCP: how long to wait for an answer. RTU: how long a device may take to start
+    # answering once the request is on the wire; each request adds its answer's wire time.
     timeout_ms: Annotated[int, Field(ge=10, le=10000)] = 150
 
 

@@ -1,39 +1,45 @@
 """Modbus RTU and TCP transports over pymodbus — the only module that imports pymodbus.
 
-pymodbus facts this module is built around (LIBRARY-NOTES.md, and pymodbus 3.16's
-transaction.py):
-- one client serves one request at a time (it holds a lock): RTU uses one client; a TCP
-  endpoint gets a small pool of clients for bounded concurrency;
-- the client leaves no 3.5-character silence between RTU frames: we leave it;
-- a response with a bad CRC is dropped by the framer and looks like "no response": we
-  watch the received bytes (``trace_packet``) to tell a corrupted frame from silence;
-- defaults ``timeout=3, retries=3`` make a silent device cost 12 s of bus time: we use
-  ``retries=0``, a short timeout, and own reconnects (``reconnect_delay=0``).
+TCP uses pymodbus' client (LIBRARY-NOTES.md, and pymodbus 3.16's transaction.py):
+- one client serves one request at a time (it holds a lock): a TCP endpoint gets a small
+  pool of clients for bounded concurrency;
+- defaults ``timeout=3, retries=3`` make a silent device cost 12 s: we use ``retries=0``,
+  a short timeout, and own reconnects (``reconnect_delay=0``).
+
+RTU keeps pymodbus for what it does well, building request PDUs and frames and decoding
+answers, and drives the line itself (drivers.rtuline): pymodbus' serial client leaves no
+3.5-character silence between frames, waits its whole timeout whatever the answer's
+length and even when a complete answer has a bad CRC, and costs about half a millisecond
+of CPU per read in its transaction machinery.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
+from struct import error as struct_error
+from typing import Any
 
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.client.base import ModbusBaseClient
+from pymodbus.client.mixin import ModbusClientMixin
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
-from pymodbus.pdu import ExceptionResponse, ModbusPDU
+from pymodbus.framer import FramerRTU
+from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
 
 from drivers.errors import BusError, BusGoneError, BusTimeoutError, FrameError, ModbusExceptionError
 from drivers.lines import RtuBus, TcpBus
 from drivers.profile import Table
+from drivers.rtuline import RtuLine
 
-# Modbus over serial line, §2.5.1.1: frames are separated by a silent interval of at
-# least 3.5 character times.
-SILENT_CHARS = 3.5
+# An RTU answer's frame around its data: unit, function code, byte count … CRC (2).
+_READ_ANSWER_OVERHEAD = 5
+_WRITE_ANSWER_BYTES = 8  # unit, function, address (2), value or quantity (2), CRC (2)
 
 
 class _Client:
-    """One pymodbus client and what it received during the current transaction."""
+    """One pymodbus TCP client and what it received during the current transaction."""
 
     def __init__(self, factory: Callable[[Callable[[bool, bytes], bytes]], ModbusBaseClient]):
         self.received = 0
@@ -45,66 +51,37 @@ class _Client:
         return data
 
 
-class ModbusTransport:
-    """A Transport over pymodbus: RTU (one in flight, inter-frame silence) or TCP (a pool)."""
+class _Requests(ModbusClientMixin[ModbusPDU]):
+    """pymodbus' request builders, returning the request PDU instead of sending it."""
 
-    def __init__(
-        self,
-        bus: str,
-        factory: Callable[[Callable[[bool, bytes], bytes]], ModbusBaseClient],
-        *,
-        max_in_flight: int = 1,
-        silence_s: float = 0.0,
-    ) -> None:
+    def __init__(self) -> None:
+        """No connection: only the builders."""
+        super().__init__()  # type: ignore[no-untyped-call]
+
+    def execute(self, no_response_expected: bool, request: ModbusPDU) -> ModbusPDU:
+        """The request, built and checked by pymodbus."""
+        return request
+
+
+class ModbusTransport:
+    """A Transport: Modbus RTU on a hand-driven line, or Modbus TCP over a client pool."""
+
+    def __init__(self, bus: str, max_in_flight: int) -> None:
         """Prefer the ``rtu`` and ``tcp`` constructors."""
-        _quiet_pymodbus()
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # we report device health
         self._bus = bus
         self._max_in_flight = max_in_flight
-        self._silence_s = silence_s
-        self._clients = [_Client(factory) for _ in range(max_in_flight)]
-        self._idle: asyncio.Queue[_Client] = asyncio.Queue()
-        for c in self._clients:
-            self._idle.put_nowait(c)
-        self._line_free_at = 0.0
         self._closed = False
 
     @classmethod
     def rtu(cls, bus: RtuBus) -> ModbusTransport:
         """A transport for a Modbus RTU line: one transaction at a time."""
-        char_s = bus.bits_per_char / bus.baud
-
-        def factory(trace: Callable[[bool, bytes], bytes]) -> ModbusBaseClient:
-            return AsyncModbusSerialClient(
-                str(bus.port),
-                baudrate=bus.baud,
-                parity=bus.parity,
-                bytesize=8,
-                stopbits=1,
-                timeout=bus.timeout_ms / 1000,
-                retries=0,
-                reconnect_delay=0,
-                trace_packet=trace,
-                name=bus.name,
-            )
-
-        return cls(bus.name, factory, max_in_flight=1, silence_s=SILENT_CHARS * char_s)
+        return _RtuTransport(bus)
 
     @classmethod
     def tcp(cls, bus: TcpBus) -> ModbusTransport:
         """A transport for a Modbus TCP endpoint with bounded concurrency."""
-
-        def factory(trace: Callable[[bool, bytes], bytes]) -> ModbusBaseClient:
-            return AsyncModbusTcpClient(
-                bus.host,
-                port=bus.port,
-                timeout=bus.timeout_ms / 1000,
-                retries=0,
-                reconnect_delay=0,
-                trace_packet=trace,
-                name=bus.name,
-            )
-
-        return cls(bus.name, factory, max_in_flight=bus.max_in_flight)
+        return _TcpTransport(bus)
 
     @property
     def bus(self) -> str:
@@ -132,25 +109,101 @@ class ModbusTransport:
         await self._transact(lambda c: _write_call(c, unit, table, address, values))
 
     async def close(self) -> None:
-        """Close every client; idempotent."""
+        """Release the port or connections; idempotent."""
         self._closed = True
+
+    async def _transact(self, call: Callable[[Any], Any]) -> ModbusPDU:
+        """Run one request built by ``call`` on a client (or request builder); check it."""
+        if self._closed:
+            raise BusGoneError(f"bus {self._bus} is closed")
+        pdu = await self._exchange(call)
+        if isinstance(pdu, ExceptionResponse) or pdu.isError():
+            raise ModbusExceptionError(int(getattr(pdu, "exception_code", 0)))
+        return pdu
+
+    async def _exchange(self, call: Callable[[Any], Any]) -> ModbusPDU:
+        raise NotImplementedError
+
+
+class _RtuTransport(ModbusTransport):
+    """Modbus RTU: pymodbus frames on a line that drivers.rtuline drives."""
+
+    def __init__(self, bus: RtuBus) -> None:
+        super().__init__(bus.name, 1)
+        self._requests = _Requests()
+        self._framer = FramerRTU(DecodePDU(is_server=False))
+        self._decoder = DecodePDU(is_server=False)
+        self._line = RtuLine(
+            bus.port,
+            baud=bus.baud,
+            parity=bus.parity,
+            bits_per_char=bus.bits_per_char,
+            answer_timeout_s=bus.timeout_ms / 1000,
+            crc_ok=lambda frame: FramerRTU.check_CRC(frame[:-2], int.from_bytes(frame[-2:], "big")),
+        )
+
+    async def close(self) -> None:
+        """Close the port; idempotent."""
+        await super().close()
+        self._line.close()
+
+    async def _exchange(self, call: Callable[[Any], Any]) -> ModbusPDU:
+        request: ModbusPDU = call(self._requests)
+        frame = self._framer.buildFrame(request)
+        answer = await self._line.exchange(request.dev_id, frame, _answer_bytes(request))
+        # pymodbus' response classes decode the PDU; DecodePDU.decode would also format
+        # every answer for a debug log nobody reads.
+        pdu: ModbusPDU
+        if answer[1] & 0x80:
+            pdu = ExceptionResponse(answer[1] & 0x7F)
+        elif (response := self._decoder.lookupPduClass(answer)) is not None:
+            pdu = response()
+        else:
+            raise FrameError(f"an answer with function code {answer[1]}")
+        try:
+            pdu.decode(answer[2:-2])
+        except (ModbusException, ValueError, IndexError, struct_error) as exc:
+            raise FrameError(f"undecodable answer: {exc}") from exc
+        return pdu
+
+
+class _TcpTransport(ModbusTransport):
+    """Modbus TCP: a pool of pymodbus clients to one endpoint."""
+
+    def __init__(self, bus: TcpBus) -> None:
+        super().__init__(bus.name, bus.max_in_flight)
+
+        def factory(trace: Callable[[bool, bytes], bytes]) -> ModbusBaseClient:
+            return AsyncModbusTcpClient(
+                bus.host,
+                port=bus.port,
+                timeout=bus.timeout_ms / 1000,
+                retries=0,
+                reconnect_delay=0,
+                trace_packet=trace,
+                name=bus.name,
+            )
+
+        self._clients = [_Client(factory) for _ in range(bus.max_in_flight)]
+        self._idle: asyncio.Queue[_Client] = asyncio.Queue()
+        for c in self._clients:
+            self._idle.put_nowait(c)
+
+    async def close(self) -> None:
+        """Close every client; idempotent."""
+        await super().close()
         for c in self._clients:
             c.client.close()
 
-    async def _transact(
-        self, call: Callable[[ModbusBaseClient], Awaitable[ModbusPDU]]
-    ) -> ModbusPDU:
-        if self._closed:
-            raise BusGoneError(f"bus {self._bus} is closed")
+    async def _exchange(self, call: Callable[[Any], Any]) -> ModbusPDU:
         holder = await self._idle.get()
         try:
             client = holder.client
             if not client.connected and not await client.connect():
                 raise BusGoneError(f"cannot open bus {self._bus}")
-            await self._wait_silence()
             holder.received = 0
             try:
-                pdu = await call(client)
+                pdu: ModbusPDU = await call(client)
             except ModbusIOException as exc:
                 if not client.connected:
                     raise BusGoneError(str(exc)) from exc
@@ -161,44 +214,45 @@ class ModbusTransport:
                 raise BusGoneError(str(exc)) from exc
             except (ModbusException, OSError) as exc:
                 raise BusError(str(exc)) from exc
-            finally:
-                self._line_free_at = time.monotonic() + self._silence_s
-            if isinstance(pdu, ExceptionResponse) or pdu.isError():
-                raise ModbusExceptionError(int(getattr(pdu, "exception_code", 0)))
             return pdu
         finally:
             self._idle.put_nowait(holder)
 
-    async def _wait_silence(self) -> None:
-        delay = self._line_free_at - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
+
+def _answer_bytes(request: ModbusPDU) -> int:
+    """The length of the RTU frame that answers ``request`` normally."""
+    count = int(getattr(request, "count", 0))
+    if request.function_code in (1, 2):  # coils, discrete inputs: 8 bits a byte
+        return _READ_ANSWER_OVERHEAD + (count + 7) // 8
+    if request.function_code in (3, 4):  # registers: 2 bytes each
+        return _READ_ANSWER_OVERHEAD + 2 * count
+    return _WRITE_ANSWER_BYTES  # FC5, FC6, FC15, FC16 echo address and value or quantity
 
 
 def _read_call(
-    c: ModbusBaseClient, unit: int, table: Table, address: int, count: int
-) -> Awaitable[ModbusPDU]:
+    c: ModbusClientMixin[Any], unit: int, table: Table, address: int, count: int
+) -> Awaitable[ModbusPDU] | ModbusPDU:
     readers = {
         Table.COIL: c.read_coils,
         Table.DISCRETE: c.read_discrete_inputs,
         Table.INPUT: c.read_input_registers,
         Table.HOLDING: c.read_holding_registers,
     }
-    return readers[table](address, count=count, device_id=unit)
+    result: Awaitable[ModbusPDU] | ModbusPDU = readers[table](address, count=count, device_id=unit)
+    return result
 
 
 def _write_call(
-    c: ModbusBaseClient, unit: int, table: Table, address: int, values: Sequence[int]
-) -> Awaitable[ModbusPDU]:
+    c: ModbusClientMixin[Any], unit: int, table: Table, address: int, values: Sequence[int]
+) -> Awaitable[ModbusPDU] | ModbusPDU:
+    result: Awaitable[ModbusPDU] | ModbusPDU
     if table is Table.COIL:
         if len(values) == 1:
-            return c.write_coil(address, bool(values[0]), device_id=unit)
-        return c.write_coils(address, [bool(v) for v in values], device_id=unit)
-    if len(values) == 1:
-        return c.write_register(address, values[0], device_id=unit)
-    return c.write_registers(address, list(values), device_id=unit)
-
-
-def _quiet_pymodbus() -> None:
-    # pymodbus logs every timeout at error level; our scheduler reports device health.
-    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+            result = c.write_coil(address, bool(values[0]), device_id=unit)
+        else:
+            result = c.write_coils(address, [bool(v) for v in values], device_id=unit)
+    elif len(values) == 1:
+        result = c.write_register(address, values[0], device_id=unit)
+    else:
+        result = c.write_registers(address, list(values), device_id=unit)
+    return result

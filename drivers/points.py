@@ -1,6 +1,7 @@
 """One polled device as its bus scheduler sees it: which points, in which groups, how read.
 
-From a device's profile (and the floor's interval overrides): the points that are polled
+From a device's profile (and the floor's interval overrides, and its bus kind's caps): the
+points that are polled
 (those with a role, and bit fields whose named bits are roles of the device; never those of
 class ``never`` or write-only ones), grouped by (class, interval) so that one group is one
 planned set of requests; its read planner (which remembers where the device refused
@@ -19,12 +20,24 @@ from drivers.lines import DeviceSpec
 from drivers.planner import ReadPlanner, ReadRequest, Want
 from drivers.profile import Point, PollClass
 
-__all__ = ["PolledDevice", "slowest_poll_ms"]
+__all__ = ["KIND_INTERVAL_CAPS_MS", "PolledDevice", "slowest_poll_ms"]
+
+# A class's interval never longer than this on a bus of this kind, unless the floor says
+# otherwise. The profiles size the emergency class for an RS-485 line shared by a dozen
+# rooms (300 ms); a Modbus TCP endpoint has no line to share, and a guest's call sampled
+# every 100 ms reaches the central system within 150 ms.
+KIND_INTERVAL_CAPS_MS: dict[str, dict[PollClass, int]] = {
+    "modbus-tcp": {PollClass.EMERGENCY: 100},
+}
 
 
-def slowest_poll_ms(spec: DeviceSpec, overrides: Mapping[PollClass, int]) -> int | None:
+def slowest_poll_ms(
+    spec: DeviceSpec,
+    overrides: Mapping[PollClass, int],
+    caps: Mapping[PollClass, int] | None = None,
+) -> int | None:
     """The longest target interval among the device's polled points (None: none polled)."""
-    device = PolledDevice(spec, DeviceHealth(), overrides)
+    device = PolledDevice(spec, DeviceHealth(), overrides, dict(caps or {}))
     return max((interval for _, interval in device.group_class.values()), default=None)
 
 
@@ -35,6 +48,7 @@ class PolledDevice:
     spec: DeviceSpec
     health: DeviceHealth
     overrides: Mapping[PollClass, int]
+    caps: Mapping[PollClass, int] = field(default_factory=dict)  # see KIND_INTERVAL_CAPS_MS
     groups: dict[str, list[Want]] = field(default_factory=dict)
     group_class: dict[str, tuple[PollClass, int]] = field(default_factory=dict)
     planner: ReadPlanner = field(default_factory=ReadPlanner)
@@ -90,14 +104,17 @@ class PolledDevice:
         self.decoded.clear()
 
     def interval_ms(self, p: Point) -> int | None:
-        """A point's poll interval: its own, else the floor's for its class, else the profile's."""
+        """A point's poll interval: its own, else the floor's for its class, else the
+        profile's (for its class at most the bus kind's cap)."""
         if p.poll is PollClass.NEVER:
             return None
         if p.interval_ms is not None:
             return p.interval_ms
         if p.poll in self.overrides:
             return self.overrides[p.poll]
-        return self.spec.profile.interval_ms(p)
+        profile = self.spec.profile.interval_ms(p)
+        cap = self.caps.get(p.poll)
+        return profile if cap is None or profile is None else min(profile, cap)
 
     def plan(self, wants: Sequence[Want], group: str | None) -> list[ReadRequest]:
         """The planned requests for these wants (cached per poll group)."""

@@ -67,7 +67,7 @@ from drivers.observations import (
     PointsRead,
 )
 from drivers.planner import ReadRequest, Want
-from drivers.points import PolledDevice
+from drivers.points import KIND_INTERVAL_CAPS_MS, PolledDevice
 from drivers.profile import Point, PollClass, Profile, Table
 from drivers.schedule import Kind, Schedule, stagger
 from drivers.transport import Transport
@@ -112,12 +112,13 @@ class BusScheduler:
         self.kind = kind or ("modbus-rtu" if transport.max_in_flight == 1 else "modbus-tcp")
         self._log: structlog.typing.FilteringBoundLogger = structlog.get_logger(bus=self.bus)
         overrides = dict(intervals_ms or {})
+        caps = KIND_INTERVAL_CAPS_MS.get(self.kind, {})
         self._devices: dict[str, PolledDevice] = {}
         for spec in devices:
             if spec.name in self._devices:
                 raise ValueError(f"device {spec.name} appears twice on bus {self.bus}")
             health = DeviceHealth(offline_after, probe_max_s, rng=self._rng)
-            self._devices[spec.name] = PolledDevice(spec, health, overrides)
+            self._devices[spec.name] = PolledDevice(spec, health, overrides, caps)
         self._schedule: Schedule[str] = Schedule()
         self._requests: dict[str, _Request] = {}
         self._watch: set[PolledDevice] = set()  # offline or suspended: schedule to update
@@ -686,9 +687,9 @@ _MISSING = object()
 def _raise_lost_cancel() -> None:
     """Raise CancelledError if this task was cancelled but an await swallowed it.
 
-    On Python 3.11, ``asyncio.wait_for`` (pymodbus waits for every answer with it) returns
-    the answer instead of raising when the cancel lands in the loop iteration in which the
-    answer arrives (CPython gh-86296, fixed in 3.12). The request is still counted by
+    On Python 3.11, ``asyncio.wait_for`` (pymodbus' TCP client waits for every answer with
+    it) returns the answer instead of raising when the cancel lands in the loop iteration in
+    which the answer arrives (CPython gh-86296, fixed in 3.12). The request is still counted by
     ``Task.cancelling()``; without this check the worker would poll on past a stop.
     """
     task = asyncio.current_task()

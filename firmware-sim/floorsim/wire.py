@@ -185,6 +185,7 @@ class RtuLine:
         self._buf_t0 = 0.0
         self._silence: asyncio.TimerHandle | None = None
         self._free_at = float("-inf")
+        self._replied_at = float("-inf")  # when the last answer was written
         self._warned_speed: int | None = None
 
     def period(self, request_bytes: int, response_bytes: int) -> float:
@@ -219,6 +220,14 @@ class RtuLine:
 
     async def _transact(self, frame: bytes, arrival: float) -> None:
         loop = asyncio.get_running_loop()
+        # A master must leave 3.5 characters of silence after the last frame on the line:
+        # count the requests that began inside it, and those that began before an answer
+        # written after them (a late answer to a request the master gave up on). The line
+        # then serves them once the silence is over, as a forgiving real one might.
+        if self._replied_at <= arrival < max(self._free_at, self._replied_at) + self.gap_s:
+            self._count("request_inside_silence")
+        elif arrival < self._replied_at:
+            self._count("request_before_late_answer")
         start = max(arrival, self._free_at + self.gap_s)
         req_end = start + len(frame) * self.char_s
         self._free_at = req_end
@@ -234,6 +243,7 @@ class RtuLine:
             req_end + self.gap_s + self.turnaround_s + answer.delay_s + len(reply) * self.char_s
         )
         await _sleep_until(loop, reply_end)
+        self._replied_at = loop.time()  # before the write: never later than the master hears it
         self.link.write(reply)
         self._free_at = reply_end
         self._count("replies_sent")

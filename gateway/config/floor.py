@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from drivers.ids import DeviceRef, RoomId
 from drivers.lines import Bus, DeviceSpec, TcpPort
-from drivers.points import slowest_poll_ms
+from drivers.points import KIND_INTERVAL_CAPS_MS, slowest_poll_ms
 from drivers.profile import PollClass, Profile
 from gateway.core.alarms import AlarmLayout
 from gateway.core.commands import ROLES, Credentials, Operator
@@ -365,7 +365,8 @@ class FloorConfig:
         intervals in force on its bus), at least 15 s."""
         bus = self.bus(spec.bus)
         overrides = {**self.poll.intervals_ms, **getattr(bus, "intervals_ms", {})}
-        slowest = slowest_poll_ms(spec, overrides) or 0
+        caps = KIND_INTERVAL_CAPS_MS.get(bus.kind, {})
+        slowest = slowest_poll_ms(spec, overrides, caps) or 0
         return max(STALE_MIN_S, 3 * slowest / 1000)
 
     def layout(self) -> Layout:
