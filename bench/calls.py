@@ -1,6 +1,7 @@
 """Emergency-call benchmark (issue 7): a press in floorsim to ``alarm.raised`` at a subscriber.
 
     .venv/bin/python bench/calls.py [--presses 150] [--seconds 60] [--warmup 6] [--seed 1]
+    .venv/bin/python bench/calls.py --disk-full [--presses 60]   (bench/diskfull.py)
 
 The whole gateway, as deployed: floorgated runs as its own process on
 config/floors/bench.toml (4 RS-485 lines x 12 rooms at 19200 8N1, paced on the wire; 12
@@ -135,10 +136,18 @@ class GatewayRun:
     """
 
     def __init__(
-        self, warmup_s: float, tag: str, *, extra_toml: str = "", quiet_daemon: bool = False
+        self,
+        warmup_s: float,
+        tag: str,
+        *,
+        extra_toml: str = "",
+        quiet_daemon: bool = False,
+        daemon_prefix: Callable[[Path], list[str]] | None = None,
     ) -> None:
         """``extra_toml``: tables appended to the daemon's copy of the bench floor file
-        (floorsim serves the floor file itself)."""
+        (floorsim serves the floor file itself); ``daemon_prefix(run_dir)``: a command
+        that execs the daemon (a mount namespace with a small state filesystem)."""
+        self.daemon_prefix = daemon_prefix
         self.warmup_s = warmup_s
         self.tag = tag
         self.extra_toml = extra_toml
@@ -217,8 +226,9 @@ class GatewayRun:
             self.floor = self.dir / "floor.toml"
             self.floor.write_text(FLOOR.read_text() + "\n" + self.extra_toml)
         level = ["--log-level", "warning"] if self.quiet_daemon else []
+        prefix = [] if self.daemon_prefix is None else self.daemon_prefix(self.dir)
         self.daemon = self._spawn(
-            [sys.executable, "-m", "gateway.daemon", "--config", str(self.floor), *level],
+            [*prefix, sys.executable, "-m", "gateway.daemon", "--config", str(self.floor), *level],
             "floorgated.log",
         )
         try:
@@ -514,7 +524,17 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=60.0, help="window the presses spread over")
     p.add_argument("--warmup", type=float, default=6.0, help="seconds after gateway.started")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--disk-full",
+        action="store_true",
+        help="instead: press -> lamps with the state disk healthy, then full (bench/diskfull.py)",
+    )
     args = p.parse_args()
+    if args.disk_full:
+        from diskfull import disk_full_main  # noqa: PLC0415 (bench/ is the script's path)
+
+        asyncio.run(disk_full_main(args))
+        return
     asyncio.run(calls_main(args))
 
 

@@ -39,4 +39,12 @@ class DeviceUnavailableError(BusError):
 
 
 class WriteFailedError(BusError):
-    """A write failed or did not read back as written, after its bounded attempts."""
+    """A write failed or did not read back as written, after its bounded attempts.
+
+    ``answered``: the device did answer — it refused the write, or read back another
+    value — so the point itself is at fault, not the line (a silent device is not).
+    """
+
+    def __init__(self, message: str, *, answered: bool = False) -> None:
+        super().__init__(message)
+        self.answered = answered

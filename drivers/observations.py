@@ -8,6 +8,10 @@ Point observations are sent on change only: the first value a point shows after 
 or after its device comes back online, then every change. A counter that advanced while
 the gateway was down is therefore seen on the first read, and the engine compares it with
 the last value it stored (devices.md: a press is never lost to a restart).
+
+Because values go out on change only, which points a device still answers is told apart:
+``PointsRead`` names the roles read successfully, coalesced per device (at most every
+``READ_REPORT_S``), so the floor knows how old each value is without one message per read.
 """
 
 from __future__ import annotations
@@ -17,12 +21,16 @@ from dataclasses import dataclass
 from drivers.ids import DeviceRef, RoomId
 
 __all__ = [
+    "READ_REPORT_S",
     "DeviceFault",
     "DeviceOffline",
     "DeviceOnline",
     "DriverObservation",
     "PointObserved",
+    "PointsRead",
 ]
+
+READ_REPORT_S = 1.0
 
 # Same shapes as drivers.codec.Value.
 PointValue = bool | int | float | str | dict[str, bool] | None
@@ -70,4 +78,14 @@ class DeviceFault:
     at: float
 
 
-DriverObservation = PointObserved | DeviceOnline | DeviceOffline | DeviceFault
+@dataclass(frozen=True, slots=True)
+class PointsRead:
+    """These roles of a device were read successfully since the last report (``at``: the
+    latest read)."""
+
+    device: DeviceRef
+    points: tuple[str, ...]
+    at: float
+
+
+DriverObservation = PointObserved | PointsRead | DeviceOnline | DeviceOffline | DeviceFault

@@ -20,7 +20,7 @@ from drivers.lines import DeviceSpec
 from drivers.planner import ReadPlanner, ReadRequest, Want
 from drivers.profile import Point, PollClass
 
-__all__ = ["KIND_INTERVAL_CAPS_MS", "PolledDevice"]
+__all__ = ["KIND_INTERVAL_CAPS_MS", "PolledDevice", "slowest_poll_ms"]
 
 # A class's interval never longer than this on a bus of this kind, unless the floor says
 # otherwise. The profiles size the emergency class for an RS-485 line shared by a dozen
@@ -29,6 +29,16 @@ __all__ = ["KIND_INTERVAL_CAPS_MS", "PolledDevice"]
 KIND_INTERVAL_CAPS_MS: dict[str, dict[PollClass, int]] = {
     "modbus-tcp": {PollClass.EMERGENCY: 100},
 }
+
+
+def slowest_poll_ms(
+    spec: DeviceSpec,
+    overrides: Mapping[PollClass, int],
+    caps: Mapping[PollClass, int] | None = None,
+) -> int | None:
+    """The longest target interval among the device's polled points (None: none polled)."""
+    device = PolledDevice(spec, DeviceHealth(), overrides, dict(caps or {}))
+    return max((interval for _, interval in device.group_class.values()), default=None)
 
 
 @dataclass(slots=True, eq=False)

@@ -8,10 +8,11 @@ priority; and it keeps each device's health (drivers.health): offline after
 ``offline_after`` failed transactions in a row, then probed on a capped, jittered backoff.
 
 Only observations leave it (drivers.observations): ``PointObserved`` on change (every
-polled point again after a device comes back online), ``DeviceOnline``, ``DeviceOffline``,
-``DeviceFault``. A point is known by its profile ``role``; a bit field's named bits that
-are roles of the device are observed one by one. Points without a role, or of class
-``never``, are not polled (``never`` points can be read on demand).
+polled point again after a device comes back online), ``PointsRead`` (the roles read,
+coalesced per device), ``DeviceOnline``, ``DeviceOffline``, ``DeviceFault``. A point is
+known by its profile ``role``; a bit field's named bits that are roles of the device are
+observed one by one. Points without a role, or of class ``never``, are not polled
+(``never`` points can be read on demand).
 
 Nothing a device does ends ``run()``: timeouts, CRC garbage, exception codes and values
 the codec refuses are counted against the device; a vanished port pauses the whole bus on
@@ -57,11 +58,13 @@ from drivers.health import DeviceHealth, HealthState, Transition
 from drivers.ids import DeviceRef
 from drivers.lines import DeviceSpec
 from drivers.observations import (
+    READ_REPORT_S,
     DeviceFault,
     DeviceOffline,
     DeviceOnline,
     DriverObservation,
     PointObserved,
+    PointsRead,
 )
 from drivers.planner import ReadRequest, Want
 from drivers.points import KIND_INTERVAL_CAPS_MS, PolledDevice
@@ -129,6 +132,9 @@ class BusScheduler:
             jitter="equal", rng=self._rng,
         )  # fmt: skip
         self._tx = TxCounter()
+        # Which roles each device answered since its last PointsRead, and when that went.
+        self._unreported: dict[str, set[str]] = {}
+        self._reported_at: dict[str, float] = {}
 
     # -- the owner task ----------------------------------------------------------------------
 
@@ -425,6 +431,14 @@ class BusScheduler:
                     dev.planner.refused(request)
                     todo.extendleft(reversed(dev.planner.plan(request.items)))
                     continue
+                if key is not None and exc.code in _REFUSALS:
+                    # A poll goes on past a point the device refuses: that point is not
+                    # reported read (its value goes stale), the others stay current.
+                    self._log.debug(
+                        "point_refused", device=dev.name, table=str(request.table),
+                        address=request.address, code=exc.code,
+                    )  # fmt: skip
+                    continue
                 raise
             values.update(self._observe(dev, request, raw))
         return values
@@ -442,6 +456,7 @@ class BusScheduler:
     ) -> None:
         address = element_address(point, index)
         problem = "no attempt made"
+        answered = False  # the last attempt's answer was the device's own (not silence)
         for attempt in range(1, attempts + 1):
             self._available(dev)
             try:
@@ -454,25 +469,25 @@ class BusScheduler:
             except ModbusExceptionError as exc:
                 if exc.code in _REFUSALS:
                     raise WriteFailedError(
-                        f"{dev.name} {point.role}[{index}]: refused ({failure_reason(exc)})"
+                        f"{dev.name} {point.role}[{index}]: refused ({failure_reason(exc)})",
+                        answered=True,
                     ) from exc
-                problem = failure_reason(exc)
+                problem, answered = failure_reason(exc), True
             except BusGoneError as exc:
                 raise WriteFailedError(f"{dev.name} {point.role}[{index}]: bus gone") from exc
             except BusError as exc:
-                problem = failure_reason(exc)
+                problem, answered = failure_reason(exc), False
             else:
                 value = got.get((str(point.role), index))
                 if value == expected:
                     return
-                problem = f"read back {value!r}"
+                problem, answered = f"read back {value!r}", True
             self._log.debug(
                 "write_retry", device=dev.name, point=point.role, index=index,
                 attempt=attempt, problem=problem,
             )  # fmt: skip
-        raise WriteFailedError(
-            f"{dev.name} {point.role}[{index}]: not confirmed after {attempts} attempts ({problem})"
-        )
+        why = f"not confirmed after {attempts} attempts ({problem})"
+        raise WriteFailedError(f"{dev.name} {point.role}[{index}]: {why}", answered=answered)
 
     async def _transact(
         self, dev: PolledDevice, call: Callable[[], Awaitable[T]], *, merged: bool = False
@@ -486,21 +501,29 @@ class BusScheduler:
             self._tx.count(now, failure_reason(exc), now - start)
             if isinstance(exc, BusGoneError):
                 self._bus_lost(now, exc)
-            elif merged and isinstance(exc, ModbusExceptionError) and exc.code == 2:
-                pass  # the device answered: it is alive; the caller splits the read
+            elif isinstance(exc, ModbusExceptionError) and exc.code in _REFUSALS:
+                # The device answered (it refuses this request: an address it does not map,
+                # a value it will not take): it is alive, and online (mqtt.md: a device
+                # that answers some reads with an exception is online).
+                self._alive(dev, now, start)
             else:
                 self._device_failed(dev, now, failure_reason(exc), exc)
             raise
         now = self._clock()
         self._tx.count(now, busy_s=now - start)
+        self._alive(dev, now, start)
+        dev.fault = None
+        return result
+
+    def _alive(self, dev: PolledDevice, now: float, start: float) -> None:
+        """The device answered: the bus works, and the device is (again) online."""
         self._bus_answered(now)
         if dev.health.success(now, now - start) is Transition.ONLINE:
             self._watch.add(dev)
             dev.forget()  # re-observe every point after (re)appearing
             self._log.info("device_online", device=dev.name, unit=dev.unit)
+            self._reported_at.pop(dev.name, None)  # its first reads are reported at once
             self._emit(DeviceOnline(dev.ref, now))
-        dev.fault = None
-        return result
 
     async def _scan_unit(self, unit: int, candidates: Sequence[Profile]) -> ScanHit | None:
         data: list[Table] = []
@@ -572,7 +595,20 @@ class BusScheduler:
                 if dev.values.get((role, want.index), _MISSING) != v:
                     dev.values[(role, want.index)] = v
                     self._emit(PointObserved(dev.ref, role, want.index, v, now))
+        self._answered(dev, {role for role, _ in out}, now)
         return out
+
+    def _answered(self, dev: PolledDevice, roles: set[str], now: float) -> None:
+        """Report the roles read, coalesced: at most every READ_REPORT_S per device (the
+        first read after the device (re)appeared at once)."""
+        pending = self._unreported.setdefault(dev.name, set())
+        pending |= roles
+        last = self._reported_at.get(dev.name)
+        if not pending or (last is not None and now - last < READ_REPORT_S):
+            return
+        self._emit(PointsRead(dev.ref, tuple(sorted(pending)), now))
+        pending.clear()
+        self._reported_at[dev.name] = now
 
     def _bad_value(
         self, dev: PolledDevice, p: Point, index: int, exc: ValueError, now: float

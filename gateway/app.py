@@ -99,7 +99,9 @@ async def build(configs: ConfigKeeper, store: Store, supervisor: Supervisor) -> 
                 panels[bus.name] = CallPanelDriver(bus, inbox.put, beat=progress.beat)
 
     device_bus = {ref: info.bus for ref, info in state.layout.devices.items()}
-    actuators = Actuators({name: s.write for name, s in schedulers.items()}, device_bus)
+    actuators = Actuators(
+        {name: s.write for name, s in schedulers.items()}, device_bus, report=inbox.put
+    )
     locks = LockKeeper(
         state,
         readers={name: s.read for name, s in schedulers.items()},
@@ -187,6 +189,7 @@ async def build(configs: ConfigKeeper, store: Store, supervisor: Supervisor) -> 
         uplink=uplink,
         outbox=committed,
         started_at=started_at,
+        actuators=actuators,
         health=monitor,
         configs=configs,
     )

@@ -119,7 +119,12 @@ async def _serve(local: FloorConfig, supervisor: Supervisor, store: Store) -> in
 
     async def store_liveness() -> None:
         while True:
-            await store.ping()
+            try:
+                await store.ping()
+            except StoreError as exc:
+                # It answered, with an error (a full disk, an I/O error): the committer
+                # holds its decisions and raises ``storage``; only a silent store is stuck.
+                log.warning("store_ping_failed", error=str(exc))
             progress.beat()
             await asyncio.sleep(STORE_PING_S)
 

@@ -13,7 +13,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -121,9 +121,11 @@ def floor_file(
     return path
 
 
-def start(path: Path) -> subprocess.Popen[bytes]:
+def start(path: Path, prefix: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+    """floorgated on this floor file (``prefix``: a command that execs it, e.g. unshare)."""
+    daemon = [sys.executable, "-m", "gateway.daemon", "--config", str(path)]
     return subprocess.Popen(
-        [sys.executable, "-m", "gateway.daemon", "--config", str(path), "--log-format", "json"],
+        [*prefix, *daemon, "--log-format", "json"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -149,15 +151,23 @@ async def running(
     edit: Callable[[dict[str, Any]], None] | None = None,
     *,
     sim_options: dict[str, Any] | None = None,
+    prefix: Sequence[str] = (),
     client_id: str = "central",
 ) -> AsyncIterator[Floor]:
     """floorsim (``sim_options``: more FloorSim arguments), a central collector
-    (``client_id``) and floorgated, until the block ends."""
+    (``client_id``) and floorgated (started through ``prefix``), until the block ends."""
     modbus_port = free_port()
     path = floor_file(run_dir, broker, modbus_port, policy=policy, escalation=escalation, edit=edit)
     config, _ = load_floor(path)
     async with serving(
-        run_dir, broker, path, config, modbus_port, sim_options=sim_options, client_id=client_id
+        run_dir,
+        broker,
+        path,
+        config,
+        modbus_port,
+        sim_options=sim_options,
+        prefix=prefix,
+        client_id=client_id,
     ) as f:
         yield f
 
@@ -171,10 +181,12 @@ async def serving(
     modbus_port: int,
     *,
     sim_options: dict[str, Any] | None = None,
+    prefix: Sequence[str] = (),
     client_id: str = "central",
 ) -> AsyncIterator[Floor]:
     """floorsim serving ``sim_config`` on ``modbus_port``, a central collector
-    (``client_id``) and floorgated on the floor file ``path``, until the block ends."""
+    (``client_id``) and floorgated on the floor file ``path`` (started through
+    ``prefix``), until the block ends."""
     key = bytes.fromhex((run_dir / "command.key").read_text().strip())
     async with (
         FloorSim(sim_config, tcp_ports={"lan": modbus_port}, **(sim_options or {})) as sim,
@@ -184,7 +196,7 @@ async def serving(
         ) as hotel,
     ):  # fmt: skip
         await hotel.wait_connected(timeout_s=5)
-        proc = start(path)
+        proc = start(path, prefix)
         floor: Floor | None = None
         try:
             view = await hotel.floor(sim_config.gateway.id, timeout_s=WAIT_S)

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from drivers.backoff import Backoff
 from drivers.ids import DeviceRef, RoomId
 from drivers.panelproto import LampState
 from gateway.adapters.signals import Broadcast, RetainedChanges
@@ -127,6 +128,7 @@ async def running_engine(
     *,
     inbox: Inbox | None = None,
     layout: Layout | None = None,
+    retry: Backoff | None = None,
 ) -> AsyncIterator[Harness]:
     """The demo floor's engine (or ``layout``), running over a fresh store in ``run_dir``."""
     clock = clock or Clock()
@@ -159,6 +161,7 @@ async def running_engine(
         retained=retained,
         outbox=committed,
         wall=clock,
+        retry=retry,
         restart=restarts.append,
     )
     task = asyncio.create_task(engine.run(), name="committer")

@@ -32,6 +32,8 @@ from gateway.model.views import (
     EnergyDay,
     EnergyLedger,
     EventRow,
+    LampCheck,
+    LampTest,
     MqttLink,
     OutboxInfo,
     RoomDetail,
@@ -275,6 +277,17 @@ class FakeFloor:
         last = self.events_log[-1].seq
         return OutboxInfo(3, last - 2, "2026-11-23T06:03:22.123Z", last - 3, last - 3, 0, 2)
 
+    async def lamp_test(self, room: str) -> LampTest:
+        """Every room I/O's lamps read back, but 1202's reassure lamp, which is stuck."""
+        if room not in LAYOUT or not any(role == "rio" for role, _, _ in LAYOUT[room]):
+            raise KeyError(room)
+        stuck = room == "1202"
+        return LampTest(
+            room,
+            5.0,
+            (LampCheck("dome_lamp", True, True), LampCheck("reassure_lamp", not stuck, True)),
+        )
+
     async def energy(self, room: str | None, days: int) -> EnergyLedger:
         """Yesterday and today of every room (or one): 1203 mostly away, the others unsold."""
         rooms = list(LAYOUT) if room is None else [room]
@@ -343,7 +356,7 @@ class FakeFloor:
 
 ROOM_KEYS = {
     "room", "occupancy", "stay_id", "door", "dnd", "mur", "call", "offline", "keycard",
-    "window_open", "temp_c", "setpoint_c",
+    "window_open", "temp_c", "setpoint_c", "stale",
 }  # fmt: skip
 DEVICE_KEYS = {
     "name", "room", "role", "bus", "unit", "profile", "online", "success_rate", "latency_ms",
@@ -434,6 +447,11 @@ def _energy_shape(doc: dict[str, Any]) -> None:
     }  # fmt: skip
 
 
+def _lamps_shape(doc: dict[str, Any]) -> None:
+    assert set(doc) == {"room", "held_s", "lamps"}
+    assert [set(lamp) for lamp in doc["lamps"]] == [{"point", "lit", "restored"}] * 2
+
+
 _SHAPES: dict[str, Callable[[dict[str, Any]], None]] = {
     "status": _status_shape,
     "floor": _rooms_shape,
@@ -447,6 +465,7 @@ _SHAPES: dict[str, Callable[[dict[str, Any]], None]] = {
     "outbox": _outbox_shape,
     "scan": _scan_shape,
     "energy": _energy_shape,
+    "lamps": _lamps_shape,
 }
 
 
@@ -482,6 +501,8 @@ def _snapshot(room: str) -> dict[str, Any]:
         "window_open": False,
         "call": {"1203": "active", "1205": "acknowledged"}.get(room, "idle"),
         "devices": {role: "offline" if f"{room}/{role}" in OFFLINE else "online" for role in roles},
+        "observed": dict.fromkeys(roles, "2026-11-23T05:59:20.000Z"),
+        "stale": ["climate.temp_c"] if room == "1202" else [],
     }
 
 

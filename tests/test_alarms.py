@@ -72,6 +72,10 @@ def floor(point: str, on: bool) -> WritePoint:
     return lamp("floorpanel", point, on)
 
 
+def troubles(lamp_on: bool, buzzer_on: bool) -> list[WritePoint]:
+    return [floor("trouble_lamp", lamp_on), floor("trouble_buzzer", buzzer_on)]
+
+
 def ok(result: tuple[Alarms, list[Effect]] | Refusal) -> tuple[Alarms, list[Effect]]:
     assert not isinstance(result, Refusal), result
     return result
@@ -407,7 +411,7 @@ def test_panel_fault_is_one_technical_alarm_per_room_cleared_by_cancels() -> Non
     assert (alarm.kind, alarm.point, alarm.room, alarm.source, alarm.faults) == (
         AlarmKind.TECHNICAL, "call_point_fault", "1205", "panel", ("bath",),
     )  # fmt: skip
-    assert devices(fx) == []  # technical alarms light no lamp
+    assert devices(fx) == troubles(True, True)  # the trouble lamp, never a call lamp
     same, fx = a.panel_fault("panel", "1205", Point.BATH, FaultCode.SHORT, at(1))
     assert (same, fx) == (a, [])
     a, fx = a.panel_fault("panel", "1205", Point.BED, FaultCode.CUT, at(2))
@@ -437,7 +441,7 @@ def test_panel_offline_is_one_roomless_alarm_per_panel_resolved_when_heard() -> 
         "alarm.raised", None, None, "technical",
     )  # fmt: skip
     assert event.data["point"] == "callpanel_offline"
-    assert devices(fx) == []
+    assert devices(fx) == troubles(True, True)
     same, fx = a.panel_offline("panel", at(21))
     assert (same, fx) == (a, [])
     a, _ = a.panel_offline("panel-b", at(22))
@@ -464,12 +468,12 @@ def test_call_point_unreachable_until_its_room_io_answers() -> None:
     assert [(x.point, x.kind) for x in a.open_alarms()] == [
         ("bath", "call"), ("call_point_unreachable", "technical"),
     ]  # fmt: skip
-    assert devices(fx) == []
+    assert devices(fx) == troubles(True, True)  # the trouble lamp, not the call lamp
     same, fx = a.call_point_unreachable("1201", at(2))
     assert (same, fx) == (a, [])
     a, fx = a.call_point_reachable("1201", at(3))
     assert [(e.type, e.data["resolved_by"]) for e in emits(fx)] == [("alarm.resolved", "system")]
-    assert devices(fx) == []
+    assert devices(fx) == troubles(False, False)
     assert a.outputs_for(DeviceRef.parse("1201/rio")) == rio_lamps("1201", True)
 
 
@@ -478,6 +482,7 @@ def test_a_device_back_gets_its_outputs_as_the_calls_want_them() -> None:
     assert a.outputs_for(DeviceRef.parse("floorpanel")) == [
         floor("floor_call_lamp", True),
         floor("floor_sounder", True),
+        *troubles(False, False),
     ]
     assert a.outputs_for(DeviceRef.parse("1201/lock")) == []
 
@@ -487,7 +492,7 @@ def test_lock_tamper_raises_and_clears_itself() -> None:
     assert [(x.room, x.point, x.kind) for x in a.open_alarms()] == [
         ("1203", "lock_tamper", AlarmKind.TECHNICAL)
     ]
-    assert devices(fx) == []
+    assert devices(fx) == troubles(True, True)
     assert a.call_state("1203") == "idle"
     same, fx = a.tamper("1203", True, at(1))
     assert (same, fx) == (a, [])
@@ -515,6 +520,7 @@ def test_outputs_is_the_whole_annunciation() -> None:
         SetPanelLamp("panel", "1206", LampState.OFF),
         floor("floor_call_lamp", False),
         floor("floor_sounder", False),
+        *troubles(False, False),
     ]
 
 

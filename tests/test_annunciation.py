@@ -15,6 +15,7 @@ from gateway.core.annunciation import (
     FLOORPANEL,
     CallDemand,
     Output,
+    Troubles,
     changes,
     desired,
     outputs_of,
@@ -51,6 +52,8 @@ def test_nothing_open_everything_off_in_a_stable_order() -> None:
         SetPanelLamp("panel", "1205", LampState.OFF),
         coil("floorpanel", "floor_call_lamp", False),
         coil("floorpanel", "floor_sounder", False),
+        coil("floorpanel", "trouble_lamp", False),
+        coil("floorpanel", "trouble_buzzer", False),
     ]
 
 
@@ -67,6 +70,24 @@ def test_a_room_io_call_lights_its_room_and_the_floor_call_lamp() -> None:
     assert outputs_of(out, DeviceRef.parse("floorpanel")) == [
         coil("floorpanel", "floor_call_lamp", True),
         coil("floorpanel", "floor_sounder", False),
+        coil("floorpanel", "trouble_lamp", False),
+        coil("floorpanel", "trouble_buzzer", False),
+    ]
+
+
+def test_troubles_light_the_trouble_lamp_and_buzz_until_acknowledged() -> None:
+    def floor_panel(troubles: Troubles) -> list[object]:
+        return list(outputs_of(desired(FLOOR, [], troubles), DeviceRef.parse("floorpanel")))
+
+    assert floor_panel(Troubles(open=True, unacknowledged=True)) == [
+        coil("floorpanel", "floor_call_lamp", False),
+        coil("floorpanel", "floor_sounder", False),
+        coil("floorpanel", "trouble_lamp", True),
+        coil("floorpanel", "trouble_buzzer", True),
+    ]
+    assert floor_panel(Troubles(open=True, unacknowledged=False))[2:] == [
+        coil("floorpanel", "trouble_lamp", True),
+        coil("floorpanel", "trouble_buzzer", False),
     ]
 
 

@@ -337,7 +337,8 @@ def test_schemas_are_the_models_json_schemas(doc: dict[str, Any]) -> None:
     alarm = schemas["AlarmSnapshot"]["properties"]
     assert set(alarm["point"]["enum"]) == {
         "bath", "bed", "other", "callpanel_offline", "call_point_unreachable",
-        "call_point_fault", "lock_tamper", "uplink_refused",
+        "call_point_fault", "lock_tamper", "uplink_refused", "lamp_fault", "storage",
+        "no_activity",
     }  # fmt: skip
     assert set(alarm["state"]["enum"]) == {"active", "acknowledged", "resolved"}
     codes = schemas["ReplyError"]["properties"]["code"]["enum"]

@@ -11,7 +11,7 @@ from typing import Any, get_args
 import pytest
 
 from drivers.ids import DeviceRef, RoomId
-from drivers.observations import DeviceFault, DeviceOffline, DeviceOnline, PointObserved
+from drivers.observations import DeviceFault, DeviceOffline, DeviceOnline, PointObserved, PointsRead
 from drivers.panelproto import (
     CallCancelled,
     CallPlaced,
@@ -157,6 +157,7 @@ def test_room_state_has_nulls_for_unknown_and_offline(layout: Any) -> None:
         "schema", "room", "ts", "occupancy", "stay_id", "rental", "presence", "energy",
         "housekeeping", "service", "door", "deadbolt", "lock_battery",
         "climate", "lights", "keycard", "dnd", "mur", "window_open", "call", "devices",
+        "observed", "stale",
     ]  # fmt: skip
 
 
@@ -209,6 +210,7 @@ def test_every_input_type_is_decided(layout: Any) -> None:
     one_of_each: list[inputs.Input] = [
         obs("1201/rio", "dnd", True),
         DeviceOnline(lock, 0.0),
+        PointsRead(lock, ("door_open",), 0.0),
         DeviceOffline(lock, "timeout", 0.0),
         DeviceFault(lock, "x", 0.0),
         CallPlaced("panel", "1205", Point.BED, 1),
@@ -226,6 +228,8 @@ def test_every_input_type_is_decided(layout: Any) -> None:
         inputs.AuditAction("tech", "floorctl.scan", None, {}),
         inputs.LockRepaired(RoomId("1201"), lock, 1, 0, drift=True),
         inputs.AccessLogRead(lock, [LogEntry(1, "granted", 0x1234)], gap=0, last_seen=1),
+        inputs.StorageChanged(failing=True, error="disk full"),
+        inputs.LampChecked(DeviceRef.parse("1201/rio"), "dome_lamp", ok=False),
         inputs.Lifecycle("gateway.started", {"version": "x"}),
         inputs.ConfigVerdict("ab" * 32, ()),
     ]

@@ -95,9 +95,14 @@ async def floorctl(served: Served, *argv: str) -> int:
 
 SUBCOMMANDS: list[tuple[list[str], list[str]]] = [
     (["status"], ["demo-12", "connected", "rs485-a", "1204/lock", "25.0%"]),
-    (["floor"], ["1201", "1206", "call active", "device offline"]),
+    (["floor"], ["1201", "1206", "call active", "device offline", "1 with stale values"]),
     (["rooms"], ["R-88231", "DND", "acknowledged", "lock"]),
     (["room", "1203"], ["R-88240", "1203/rio", "Details", "alarm.raised", "a1203bat "]),
+    (["room", "1202"], ["(40s ago)", "STALE", "climate.temp_c (not current)"]),
+    (
+        ["lamps", "test", "1201"],
+        ["Lamp test, room 1201", "dome_lamp", "reassure_lamp", "read back"],
+    ),
     (["devices"], ["1204/lock", "OFFLINE", "14 timeout", "fg-floorpanel-1"]),
     (["alarms"], ["a1203bat ", "a1205bed ", "active", "ana"]),
     (["alarms", "ack", CALL_ALARM, "--by", "bo"], ["acknowledged by bo"]),
@@ -129,6 +134,17 @@ async def test_subcommand_renders_as_json_and_for_people(
     for snippet in texts:
         assert snippet in text, (snippet, text)
     assert max(len(line) for line in text.splitlines()) <= 80
+
+
+async def test_a_lamp_that_does_not_read_back_ends_with_1_and_says_which(
+    served: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await floorctl(served, "lamps", "test", "1202") == EX_ERROR
+    captured = capsys.readouterr()
+    assert "NOT READ BACK" in captured.out
+    assert "room 1202: reassure_lamp did not read back" in captured.err
+    assert served.audits[-1][1] == "lamps.test"
+    assert await floorctl(served, "lamps", "test", "1205") == EX_ERROR  # no room I/O
 
 
 async def test_json_flag_before_the_subcommand(
@@ -362,7 +378,7 @@ def test_floor_map_cells_and_legend_without_colour() -> None:
     )
     assert cells == {
         "1201": "O D",  # occupied, DND
-        "1202": ".  M",  # vacant, make up room
+        "1202": ".  M s",  # vacant, make up room, a value not current
         "1203": "O   !",  # occupied, call active
         "1204": ".    X",  # vacant, lock offline
         "1205": "O/  a",  # occupied, door open, call acknowledged
@@ -834,7 +850,7 @@ def test_bash_completion_of_subcommands_and_options(
     assert capsys.readouterr().out == bash_script
     assert _complete(bash_script, ["floorctl", "''"]) == [
         "status", "health", "floor", "rooms", "room", "devices", "alarms", "events",
-        "outbox", "energy", "locks", "audit", "config", "scan", "completion", "--help",
+        "outbox", "energy", "locks", "lamps", "audit", "config", "scan", "completion", "--help",
         "--socket", "--config", "--json",
     ]  # fmt: skip
     assert _complete(bash_script, ["floorctl", "al"]) == ["alarms"]

@@ -94,3 +94,20 @@ async def test_faults_on_tcp(sim: FloorSim, tcp: AsyncModbusTcpClient) -> None:
     t0 = time.perf_counter()
     assert (await tcp.read_holding_registers(0, count=1, device_id=TSTAT)).registers == [1]
     assert time.perf_counter() - t0 >= 0.12 - 0.002  # the answer waited; no upper bound
+
+
+async def test_a_stuck_coil_and_a_refused_address(sim: FloorSim, tcp: AsyncModbusTcpClient) -> None:
+    sim.set_fault("1204/rio", "stuck", 4)  # the dome lamp's coil
+    assert not (await tcp.write_coil(4, True, device_id=RIO)).isError()  # acknowledged…
+    assert (await tcp.read_coils(4, count=2, device_id=RIO)).bits[:2] == [False, False]  # …not set
+    assert not (await tcp.write_coils(4, [True, True], device_id=RIO)).isError()
+    assert (await tcp.read_coils(4, count=2, device_id=RIO)).bits[:2] == [False, True]
+    sim.clear_fault("1204/rio", "stuck")
+    assert not (await tcp.write_coil(4, True, device_id=RIO)).isError()
+    assert (await tcp.read_coils(4, count=1, device_id=RIO)).bits[0] is True
+    sim.set_fault("1204/tstat", "refuse", 1)
+    r = await tcp.read_holding_registers(0, count=2, device_id=TSTAT)
+    assert r.isError()
+    assert r.exception_code == 2
+    assert (await tcp.read_holding_registers(0, count=1, device_id=TSTAT)).registers == [1]
+    assert sim.faults.snapshot() == {"lan:4": {"refuse": 1}}

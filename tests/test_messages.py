@@ -41,6 +41,9 @@ ROOM_STATE = {
     "lights": {"entry": False, "main": True, "bedside": False, "bath": False},
     "keycard": True, "dnd": False, "mur": False, "window_open": False,
     "call": "idle", "devices": {"tstat": "online", "lock": "online", "rio": "online"},
+    "observed": {"tstat": "2026-11-23T06:00:00.000Z", "lock": "2026-11-23T05:59:59.000Z",
+                 "rio": None},
+    "stale": ["climate.temp_c"],
 }  # fmt: skip
 ALARM = {
     "schema": 1, "alarm_id": "a-1", "room": "1203", "kind": "call", "point": "bath",

@@ -62,7 +62,7 @@ def test_a_floor_with_a_meter_loads_and_shows_it_in_the_room_state(
     decide(floor, PointObserved(meter, "energy_kwh", 0, 12.5, 0.0), T0)
     snap = room_snapshot(floor, RoomId("1203"), T0)
     assert snap["meter"] == {"energy_kwh": 12.5, "power_w": None}
-    assert list(snap)[-3:] == ["meter", "call", "devices"]
+    assert list(snap)[-5:] == ["meter", "call", "devices", "observed", "stale"]
     assert snap["devices"] == {
         "tstat": "offline",
         "lock": "offline",

@@ -34,11 +34,13 @@ from drivers.ids import DeviceRef
 from drivers.lines import DeviceSpec, RtuBus, TcpBus
 from drivers.modbus import ModbusTransport
 from drivers.observations import (
+    READ_REPORT_S,
     DeviceFault,
     DeviceOffline,
     DeviceOnline,
     DriverObservation,
     PointObserved,
+    PointsRead,
 )
 from drivers.profile import PollClass, Profile, Table
 from drivers.scheduler import BusScheduler
@@ -716,3 +718,14 @@ def test_constructor_checks(floor: FloorConfig) -> None:
         0.0,
     )
     assert stats.devices[0].state == "unknown"
+
+
+async def test_reads_are_reported_per_device_coalesced(bus_run: Run) -> None:
+    rio = f"{bus_run.room}/rio"
+    await until(lambda: len(bus_run.of(PointsRead, rio)) >= 3, timeout=ONLINE_S)
+    reports = bus_run.of(PointsRead, rio)
+    online = bus_run.obs.index(bus_run.of(DeviceOnline, rio)[0])
+    assert bus_run.obs.index(reports[0]) > online  # the first reads at once, after online
+    assert "bath_count" in {p for r in reports for p in r.points}
+    gaps = [b.at - a.at for a, b in itertools.pairwise(reports)]
+    assert min(gaps) >= READ_REPORT_S  # at most one report a second per device

@@ -8,6 +8,11 @@ Modbus faults (``ModbusFaults``), on a device (bus + unit) or a whole bus:
                 MBAP transaction id (TCP, which has no CRC): the master must drop them
 ``exception C`` every request is answered with Modbus exception code C
 ``slow MS``     the answer starts MS milliseconds later than the 5 ms turnaround
+``stuck A``     (a device) a write of coil A is acknowledged but changes nothing:
+                the coil reads back as it was (a lamp driver that failed)
+``refuse A``    (a device) a read covering address A (any table) is answered with
+                exception 02; other reads are answered (a device that answers
+                only some reads: its other values stay current)
 ==============  ===============================================================
 
 A bus fault and a device fault combine: silent if either is, the device's exception
@@ -33,7 +38,8 @@ __all__ = [
     "PanelFaults",
 ]
 
-MODBUS_FAULTS = ("silent", "corrupt", "exception", "slow")
+MODBUS_FAULTS = ("silent", "corrupt", "exception", "slow", "stuck", "refuse")
+_ADDRESS_FAULTS = ("stuck", "refuse")  # their value is an address: 0 is one, None is off
 PANEL_FAULTS = ("silent", "garbage")
 
 
@@ -45,10 +51,16 @@ class ModbusFaults:
     corrupt: int = 0
     exception: int | None = None
     slow: int = 0
+    stuck: int | None = None  # a coil address whose writes change nothing
+    refuse: int | None = None  # an address whose reads are answered with exception 02
 
     def active(self) -> dict[str, Any]:
         """Only the faults that are on."""
-        return {k: v for k, v in asdict(self).items() if v not in (False, 0, None)}
+        return {
+            k: v
+            for k, v in asdict(self).items()
+            if v is not None and (k in _ADDRESS_FAULTS or v not in (False, 0))
+        }
 
 
 @dataclass(slots=True)

@@ -286,10 +286,13 @@ def _ctl_parser() -> argparse.ArgumentParser:
             "kind": a.kind,
             "value": _value(a.value) if a.value else None,
         },
-        "switch a fault on: silent | corrupt N | exception CODE | slow MS | garbage MS",
+        "switch a fault on: silent | corrupt N | exception CODE | slow MS | stuck COIL |"
+        " refuse ADDRESS | garbage MS",
     )
     sp.add_argument("target", help="BUS, BUS:UNIT, ROOM/ROLE, floorpanel, or a panel bus")
-    sp.add_argument("kind", choices=("silent", "corrupt", "exception", "slow", "garbage"))
+    sp.add_argument(
+        "kind", choices=("silent", "corrupt", "exception", "slow", "stuck", "refuse", "garbage")
+    )
     sp.add_argument("value", nargs="?")
     sp = cmd(
         "clear",

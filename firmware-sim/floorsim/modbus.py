@@ -32,7 +32,13 @@ from drivers.profile import MAX_READ_BITS, MAX_READ_REGISTERS, Table
 from floorsim.devices import SimDevice
 from floorsim.faults import FaultBook
 from floorsim.journal import Journal
-from floorsim.regmap import DEVICE_FAILURE, ILLEGAL_DATA_VALUE, ILLEGAL_FUNCTION, ModbusError
+from floorsim.regmap import (
+    DEVICE_FAILURE,
+    ILLEGAL_DATA_ADDRESS,
+    ILLEGAL_DATA_VALUE,
+    ILLEGAL_FUNCTION,
+    ModbusError,
+)
 
 __all__ = [
     "GATEWAY_TARGET_FAILED",
@@ -150,8 +156,13 @@ class ModbusBus:
         if how.silent:
             self._count("silenced")
             return None
-        if how.exception is not None:
-            reply = bytes([(pdu[:1] or b"\0")[0] | 0x80, how.exception])
+        own = self.faults.devices.get((self.name, unit))
+        refuse, stuck = (None, None) if own is None else (own.refuse, own.stuck)
+        if how.exception is not None or _covers(pdu, refuse, reads=True):
+            code = how.exception if how.exception is not None else ILLEGAL_DATA_ADDRESS
+            reply = bytes([(pdu[:1] or b"\0")[0] | 0x80, code])
+        elif _covers(pdu, stuck, reads=False):
+            reply = _stuck_write(device, pdu, stuck)
         else:
             try:
                 reply = handle_pdu(device, pdu)
@@ -270,6 +281,31 @@ def _dispatch(device: SimDevice, fc: int, pdu: bytes) -> bytes:
             device.write(Table.HOLDING, address, regs, multiple=True)
         return pdu[:5]
     raise ModbusError(ILLEGAL_FUNCTION, f"function code {fc}")
+
+
+def _covers(pdu: bytes, address: int | None, *, reads: bool) -> bool:
+    """Whether a read (``reads``) or a coil write request covers ``address``."""
+    if address is None or len(pdu) < 5:
+        return False
+    fc = pdu[0]
+    start, count = (int(v) for v in struct.unpack(">HH", pdu[1:5]))
+    if reads and fc in _READ_TABLES:
+        return start <= address < start + count
+    if not reads and fc == 5:
+        return start == address
+    if not reads and fc == 15:
+        return start <= address < start + count
+    return False
+
+
+def _stuck_write(device: SimDevice, pdu: bytes, address: int | None) -> bytes:
+    """A coil write acknowledged, made except for the stuck coil (which keeps its value)."""
+    if pdu[0] == 15 and address is not None:
+        start, count = struct.unpack(">HH", pdu[1:5])
+        values = _unpack_bits(pdu[6:], count)
+        values[address - start] = device.read(Table.COIL, address, 1)[0]
+        device.write(Table.COIL, start, values, multiple=True)
+    return pdu[:5]
 
 
 def _fields(pdu: bytes, length: int) -> tuple[int, int]:

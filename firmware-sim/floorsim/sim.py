@@ -265,7 +265,8 @@ class FloorSim:
     # -- faults ----------------------------------------------------------------------------------
 
     def set_fault(self, target: str, kind: str, value: Any = None) -> dict[str, Any]:
-        """Switch a fault on: silent | corrupt N | exception CODE | slow MS | garbage MS."""
+        """Switch a fault on: silent | corrupt N | exception CODE | slow MS | stuck COIL |
+        refuse ADDRESS | garbage MS."""
         where = self._fault_target(target)
         if isinstance(where, str):
             if kind not in PANEL_FAULTS:

@@ -375,6 +375,8 @@ class ControlServer:
                         return (await view.audit_log(args.since, args.limit)).to_json()
                     case "audit.verify":
                         return (await view.audit_verify()).to_json()
+                    case "lamps.test":
+                        return (await view.lamp_test(args.room)).to_json()
                     case _:  # "outbox"
                         return (await view.outbox()).to_json()
         except KeyError as exc:
@@ -535,6 +537,7 @@ _ARGS: dict[str, type[_Args]] = {
     "locks": _NoArgs,
     "audit": _AuditArgs,
     "audit.verify": _NoArgs,
+    "lamps.test": _RoomArgs,
 }
 assert set(_ARGS) == COMMANDS
 

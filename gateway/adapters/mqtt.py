@@ -58,7 +58,7 @@ from gateway.adapters.schema import StoredEvent
 from gateway.adapters.signals import Broadcast, CommandReply, ReplayRequests, RetainedChanges
 from gateway.adapters.store import Store
 from gateway.config.floor import FloorConfig
-from gateway.model.errors import LinkError
+from gateway.model.errors import LinkError, StoreError
 from gateway.model.messages import Status, dumps
 
 __all__ = ["LinkState", "Uplink", "UplinkStats"]
@@ -387,7 +387,7 @@ class Uplink:
                 seqs = [e.seq for e, ack in zip(events, acks, strict=True) if not ack.refused]
                 now = datetime.now(UTC)
                 await self._store.write(functools.partial(schema.mark_delivered, seqs=seqs, ts=now))
-        except* (*_LINK_ERRORS, TimeoutError) as group:
+        except* (*_LINK_ERRORS, TimeoutError, StoreError) as group:
             log.info("mqtt_last_events_not_sent", error=str(_first_leaf(group)))
 
     async def _say_offline(self, conn: Connection) -> None:

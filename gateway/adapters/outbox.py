@@ -6,6 +6,9 @@ older than ``[mqtt] events_keep_days`` are purged (every ``PURGE_EVERY_S``); abo
 the figures (depth, oldest undelivered, shed) are refreshed for ``floorctl`` and metrics.
 ``OutboxKeeper.marks()`` writes, in batches, which events the broker accepted
 (``delivered``): an event is marked only after its PUBACK said so.
+
+A store that cannot write (disk full, I/O error) stops neither: the upkeep is skipped
+and the marks wait (the events stay unmarked, at worst sent again) until it writes.
 """
 
 from __future__ import annotations
@@ -24,11 +27,14 @@ import structlog
 from gateway.adapters import schema
 from gateway.adapters.store import Store
 from gateway.config.floor import MqttSection
+from gateway.model.errors import StoreError
 from gateway.model.time import format_ts
 
 __all__ = ["HOUSEKEEPING_S", "PURGE_EVERY_S", "OutboxFigures", "OutboxKeeper"]
 
 HOUSEKEEPING_S = 1.0
+MARK_RETRY_S = 1.0
+"""Wait before writing the marks again after the store failed to."""
 PURGE_EVERY_S = 600.0
 STOP_MARKS_S = 2.0
 """Bound on writing the last marks when stopping."""
@@ -73,7 +79,12 @@ class OutboxKeeper:
         try:
             while True:
                 await self._accepted_wake.wait()
-                await self._write_marks()
+                try:
+                    await self._write_marks()
+                except StoreError as exc:
+                    log.warning("outbox_marks_not_written", error=str(exc))
+                    self._accepted_wake.set()  # the marks are still to write
+                    await asyncio.sleep(MARK_RETRY_S)
         except asyncio.CancelledError:
             # Best effort: a mark not written only means that event is sent again.
             with contextlib.suppress(Exception, TimeoutError):
@@ -99,7 +110,10 @@ class OutboxKeeper:
             purge = time.monotonic() >= next_purge
             if purge:
                 next_purge = time.monotonic() + PURGE_EVERY_S
-            await self.maintain(datetime.now(UTC), purge=purge)
+            try:
+                await self.maintain(datetime.now(UTC), purge=purge)
+            except StoreError as exc:
+                log.warning("outbox_upkeep_failed", error=str(exc))
             await asyncio.sleep(HOUSEKEEPING_S)
 
     async def maintain(self, now: datetime, *, purge: bool = True) -> None:

@@ -19,9 +19,13 @@ FULL with 20 concurrent writers, loop lag ~1 ms, against ~6 100 single-row commi
 
 Contract for ``fn`` given to ``write``/``read``: synchronous and short; it must not BEGIN,
 COMMIT or ROLLBACK itself nor keep the connection. Whatever it raises reaches its caller
-unchanged; failures of the store itself raise ``StoreError`` (``StoreCorruptError`` from
-``open``), never a bare ``sqlite3`` error. Cancelling a caller does not withdraw its queued
-write: it still runs and may commit. A store is used from the event loop that opened it.
+unchanged, except a ``sqlite3`` error that says the store itself failed — the disk is full
+(SQLITE_FULL), an I/O error (SQLITE_IOERR), the database locked beyond ``BUSY_TIMEOUT_MS``
+(SQLITE_BUSY, SQLITE_LOCKED), read-only, unopenable or out of memory — which becomes a
+``StoreError`` like every failure of the store itself (``StoreCorruptError`` from
+``open``): the caller tells "the disk failed, retry later" from "this op is wrong".
+Cancelling a caller does not withdraw its queued write: it still runs and may commit. A
+store is used from the event loop that opened it.
 """
 
 from __future__ import annotations
@@ -165,6 +169,19 @@ _BatchResult = tuple[list[_Outcome], list[_Job]]
 _SAVEPOINT = "floorgate_op"
 _QUERY_ONLY = "PRAGMA query_only = ON"
 _CORRUPT_CODES = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+_STORE_FAILED_CODES = frozenset(
+    {
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_NOMEM,
+        sqlite3.SQLITE_PROTOCOL,
+        *_CORRUPT_CODES,
+    }
+)
 
 
 class _Worker:
@@ -305,7 +322,7 @@ def _run_write_batch(conn: sqlite3.Connection, batch: list[_Job]) -> _BatchResul
             try:
                 outcome = (job, job.fn(conn), None)
             except Exception as exc:  # noqa: BLE001 - handed to this job's caller
-                outcome = (job, None, exc)
+                outcome = (job, None, _own_error(exc))
                 conn.execute(f"ROLLBACK TO {_SAVEPOINT}")
             conn.execute(f"RELEASE {_SAVEPOINT}")
             if not conn.in_transaction:
@@ -407,6 +424,16 @@ def _store_error(message: str, exc: sqlite3.Error) -> StoreError:
     error = (StoreCorruptError if corrupt else StoreError)(f"{message}: {exc}")
     error.__cause__ = exc
     return error
+
+
+def _own_error(exc: Exception) -> Exception:
+    """An op's exception for its caller: a failure of the store itself becomes StoreError."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        if code in _STORE_FAILED_CODES:
+            log.warning("store_write_failed", error=str(exc), code=code)
+            return _store_error("write failed", exc)
+    return exc
 
 
 def _failed(outcome: _Outcome, message: str, exc: sqlite3.Error) -> _Outcome:

@@ -31,6 +31,7 @@ from gateway.model.views import (
     EventRow,
     FloorMap,
     HealthView,
+    LampTest,
     LockTable,
     OutboxInfo,
     RoomDetail,
@@ -136,6 +137,10 @@ class Client:
     def audit_verify(self) -> AuditCheck:
         """``audit verify``: the whole chain checked."""
         return self._typed(AuditCheck, "audit.verify")
+
+    def lamp_test(self, room: str) -> LampTest:
+        """``lamps test ROOM``."""
+        return self._typed(LampTest, "lamps.test", {"room": room})
 
     def outbox(self) -> OutboxInfo:
         """``floorctl outbox``."""

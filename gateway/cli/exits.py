@@ -3,7 +3,8 @@
 - 0 success (Ctrl-C ending ``events --follow`` included);
 - 1 the daemon answered with an error, a refusal included (also when the socket's file
   mode refuses the user, when an alarm id prefix matches no open alarm or several, and
-  when ``audit verify`` finds a row that does not match);
+  when ``audit verify`` finds a row that does not match, and when a lamp of ``lamps test``
+  did not read back);
 - 2 usage error (also when the floor file of ``--config`` or ``FLOORGATE_CONFIG`` cannot
   be read);
 - 69 the daemon cannot be reached (sysexits ``EX_UNAVAILABLE``);
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from gateway.cli.discovery import ENV_CONFIG, FloorFileError, SocketChoice
 from gateway.cli.results import Output
 from gateway.model.errors import DaemonUnreachableError, ViewRefused
-from gateway.model.views import AuditCheck, HealthView
+from gateway.model.views import AuditCheck, HealthView, LampTest
 
 __all__ = [
     "EX_ERROR",
@@ -67,13 +68,16 @@ def failure(
 
 
 def of_output(output: Output) -> Failure:
-    """How floorctl ends after printing ``output``: 0, or 1 for a floor not healthy or a
-    broken audit chain."""
+    """How floorctl ends after printing ``output``: 0, or 1 for a floor not healthy, a
+    broken audit chain or a lamp that did not read back."""
     if isinstance(output, HealthView) and output.level != "ok":
         return Failure(EX_ERROR, [])
     if isinstance(output, AuditCheck) and not output.ok:
         why = output.problem or "does not match"
         return Failure(EX_ERROR, [f"audit row {output.first_bad}: {why}"])
+    if isinstance(output, LampTest) and not output.ok:
+        failed = [lamp.point for lamp in output.lamps if not (lamp.lit and lamp.restored)]
+        return Failure(EX_ERROR, [f"room {output.room}: {', '.join(failed)} did not read back"])
     return Failure(EX_OK, [])
 
 

@@ -28,12 +28,14 @@ LEGEND: tuple[tuple[str, str, str], ...] = (
     ("!", "call active", "bold white on red"),
     ("a", "call acknowledged", "black on yellow"),
     ("X", "device offline", "bold magenta"),
+    ("s", "stale values", "bold red"),
 )
 # A cell's background, by its most urgent state.
 _CELL_STYLES = {
     "call_active": "bold white on red",
     "call_acknowledged": "black on yellow",
     "offline": "white on magenta",
+    "stale": "black on bright_red",
     "door_open": "black on cyan",
     "dnd": "white on blue",
     "mur": "black on bright_cyan",
@@ -43,7 +45,8 @@ _CELL_STYLES = {
 
 
 def room_flags(row: RoomRow) -> str:
-    """The six map slots of a room: occupancy, door, DND, MUR, call, devices (see LEGEND)."""
+    """The six map slots of a room: occupancy, door, DND, MUR, call, devices (see LEGEND);
+    the devices slot says ``X`` for a device offline, else ``s`` for values not current."""
     occupancy = {"occupied": "O", "vacant": "."}.get(row.occupancy or "", "?")
     door = "/" if row.door == "open" else " "
     call = {"active": "!", "acknowledged": "a"}.get(row.call, " ")
@@ -54,7 +57,7 @@ def room_flags(row: RoomRow) -> str:
             "D" if row.dnd else " ",
             "M" if row.mur else " ",
             call,
-            "X" if row.offline else " ",
+            "X" if row.offline else ("s" if row.stale else " "),
         )
     )
 
@@ -98,6 +101,8 @@ def _cell_state(row: RoomRow) -> str:
         return "call_acknowledged"
     if row.offline:
         return "offline"
+    if row.stale:
+        return "stale"
     if row.door == "open":
         return "door_open"
     if row.dnd:
@@ -113,6 +118,7 @@ def _floor_summary(rows: Sequence[RoomRow], width: int) -> Text:
         (sum(r.call == "active" for r in rows), "call active", "bold red"),
         (sum(r.call == "acknowledged" for r in rows), "call acknowledged", "yellow"),
         (sum(bool(r.offline) for r in rows), "with a device offline", "magenta"),
+        (sum(bool(r.stale) and not r.offline for r in rows), "with stale values", "red"),
         (sum(r.door == "open" for r in rows), "door open", "cyan"),
     ]
     parts = [(f"{len(rows)} rooms", "bold")]

@@ -25,6 +25,7 @@ from gateway.cli import (
     events,
     exits,
     health,
+    lamps,
     locks,
     outbox,
     render,
@@ -41,8 +42,8 @@ __all__ = ["GROUPS", "build_parser", "main"]
 
 # In the order `floorctl --help` lists them.
 GROUPS = (
-    status, health, rooms, devices, alarms, events, outbox, energy, locks, audit, config, scan,
-    completion,
+    status, health, rooms, devices, alarms, events, outbox, energy, locks, lamps, audit, config,
+    scan, completion,
 )  # fmt: skip
 
 
@@ -113,6 +114,7 @@ examples:
   floorctl alarms ack 5d0c --by ana   acknowledge the alarm whose id starts 5d0c
   floorctl events --room 1203 -f      follow room 1203's events (Ctrl-C stops)
   floorctl locks                      every lock's slots, staff keys, battery
+  floorctl lamps test ROOM            light a room's call lamps and check they read back
   floorctl audit verify               check the audit log's hash chain
   floorctl scan rs485-a               which unit ids answer on bus rs485-a
   floorctl config history             remote configuration: applied, rolled back, refused

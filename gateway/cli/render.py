@@ -50,6 +50,7 @@ from gateway.model.views import (
     EventRow,
     FloorMap,
     HealthView,
+    LampTest,
     LockTable,
     OutboxInfo,
     Result,
@@ -186,6 +187,21 @@ def _renderable(result: Result) -> RenderableType:
             return audit_log(result)
         case AuditCheck():
             return audit_check(result)
+        case LampTest():
+            return _lamp_test(result)
+
+
+def _lamp_test(t: LampTest) -> RenderableType:
+    table = Table(title=f"Lamp test, room {t.room} (lit {t.held_s:g} s)", title_justify="left")
+    for column in ("Lamp", "Lit", "Back as the calls want"):
+        table.add_column(column)
+    for lamp in t.lamps:
+        table.add_row(lamp.point, _check(lamp.lit), _check(lamp.restored))
+    return table
+
+
+def _check(ok: bool) -> Text:
+    return Text("read back", style="green") if ok else Text("NOT READ BACK", style="bold red")
 
 
 def _status(s: Status) -> RenderableType:
@@ -238,28 +254,32 @@ def _room(d: RoomDetail) -> RenderableType:
     occupancy = Text(str(s.get("occupancy") or "?"))
     if s.get("stay_id"):
         occupancy.append(f" (stay {s['stay_id']})")
+    fresh = _Freshness(s)
     grid.add_row("Room", Text(d.room, style="bold"))
     grid.add_row("Occupancy", occupancy)
     call = str(s.get("call") or "?")
-    grid.add_row("Call", Text(call, style=_STATE_STYLES.get(call, "")))
-    grid.add_row("Door", Text(f"{_maybe_str(s.get('door'))} · deadbolt {_yes(s.get('deadbolt'))}"))
-    grid.add_row("Lock battery", Text(_maybe_str(s.get("lock_battery"), "%")))
+    grid.add_row("Call", fresh.of(Text(call, style=_STATE_STYLES.get(call, "")), "rio", "call"))
+    door = Text(f"{_maybe_str(s.get('door'))} · deadbolt {_yes(s.get('deadbolt'))}")
+    grid.add_row("Door", fresh.of(door, "lock", "door", "deadbolt"))
+    battery = Text(_maybe_str(s.get("lock_battery"), "%"))
+    grid.add_row("Lock battery", fresh.of(battery, "lock", "lock_battery"))
     climate = _sub(s, "climate")
-    grid.add_row(
-        "Climate",
-        Text(
-            f"{_num(climate.get('temp_c'))} °C, set {_num(climate.get('setpoint_c'))} °C, "
-            f"{_maybe_str(climate.get('mode'))}, fan {_maybe_str(climate.get('fan'))}, "
-            f"power {_yes(climate.get('power'))}"
-        ),
+    climate_text = Text(
+        f"{_num(climate.get('temp_c'))} °C, set {_num(climate.get('setpoint_c'))} °C, "
+        f"{_maybe_str(climate.get('mode'))}, fan {_maybe_str(climate.get('fan'))}, "
+        f"power {_yes(climate.get('power'))}"
     )
+    grid.add_row("Climate", fresh.of(climate_text, "tstat", "climate."))
     on = [name for name, value in _sub(s, "lights").items() if value]
-    grid.add_row("Lights on", Text(", ".join(on) or "none"))
+    grid.add_row("Lights on", fresh.of(Text(", ".join(on) or "none"), "rio", "lights."))
     flags = ", ".join(
         f"{label} {_yes(s.get(key))}"
         for key, label in (("keycard", "keycard"), ("dnd", "DND"), ("mur", "MUR"))
     )
-    grid.add_row("Service", Text(f"{flags}, window {_yes(s.get('window_open'))}"))
+    service = Text(f"{flags}, window {_yes(s.get('window_open'))}")
+    grid.add_row("Service", fresh.of(service, "rio", "keycard", "dnd", "mur", "window_open"))
+    if fresh.stale:
+        grid.add_row("Stale", Text(", ".join(fresh.stale) + " (not current)", style="bold red"))
     parts: list[RenderableType] = [grid, Text(), _devices(d.devices, title="Devices"), Text()]
     short = _short(d.alarms, d.events)
     if d.alarms:
@@ -267,6 +287,30 @@ def _room(d: RoomDetail) -> RenderableType:
     parts.append(Text("Recent events", style="bold"))
     parts.append(_event_table(d.events, short=short) if d.events else Text("none"))
     return Group(*parts)
+
+
+class _Freshness:
+    """The age of a room snapshot's values (``observed``) and its ``stale`` fields."""
+
+    def __init__(self, snapshot: Mapping[str, Any]) -> None:
+        observed = snapshot.get("observed")
+        self.observed: Mapping[str, Any] = observed if isinstance(observed, Mapping) else {}
+        stale = snapshot.get("stale")
+        self.stale = [str(f) for f in stale] if isinstance(stale, list) else []
+        ts = snapshot.get("ts")
+        try:
+            self.now = datetime.fromisoformat(str(ts).replace("Z", "+00:00"))
+        except ValueError:
+            self.now = datetime.now(UTC)
+
+    def of(self, text: Text, role: str, *fields: str) -> Text:
+        """``text`` with the age of the role's last answer, and STALE if a field is."""
+        seen = self.observed.get(role)
+        if isinstance(seen, str):
+            text.append(f"  ({_since(seen, self.now)} ago)", style="dim")
+        if any(f == p or (p.endswith(".") and f.startswith(p)) for f in self.stale for p in fields):
+            text.append("  STALE", style="bold red")
+        return text
 
 
 def _devices(rows: Sequence[DeviceRow], *, title: str) -> RenderableType:

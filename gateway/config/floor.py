@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from drivers.ids import DeviceRef, RoomId
 from drivers.lines import Bus, DeviceSpec, TcpPort
+from drivers.points import KIND_INTERVAL_CAPS_MS, slowest_poll_ms
 from drivers.profile import PollClass, Profile
 from gateway.core.alarms import AlarmLayout
 from gateway.core.commands import ROLES, Credentials, Operator
@@ -39,6 +40,7 @@ from gateway.model.messages import StaffSchedule, Token
 GATEWAY_ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 # Room ids appear in MQTT topics: no '/', '+', '#', no spaces.
 ROOM_ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$"
+STALE_MIN_S = 15.0  # mqtt.md v2: the stale limit is never below this
 UnitId = Annotated[int, Field(ge=1, le=247)]
 Circuit = Literal["entry", "main", "bedside", "bath"]
 WELCOME_LIGHTS: tuple[Circuit, ...] = ("entry", "main")
@@ -358,6 +360,15 @@ class FloorConfig:
             out.append(_spec(None, "floorpanel", fp.bus, fp.unit, self.profiles[fp.profile]))
         return [d for d in out if bus is None or d.bus == bus]
 
+    def stale_after_s(self, spec: DeviceSpec) -> float:
+        """mqtt.md: a device's values are stale after 3 x its slowest polled interval (the
+        intervals in force on its bus), at least 15 s."""
+        bus = self.bus(spec.bus)
+        overrides = {**self.poll.intervals_ms, **getattr(bus, "intervals_ms", {})}
+        caps = KIND_INTERVAL_CAPS_MS.get(bus.kind, {})
+        slowest = slowest_poll_ms(spec, overrides, caps) or 0
+        return max(STALE_MIN_S, 3 * slowest / 1000)
+
     def layout(self) -> Layout:
         """The floor as the core sees it: rooms, devices, policy, escalation."""
         devices = {}
@@ -372,7 +383,9 @@ class FloorConfig:
             }
             points = frozenset(spec.profile.roles(spec.roles))
             steps = {role: p.scale for role, p in by_role.items() if not p.type.is_float}
-            devices[spec.ref] = DeviceInfo(spec.ref, spec.bus, points, ranges, steps)
+            devices[spec.ref] = DeviceInfo(
+                spec.ref, spec.bus, points, ranges, steps, self.stale_after_s(spec)
+            )
         rooms = tuple(
             RoomLayout(
                 RoomId(r.id),

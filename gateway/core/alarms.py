@@ -25,8 +25,17 @@ Choices where the specs leave room (documented for the engine and the central sy
   fitting code: the id is well-formed, the floor's state disagrees). ``resolve`` is
   allowed for technical alarms and bedside calls only; a ``bath`` or ``other`` call must
   be reset at the room (``conflict``).
-- Lamps and the floor sounder are for guest calls only; technical alarms notify through
-  events and escalation, so a corridor lamp always means a guest is calling.
+- Lamps and the floor sounder are for guest calls (and the well-being check, which
+  sends staff to the room like a call) only, so a corridor lamp always means a guest
+  needs someone. Technical alarms ("troubles") light the floor panel's trouble lamp
+  while open and sound its trouble buzzer while any is unacknowledged: acknowledging
+  silences the buzzer, a new trouble (or an acknowledgement that timed out) sounds it.
+- ``storage`` (``room`` null): raised by the engine when the store cannot write, resolved
+  when it writes again. ``lamp_fault`` (one per room, listing its faulty lamps like
+  ``call_point_fault`` lists points): a dome or reassure lamp write was not read back;
+  resolved when each of those lamps has read back a write since.
+- ``wellbeing`` (point ``no_activity``): escalated like a call, resolved by staff
+  presence at the room or ``resolve_alarm``.
 - The floor sounder sounds for an active call past level 0, and for a call raised (or
   re-activated) while the link is down until it is acknowledged (``Alarm.latched``). A
   link going down does not latch calls already raised.
@@ -57,7 +66,8 @@ from gateway.model.time import format_ts, to_ms
 
 __all__ = [
     "BATH", "BED", "CALLPANEL_OFFLINE", "CALL_POINT_FAULT", "CALL_POINT_UNREACHABLE",
-    "LOCK_TAMPER", "OTHER", "UPLINK_REFUSED", "UPLINK_REFUSED_AFTER", "Alarm", "AlarmKind",
+    "LAMP_FAULT", "LOCK_TAMPER", "NO_ACTIVITY", "OTHER", "STORAGE", "UPLINK_REFUSED",
+    "UPLINK_REFUSED_AFTER", "Alarm", "AlarmKind",
     "AlarmLayout", "AlarmState", "Alarms", "Effect", "Refusal", "SaveAlarm",
 ]  # fmt: skip
 
@@ -67,6 +77,9 @@ CALLPANEL_OFFLINE = "callpanel_offline"
 CALL_POINT_UNREACHABLE = "call_point_unreachable"
 CALL_POINT_FAULT = "call_point_fault"
 LOCK_TAMPER = "lock_tamper"
+LAMP_FAULT = "lamp_fault"
+STORAGE = "storage"
+NO_ACTIVITY = "no_activity"  # the point of a wellbeing alarm
 UPLINK_REFUSED = "uplink_refused"
 UPLINK_REFUSED_AFTER = timedelta(seconds=30)  # mqtt.md v2: refused for longer than 30 s
 
@@ -92,6 +105,7 @@ class AlarmKind(enum.StrEnum):
 
     CALL = "call"
     TECHNICAL = "technical"
+    WELLBEING = "wellbeing"
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +309,35 @@ class Alarms:
             return cur, effects
         return _then(effects, cur._resolve(alarm, SYSTEM, to_ms(now)))
 
+    def storage(self, failing: bool, now: datetime) -> Result:
+        """The store cannot write (raises ``storage``) or writes again (resolves it)."""
+        return self._cause(None, STORAGE, failing, now)
+
+    def lamp_checked(self, room: str, point: str, ok: bool, now: datetime) -> Result:
+        """A room lamp write did not read back (``lamp_fault`` lists the lamp) or did (the
+        lamp leaves the list; the alarm resolves when no lamp of the room is left)."""
+        cur, effects = self.tick(now)
+        fault = cur._find(room, LAMP_FAULT)
+        if not ok:
+            if fault is None:
+                raised = cur._raise(room, AlarmKind.TECHNICAL, LAMP_FAULT, now, faults=(point,))
+                return _then(effects, raised)
+            if point in fault.faults:
+                return cur, effects
+            lamps = tuple(sorted({*fault.faults, point}))
+            return _then(effects, cur._save(replace(fault, faults=lamps)))
+        if fault is None or point not in fault.faults:
+            return cur, effects
+        remaining = tuple(p for p in fault.faults if p != point)
+        if remaining:
+            return _then(effects, cur._save(replace(fault, faults=remaining)))
+        return _then(effects, cur._resolve(fault, SYSTEM, to_ms(now)))
+
+    def wellbeing(self, room: str, now: datetime) -> Result:
+        """No activity in a present, opted-in room for its period: a ``wellbeing`` alarm."""
+        cur, effects = self.tick(now)
+        return _then(effects, cur._raise(room, AlarmKind.WELLBEING, NO_ACTIVITY, now))
+
     def link_changed(self, up: bool, now: datetime) -> Result:
         """The broker link went up or down (calls raised while it is down latch the sounder)."""
         cur, effects = self.tick(now)
@@ -392,6 +435,10 @@ class Alarms:
             return "active"
         return "acknowledged" if states else "idle"
 
+    def has_open(self, room: str, point: str) -> bool:
+        """Whether the room has an open alarm of this point."""
+        return self._find(room, point) is not None
+
     def open_alarms(self) -> list[Alarm]:
         """The open alarms, oldest first."""
         return list(self.alarms)
@@ -405,6 +452,16 @@ class Alarms:
         return list(annunciation.outputs_of(self._desired(), device))
 
     # Helpers --------------------------------------------------------------------------
+
+    def _cause(self, room: str | None, point: str, present: bool, now: datetime) -> Result:
+        """A technical alarm that follows its cause: raised while present, resolved after."""
+        cur, effects = self.tick(now)
+        if present:
+            return _then(effects, cur._raise(room, AlarmKind.TECHNICAL, point, now))
+        alarm = cur._find(room, point)
+        if alarm is None:
+            return cur, effects
+        return _then(effects, cur._resolve(alarm, SYSTEM, to_ms(now)))
 
     def _refused_due(self) -> datetime | None:
         """When ``uplink_refused`` is to be raised (None: no run, or it is open already)."""
@@ -445,7 +502,7 @@ class Alarms:
             raised_at=now,
             next_due_at=_after_level(self.layout, now, 0),
             source=source,
-            latched=kind is AlarmKind.CALL and not self.link_up,
+            latched=kind is not AlarmKind.TECHNICAL and not self.link_up,
             faults=faults,
         )
         notify = self.layout.escalation[0][1]
@@ -459,10 +516,15 @@ class Alarms:
         return self._commit(rest, [*_transition(done, RESOLVED), *audit])
 
     def _resolve_calls(self, room: str, point: str | None, now: datetime) -> Result:
-        """Staff presence: resolve the room's open calls (of ``point`` only, if given)."""
+        """Staff presence: resolve the room's open calls (of ``point`` only, if given) and,
+        on presence, its well-being alarm."""
         cur, effects = self, []
         for a in self.alarms:
-            if a.room == room and a.kind is AlarmKind.CALL and point in (None, a.point):
+            if a.room != room:
+                continue
+            if (a.kind is AlarmKind.CALL and point in (None, a.point)) or (
+                a.kind is AlarmKind.WELLBEING and point is None
+            ):
                 cur, more = cur._resolve(a, STAFF_PRESENCE, now)
                 effects += more
         return cur, effects
@@ -509,9 +571,14 @@ class Alarms:
                 sounding=a.state is AlarmState.ACTIVE and (a.level > 0 or a.latched),
             )
             for a in self.alarms
-            if a.kind is AlarmKind.CALL and a.room is not None
+            if a.kind is not AlarmKind.TECHNICAL and a.room is not None
         ]
-        return annunciation.desired(self.layout, calls)
+        technical = [a for a in self.alarms if a.kind is AlarmKind.TECHNICAL]
+        troubles = annunciation.Troubles(
+            open=bool(technical),
+            unacknowledged=any(a.state is AlarmState.ACTIVE for a in technical),
+        )
+        return annunciation.desired(self.layout, calls, troubles)
 
 
 def _opt_ts(dt: datetime | None) -> str | None:

@@ -8,6 +8,8 @@ of every output, and the diff between two such states as device effects. The rul
   once every open call of the room is acknowledged, ``OFF`` when none is open.
 - FG-FLOORPANEL-1: ``floor_call_lamp`` on while any call is open; ``floor_sounder`` on
   while any call demands it (the alarm core decides which: see ``CallDemand.sounding``).
+  Troubles (technical alarms) never use those two: ``trouble_lamp`` on while any
+  technical alarm is open, ``trouble_buzzer`` on while any is open and not acknowledged.
 
 Every write goes at ``PollClass.EMERGENCY`` and is verified by read-back.
 """
@@ -24,14 +26,16 @@ from drivers.profile import PollClass
 from gateway.core.effects import SetPanelLamp, WritePoint
 
 __all__ = [
-    "FLOORPANEL", "Annunciators", "CallDemand", "Output", "OutputKey", "Outputs", "changes",
-    "desired", "outputs_of",
+    "FLOORPANEL", "ROOM_LAMPS", "Annunciators", "CallDemand", "Output", "OutputKey", "Outputs",
+    "Troubles", "changes", "desired", "outputs_of",
 ]  # fmt: skip
 
 FLOORPANEL = DeviceRef(None, "floorpanel")  # the floor panel (devices.md FG-FLOORPANEL-1)
 ROOM_LAMPS = ("dome_lamp", "reassure_lamp")  # FG-RIO-1 coils 4 and 5
 FLOOR_CALL_LAMP = "floor_call_lamp"
 FLOOR_SOUNDER = "floor_sounder"
+TROUBLE_LAMP = "trouble_lamp"  # devices.md v1.1: FG-FLOORPANEL-1 coil 2
+TROUBLE_BUZZER = "trouble_buzzer"  # coil 3
 
 Output = WritePoint | SetPanelLamp
 OutputKey = tuple[DeviceRef | str, str, str]  # (device or "panel:<bus>", point or room, kind)
@@ -67,7 +71,17 @@ class CallDemand:
     sounding: bool  # the call wants the floor sounder on
 
 
-def desired(annunciators: Annunciators, calls: Iterable[CallDemand]) -> Outputs:
+@dataclass(frozen=True, slots=True)
+class Troubles:
+    """The floor's open technical alarms as the trouble lamp and buzzer see them."""
+
+    open: bool = False  # any technical alarm is open: the trouble lamp
+    unacknowledged: bool = False  # any of them is not acknowledged: the trouble buzzer
+
+
+def desired(
+    annunciators: Annunciators, calls: Iterable[CallDemand], troubles: Troubles | None = None
+) -> Outputs:
     """Every output's desired state, configured outputs first (rooms sorted), then extras.
 
     A call from a room the layout does not list (a panel naming an unknown room) still
@@ -96,6 +110,10 @@ def desired(annunciators: Annunciators, calls: Iterable[CallDemand]) -> Outputs:
         out[(FLOORPANEL, FLOOR_CALL_LAMP, "coil")] = _coil(FLOORPANEL, FLOOR_CALL_LAMP, bool(calls))
         sounding = any(c.sounding for c in calls)
         out[(FLOORPANEL, FLOOR_SOUNDER, "coil")] = _coil(FLOORPANEL, FLOOR_SOUNDER, sounding)
+        troubles = troubles or Troubles()
+        out[(FLOORPANEL, TROUBLE_LAMP, "coil")] = _coil(FLOORPANEL, TROUBLE_LAMP, troubles.open)
+        buzzing = troubles.open and troubles.unacknowledged
+        out[(FLOORPANEL, TROUBLE_BUZZER, "coil")] = _coil(FLOORPANEL, TROUBLE_BUZZER, buzzing)
     return out
 
 

@@ -19,9 +19,15 @@ from datetime import datetime
 from typing import assert_never
 
 from drivers.ids import RoomId
-from drivers.observations import DeviceFault, DeviceOffline, DeviceOnline, PointObserved
+from drivers.observations import (
+    DeviceFault,
+    DeviceOffline,
+    DeviceOnline,
+    PointObserved,
+    PointsRead,
+)
 from drivers.panelproto import CallCancelled, CallPlaced, LineFault, PanelOffline, PanelOnline
-from gateway.core import grms, handlers
+from gateway.core import freshness, grms, handlers, wellbeing
 from gateway.core.alarms import Alarm, Alarms
 from gateway.core.alarms import Refusal as AlarmRefusal
 from gateway.core.authz import Authz, Stay
@@ -44,10 +50,12 @@ from gateway.core.inputs import (
     CommandRefused,
     ConfigVerdict,
     Input,
+    LampChecked,
     Lifecycle,
     LinkChanged,
     LockRepaired,
     RunCommand,
+    StorageChanged,
     Tick,
     UplinkRefusing,
 )
@@ -149,6 +157,9 @@ def decide(floor: FloorState, item: Input, now: datetime) -> Decision:
     match item:
         case PointObserved():
             return Decision(_observed(floor, item, now))
+        case PointsRead():
+            freshness.read(floor, item, now)
+            return Decision([])
         case DeviceOnline() | DeviceOffline() | DeviceFault():
             return Decision(_health(floor, item, now))
         case CallPlaced() | CallCancelled() | LineFault() | PanelOffline() | PanelOnline():
@@ -196,6 +207,14 @@ def decide(floor: FloorState, item: Input, now: datetime) -> Decision:
             )
         case AccessLogRead():
             return Decision(_access_log(floor, item, now))
+        case StorageChanged(failing=failing):
+            floor.alarms, effects = floor.alarms.storage(failing, now)
+            return Decision(expand(floor, effects, now))
+        case LampChecked(device=device, point=point, ok=ok):
+            if device.room is None:
+                return Decision([])
+            floor.alarms, effects = floor.alarms.lamp_checked(device.room, point, ok, now)
+            return Decision(expand(floor, effects, now))
         case Lifecycle(event=event, data=data):
             if event == "gateway.stopping":
                 return Decision([Emit(event, None, data), grms.checkpoint_ledger(floor, now)])
@@ -232,6 +251,7 @@ def room_snapshot(floor: FloorState, room: RoomId, now: datetime) -> dict[str, o
     doc["devices"] = {
         d.role: "online" if floor.points.online(d) else "offline" for d in layout.devices
     }
+    doc.update(freshness.room_fields(floor, room, now))
     return doc
 
 
@@ -253,6 +273,7 @@ def next_deadline(floor: FloorState, now: datetime) -> datetime | None:
     ]
     candidates += [k.next_deadline(floor) for k in floor.registry.values()]
     candidates.append(grms.next_deadline(floor, now))
+    candidates.append(wellbeing.next_deadline(floor, now))
     return min((c for c in candidates if c is not None), default=None)
 
 
@@ -267,6 +288,8 @@ def _observed(floor: FloorState, obs: PointObserved, now: datetime) -> Effects:
     seen = Observed(obs, before, known)
     call_open = obs.room is not None and floor.alarms.call_state(obs.room) != "idle"
     effects = k.observe(floor, seen, now)
+    if obs.point in wellbeing.ACTIVITY_POINTS and seen.changed and obs.room is not None:
+        wellbeing.activity(floor, obs.room, now)
     if obs.point in grms.ROOM_INPUTS:
         effects += grms.observe(floor, seen, now, call_open=call_open)
     floor.touch(obs.room)
@@ -314,6 +337,8 @@ def _panel(
     match event:
         case CallPlaced(bus=bus, room=room, point=point):
             floor.alarms, effects = alarms.panel_call(bus, room, point, now)
+            if floor.layout.room(room) is not None:
+                wellbeing.activity(floor, room, now)
         case CallCancelled(bus=bus, room=room, point=point):
             floor.alarms, effects = alarms.panel_cancel(bus, room, point, now)
         case LineFault(bus=bus, room=room, point=point, code=code):
@@ -337,6 +362,8 @@ def _tick(floor: FloorState, now: datetime) -> Effects:
     for k in floor.registry.values():
         out += k.tick(floor, now)
     out += grms.tick(floor, now)
+    out += wellbeing.tick(floor, now)
+    freshness.tick(floor, now)
     return expand(floor, out, now)
 
 

@@ -4,7 +4,10 @@
 and every dispatch over it in the engine ends in ``assert_never``. The engine's
 committer writes the persisting ones of one decision in one SQLite transaction — events,
 audit rows, saved records — and only then carries out the others: device writes, panel
-lamps, retained MQTT state, lock reconciliation. Nothing is announced that is not on disk.
+lamps, retained MQTT state, lock reconciliation. Nothing is announced that is not on disk,
+with one exception: the lamps and sounders of the annunciation (``is_safety``) are carried
+out at once, before the commit and whether or not it succeeds, so a call is annunciated
+on the floor even while the database cannot be written.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ __all__ = [
     "SaveStay",
     "SetPanelLamp",
     "WritePoint",
+    "is_safety",
     "split",
 ]
 
@@ -311,3 +315,10 @@ def split(effects: Iterable[Effect]) -> tuple[list[Persisted], list[Action]]:
             case _:
                 assert_never(effect)
     return persisted, actions
+
+
+def is_safety(action: Action) -> bool:
+    """A lamp or sounder of the annunciation: carried out at once, whatever the commit."""
+    if isinstance(action, SetPanelLamp):
+        return True
+    return isinstance(action, WritePoint) and action.priority is PollClass.EMERGENCY

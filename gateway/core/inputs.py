@@ -28,11 +28,13 @@ __all__ = [
     "CommandRefused",
     "ConfigVerdict",
     "Input",
+    "LampChecked",
     "Lifecycle",
     "LinkChanged",
     "LockRepaired",
     "PanelEvent",
     "RunCommand",
+    "StorageChanged",
     "Tick",
     "UplinkRefusing",
 ]
@@ -129,6 +131,23 @@ class AccessLogRead:
 
 
 @dataclass(frozen=True, slots=True)
+class StorageChanged:
+    """The committer could not write the database (``failing``), or writes it again."""
+
+    failing: bool
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LampChecked:
+    """A write of a room's dome or reassure lamp read back (``ok``) or did not."""
+
+    device: DeviceRef
+    point: str
+    ok: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Lifecycle:
     """The daemon started or is stopping (``gateway.started`` / ``gateway.stopping``)."""
 
@@ -157,6 +176,8 @@ Input = (
     | AuditAction
     | LockRepaired
     | AccessLogRead
+    | StorageChanged
+    | LampChecked
     | Lifecycle
     | ConfigVerdict
 )

@@ -9,7 +9,8 @@ writes at most every few seconds.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 
 from drivers.ids import DeviceRef
 from drivers.observations import PointObserved, PointValue
@@ -39,6 +40,7 @@ class PointTable:
         self._online: dict[DeviceRef, bool] = {}
         self._was_offline: set[DeviceRef] = set()
         self._dirty: dict[tuple[str, str], object] = {}
+        self._read_at: dict[DeviceRef, dict[str, datetime]] = {}  # device -> role -> last read
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -68,6 +70,25 @@ class PointTable:
             self._was_offline.discard(device)
             return True
         return False
+
+    def remember(self, device: str, key: str, value: PointValue) -> None:
+        """Keep a value of the floor's own (not read from a device) in the point cache."""
+        self._stored[(device, key)] = value
+        self._dirty[(device, key)] = value
+
+    def stored_value(self, device: str, key: str) -> PointValue:
+        """A value kept with ``remember`` (or restored from the cache); None if none."""
+        return _value(self._stored.get((device, key)))
+
+    def read(self, device: DeviceRef, points: Iterable[str], at: datetime) -> None:
+        """These roles of the device answered a read at ``at``."""
+        times = self._read_at.setdefault(device, {})
+        for point in points:
+            times[point] = at
+
+    def read_at(self, device: DeviceRef) -> Mapping[str, datetime]:
+        """When each role of the device last answered a read (this run)."""
+        return self._read_at.get(device, {})
 
     def take_dirty(self) -> dict[tuple[str, str], object]:
         """The values changed since the last call, for the point cache."""

@@ -91,6 +91,9 @@ class DeviceInfo:
     points: frozenset[str]  # roles the profile maps (bit-field members included)
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # role -> min, max
     steps: Mapping[str, float] = field(default_factory=dict)  # role -> resolution (scale)
+    # A value read longer ago than this, while the device is online, is stale (mqtt.md:
+    # 3 x the device's slowest polled interval, at least 15 s).
+    stale_after_s: float = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +163,7 @@ class FloorState:
     link_up: bool = False
     rejections: Rejections = field(default_factory=Rejections)  # command.rejected coalescing
     dirty_rooms: set[RoomId] = field(default_factory=set)  # room states to publish again
+    stale: dict[DeviceRef, tuple[str, ...]] = field(default_factory=dict)  # as last published
     config: ConfigRecord = field(default_factory=ConfigRecord)  # remote configuration
 
     def room_ids(self) -> list[RoomId]:

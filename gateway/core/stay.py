@@ -34,7 +34,7 @@ __all__ = [
 
 CONFLICT = "conflict"
 INVALID = "invalid"
-_PREFERENCE_KEYS = ("setpoint_c", "scene")
+_PREFERENCE_KEYS = ("setpoint_c", "scene", "wellbeing_h")
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,8 +10,18 @@ retained MQTT state, lock reconciliation. So ``seq`` order is decision order, an
 is announced or done that is not on disk. Whoever submitted an input and waits for it is
 answered after its commit.
 
-A failed commit (the store cannot write) stops the engine: the supervisor stops the daemon
-and systemd restarts it from what is on disk.
+The lamps and sounders of the annunciation are the exception: they are carried out before
+the commit and whatever becomes of it, so a call lights its room and sounds the floor
+within the usual time even when the disk is slow or failing.
+
+A store that cannot write (disk full, I/O error, locked beyond the busy timeout: a
+``StoreError``) never stops the floor. The decisions whose commit failed, and every later
+one, are held in memory in order (gateway.engine.held) and carried out meanwhile; the
+``storage`` technical alarm is raised (its own record held too), which lights the trouble
+lamp; commands are answered ``internal`` without being executed; polling goes on. The
+held decisions are written, in order, as soon as a retry (with backoff) succeeds — their
+events get their ``seq`` then — and ``storage`` resolves. A decision whose effects cannot
+be written for another reason (a bug) is logged and its record skipped, never retried.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from typing import assert_never
 
 import structlog
 
+from drivers.backoff import Backoff
 from drivers.panelproto import LampState
 from gateway.adapters import (
     access_store,
@@ -74,13 +85,16 @@ from gateway.core.effects import (
     SaveStay,
     SetPanelLamp,
     WritePoint,
+    is_safety,
     split,
 )
 from gateway.core.figures import FloorFigures, floor_figures
-from gateway.core.inputs import ClockJumped, Input, RunCommand, Tick
+from gateway.core.inputs import ClockJumped, Input, RunCommand, StorageChanged, Tick
 from gateway.core.state import FloorState
 from gateway.engine.actuators import Actuators
+from gateway.engine.held import HELD_LIMIT, HeldDecisions
 from gateway.engine.locks import LockKeeper
+from gateway.model.errors import StoreError
 from gateway.model.messages import Reply, ReplyError
 
 __all__ = ["CACHE_FLUSH_S", "CLOCK_CHECK_S", "Engine", "Inbox"]
@@ -91,6 +105,9 @@ CACHE_FLUSH_S = 2.0  # point values are written to the cache at most this often
 CLOCK_CHECK_S = 1.0  # how often the wall clock is compared with the monotonic one
 REPLAY_WINDOW = timedelta(hours=24)  # a command id executed in this window is a duplicate
 PURGE_COMMANDS_EVERY = timedelta(hours=1)
+WRITE_CHUNK = 500  # held decisions written in one op (one transaction) when the store is back
+RETRY_FIRST_S = 0.5  # the first retry of a failing store; doubling, jittered, up to the cap
+RETRY_CAP_S = 5.0
 
 LampSender = Callable[[str, LampState], None]
 
@@ -99,6 +116,10 @@ LampSender = Callable[[str, LampState], None]
 class _Item:
     input: Input
     future: asyncio.Future[Outcome] | None
+
+
+_Decided = tuple[_Item | None, Decision, datetime]
+_Write = tuple[Sequence[Persisted], datetime]
 
 
 class Inbox:
@@ -145,11 +166,15 @@ class Engine:
         mono: Callable[[], float] = time.monotonic,
         beat: Callable[[], None] = lambda: None,
         restart: Callable[[str], None] = lambda reason: None,
+        held_limit: int = HELD_LIMIT,
+        retry: Backoff | None = None,
     ) -> None:
         """The floor restored (``state``), with what restoring it decided (``initial``);
         ``beat`` after every batch (the timers queue a tick at least every second, so a
-        committer that stops beating is stuck); ``restart(reason)``: stop cleanly and start
-        again (onto another configuration), asked once the decision is committed."""
+        committer that stops beating is stuck, and a failing store is retried at least
+        that often); ``restart(reason)``: stop cleanly and start again (onto another
+        configuration), asked once the decision is committed; ``held_limit`` decisions
+        held at most while the store fails."""
         self.state = state
         self._initial = list(initial)
         self._inbox = inbox
@@ -168,6 +193,10 @@ class Engine:
         self._deadline: datetime | None = None
         self._next_flush = 0.0
         self._purged_at: datetime | None = None
+        self._held = HeldDecisions(held_limit)
+        self._failing = False  # the store cannot write: decisions are held
+        self._retry = retry or Backoff(initial_s=RETRY_FIRST_S, cap_s=RETRY_CAP_S)
+        self._retry_at = 0.0
 
     # -- the committer ---------------------------------------------------------------------
 
@@ -175,11 +204,23 @@ class Engine:
         """Decide, commit and act on every input, in order, until cancelled."""
         await self._commit([(None, Decision(self._initial), self._wall())])
         self._initial = []
+        if not self._failing:  # a storage alarm left open by a crash: the store writes
+            self._inbox.put(StorageChanged(failing=False))
         while True:
             items = await self._inbox.take()
-            decided = [(item.future, self._decide(item.input), self._wall()) for item in items]
+            decided = [(item, self._decide(item.input), self._wall()) for item in items]
             await self._commit(decided)
             self._beat()
+
+    @property
+    def storage_failing(self) -> bool:
+        """Whether the store cannot write and decisions are being held."""
+        return self._failing
+
+    @property
+    def held(self) -> int:
+        """Decisions held in memory, not written yet."""
+        return len(self._held)
 
     def now(self) -> datetime:
         """The floor's wall clock (the one every decision is taken at)."""
@@ -209,6 +250,9 @@ class Engine:
         return room_snapshot(self.state, layout.room, self._wall())
 
     def _decide(self, item: Input) -> Decision:
+        if self._failing and isinstance(item, RunCommand):
+            # Refused cleanly: nothing of it is decided, so nothing waits to be written.
+            return Decision([], _internal_reply(item.id, "the gateway cannot write its database"))
         try:
             return decide(self.state, item, self._wall())
         except Exception:  # a bug in a decision must not stop the floor: logged, skipped
@@ -217,11 +261,8 @@ class Engine:
                 return Decision([], _internal_reply(item.id))
             return Decision([])
 
-    async def _commit(
-        self, decided: Sequence[tuple[asyncio.Future[Outcome] | None, Decision, datetime]]
-    ) -> None:
-        """Persist each decision (one op each, one transaction for all), then act, in order."""
-        ops: list[Awaitable[None]] = []
+    async def _commit(self, decided: Sequence[_Decided]) -> None:
+        """Lamps at once; persist the decisions (one op, one transaction); then act, in order."""
         plans = [split(decision.effects) for _, decision, _ in decided]
         # The state already holds these decisions: a lock the keeper reads meanwhile may
         # differ from it by what is about to be committed, which is not drift.
@@ -229,40 +270,116 @@ class Engine:
             for action in actions:
                 if isinstance(action, ReconcileLock) and action.cause != "verify":
                     self._locks.expect_change(action.room)
-        for (_, _, now), (persisted, _) in zip(decided, plans, strict=True):
-            if persisted:
-                ops.append(self._store.write(functools.partial(self._persist, persisted, now)))
-            else:
-                ops.append(_nothing())
-        if self._mono() >= self._next_flush:
-            self._next_flush = self._mono() + CACHE_FLUSH_S
-            dirty = self.state.points.take_dirty()
-            if dirty:
-                ops.append(self._store.write(functools.partial(_write_cache, dirty, time.time())))
-        results = await asyncio.gather(*ops, return_exceptions=True)
+        for _, actions in plans:
+            self._act([a for a in actions if is_safety(a)])
+        if self._failing and self._mono() >= self._retry_at:
+            await self._write_held()
+        writes = [(p, now) for (_, _, now), (p, _) in zip(decided, plans, strict=True) if p]
+        stored = await self._write_now(writes)
+        if not self._failing and self._mono() >= self._next_flush:
+            await self._flush_cache()
         emitted = False
-        failure: BaseException | None = None
-        for (future, decision, _), (persisted, actions), result in zip(
-            decided, plans, results, strict=False
-        ):
-            if isinstance(result, BaseException):
-                failure = failure or result
-                _fail(future, result)
-                continue
+        for (item, decision, _), (persisted, actions) in zip(decided, plans, strict=True):
             emitted = emitted or any(isinstance(e, Emit) for e in persisted)
-            self._act(actions)
-            if future is not None and not future.done():
-                future.set_result(decision.outcome)
+            self._act([a for a in actions if not is_safety(a)])
+            if item is not None:
+                _answer(item, decision.outcome, stored=stored or not persisted)
         self._publish_rooms()
-        if emitted:
+        if emitted and stored:
             self._outbox.notify()
         deadline = next_deadline(self.state, self._wall())
         if deadline != self._deadline:
             self._deadline = deadline
             self._deadlines_moved.set()
-        if failure is not None:
-            log.error("commit_failed", error=str(failure))
-            raise failure
+
+    async def _write_now(self, writes: Sequence[_Write]) -> bool:
+        """Write this batch's decisions, or hold them (behind those held already)."""
+        if not writes:
+            return True
+        if not self._failing:
+            written = await self._write(writes)
+            if written == len(writes):
+                return True
+            writes = writes[written:]
+        for effects, now in writes:
+            self._hold(effects, now)
+        return False
+
+    async def _write_held(self) -> None:
+        """Retry the held decisions, oldest first, a chunk per transaction; recover if all go."""
+        while len(self._held):
+            chunk = self._held.head(WRITE_CHUNK)
+            written = await self._write([(h.effects, h.now) for h in chunk])
+            self._held.written(written)
+            if written:
+                self._outbox.notify()
+            if written < len(chunk):
+                return
+        log.warning("storage_recovered")
+        self._failing = False
+        self._retry.reset()
+        self._inbox.put(StorageChanged(failing=False))
+
+    async def _write(self, writes: Sequence[_Write]) -> int:
+        """Write ``writes`` in order, in one transaction; how many are on disk (or skipped as
+        unwritable): fewer than all only when the store fails, which starts the holding."""
+        try:
+            await self._store.write(functools.partial(self._persist_all, writes))
+        except StoreError as exc:
+            self._store_failed(exc)
+            return 0
+        except Exception:  # one decision cannot be written: find it, keep the rest
+            log.exception("commit_failed", decisions=len(writes))
+            return await self._write_each(writes)
+        return len(writes)
+
+    async def _write_each(self, writes: Sequence[_Write]) -> int:
+        """Write one decision per transaction, skipping (logged) any that cannot be written."""
+        for done, (effects, now) in enumerate(writes):
+            try:
+                await self._store.write(functools.partial(self._persist, effects, now))
+            except StoreError as exc:
+                self._store_failed(exc)
+                return done
+            except Exception:  # a bug: its record is lost, the floor goes on
+                log.exception("decision_not_written", effects=[type(e).__name__ for e in effects])
+        return len(writes)
+
+    def _store_failed(self, exc: StoreError) -> None:
+        """The store cannot write: hold from now on and retry later (raise ``storage`` once)."""
+        self._retry_at = self._mono() + self._retry.next_delay()
+        if self._failing:
+            log.debug("storage_still_failing", error=str(exc), held=len(self._held))
+            return
+        log.error("storage_failing", error=str(exc))
+        self._failing = True
+        self._inbox.put(StorageChanged(failing=True, error=str(exc)))
+
+    def _hold(self, effects: Sequence[Persisted], now: datetime) -> None:
+        dropped = self._held.add(effects, now)
+        if dropped is not None:
+            log.warning(
+                "held_decision_dropped",
+                value=dropped.value.name.lower(),
+                dropped=self._held.dropped,
+                held=len(self._held),
+            )
+
+    async def _flush_cache(self) -> None:
+        """The point values, at most every ``CACHE_FLUSH_S``: best effort, never held."""
+        self._next_flush = self._mono() + CACHE_FLUSH_S
+        dirty = self.state.points.take_dirty()
+        if not dirty:
+            return
+        try:
+            await self._store.write(functools.partial(_write_cache, dirty, time.time()))
+        except StoreError as exc:
+            log.warning("point_cache_not_written", error=str(exc), values=len(dirty))
+
+    def _persist_all(self, writes: Sequence[_Write], conn: sqlite3.Connection) -> None:
+        """Write several decisions' effects, in order (inside the store's transaction)."""
+        for effects, now in writes:
+            self._persist(effects, now, conn)
 
     def _persist(
         self, effects: Sequence[Persisted], now: datetime, conn: sqlite3.Connection
@@ -373,10 +490,6 @@ class Engine:
                     await self._deadlines_moved.wait()
 
 
-async def _nothing() -> None:
-    """A decision with nothing to write."""
-
-
 def _write_cache(
     dirty: dict[tuple[str, str], object], stamp: float, conn: sqlite3.Connection
 ) -> None:
@@ -384,11 +497,19 @@ def _write_cache(
         schema.set_point_value(conn, device, point, value, stamp)
 
 
-def _fail(future: asyncio.Future[Outcome] | None, exc: BaseException) -> None:
-    if future is not None and not future.done():
-        future.set_exception(exc)
+def _answer(item: _Item, outcome: Outcome, *, stored: bool) -> None:
+    """Answer whoever waits: a command whose record is only held gets ``internal``."""
+    if item.future is None or item.future.done():
+        return
+    if not stored and isinstance(item.input, RunCommand):
+        outcome = _internal_reply(
+            item.input.id,
+            "the gateway cannot write its database: the command took effect and is recorded "
+            "when it can (a retry of this id is answered from that record)",
+        )
+    item.future.set_result(outcome)
 
 
-def _internal_reply(command_id: str) -> bytes:
-    error = ReplyError(code="internal", message="the gateway failed to execute it")
+def _internal_reply(command_id: str, message: str = "the gateway failed to execute it") -> bytes:
+    error = ReplyError(code="internal", message=message)
     return Reply(id=command_id, ok=False, error=error).to_json()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import functools
 import sqlite3
@@ -10,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from drivers.callpanel import CallPanelDriver
 from drivers.ids import RoomId
+from drivers.profile import PollClass
 from drivers.scheduler import BusScheduler
 from gateway import __version__
 from gateway.adapters import config_store, rooms_store, schema
@@ -18,11 +20,14 @@ from gateway.adapters.signals import Broadcast
 from gateway.adapters.store import Store
 from gateway.config.floor import FloorConfig
 from gateway.core.alarms import Alarm, Refusal
+from gateway.core.annunciation import ROOM_LAMPS
 from gateway.core.audit import check_chain
+from gateway.core.effects import WritePoint
 from gateway.core.inputs import AlarmAction, AuditAction
 from gateway.core.kinds import lock as lock_kind
 from gateway.core.ledger import local_date
 from gateway.core.locksync import SLOT_COUNT, plan_lock
+from gateway.engine.actuators import Actuators
 from gateway.engine.configs import ConfigKeeper
 from gateway.engine.engine import Engine, Inbox
 from gateway.engine.health import HealthMonitor
@@ -43,6 +48,8 @@ from gateway.model.views import (
     EventRow,
     HealthReasonRow,
     HealthView,
+    LampCheck,
+    LampTest,
     LockRow,
     LockTable,
     MqttLink,
@@ -55,6 +62,7 @@ from gateway.model.views import (
 )
 
 RECENT_EVENTS = 20  # events shown by `floorctl room`
+LAMP_TEST_S = 5.0  # operations.md: `lamps test` lights the lamps for 5 s
 
 
 class LiveFloorView:
@@ -72,10 +80,15 @@ class LiveFloorView:
         uplink: Uplink,
         outbox: Broadcast,
         started_at: datetime,
+        actuators: Actuators | None = None,
+        lamp_test_s: float = LAMP_TEST_S,
         health: HealthMonitor | None = None,
         configs: ConfigKeeper | None = None,
     ) -> None:
-        """The view of the running floor; changes go in through the engine's inbox."""
+        """The view of the running floor; changes go in through the engine's inbox (a lamp
+        test writes through ``actuators``, the write queues)."""
+        self.actuators = actuators
+        self.lamp_test_s = lamp_test_s
         self.config = config
         self.engine = engine
         self.inbox = inbox
@@ -87,6 +100,30 @@ class LiveFloorView:
         self.store = store
         self.monitor = health
         self.configs = configs
+
+    async def lamp_test(self, room: str) -> LampTest:
+        """Light the room's lamps for ``lamp_test_s``, then put them as the calls want them;
+        each write read back or not (which also raises or resolves ``lamp_fault``)."""
+        rio = self.engine.state.layout.device(room, "rio")
+        if rio is None or self.actuators is None:
+            raise KeyError(room)
+        actuators = self.actuators
+
+        def lamp(point: str, on: bool) -> WritePoint:
+            return WritePoint(rio, point, on, priority=PollClass.EMERGENCY)
+
+        lit = await asyncio.gather(*(actuators.write_now(lamp(p, True)) for p in ROOM_LAMPS))
+        await asyncio.sleep(self.lamp_test_s)
+        wanted = {
+            w.point: w
+            for w in self.engine.state.alarms.outputs_for(rio)
+            if isinstance(w, WritePoint)
+        }
+        back = await asyncio.gather(
+            *(actuators.write_now(wanted.get(p, lamp(p, False))) for p in ROOM_LAMPS)
+        )
+        checks = (LampCheck(p, a, b) for p, a, b in zip(ROOM_LAMPS, lit, back, strict=True))
+        return LampTest(room, self.lamp_test_s, tuple(checks))
 
     async def audit(self, actor: str, action: str, detail: dict[str, object]) -> None:
         """Persist a changing control request in the audit log."""

@@ -278,6 +278,16 @@ class RoomState(Message):
         description="Each of the room's devices by role (tstat, lock, rio, meter), online or"
         " offline"
     )
+    observed: dict[str, Timestamp | None] = Field(
+        default_factory=dict,
+        description="Each device role: when it last answered a read (null: not this run)",
+    )
+    stale: list[str] = Field(
+        default_factory=list,
+        description="Fields (dotted paths: climate.temp_c, door, call) whose value is older"
+        " than the device's stale limit while it is online: published as last read, not"
+        " current",
+    )
 
     omit_when_none: ClassVar[frozenset[str]] = frozenset({"meter"})
 
@@ -291,6 +301,9 @@ AlarmPoint = Literal[
     "call_point_fault",
     "lock_tamper",
     "uplink_refused",
+    "lamp_fault",
+    "storage",
+    "no_activity",
 ]
 
 
@@ -299,8 +312,8 @@ class AlarmSnapshot(Message):
 
     schema_: SchemaVersion = Field(default=1, alias="schema")
     alarm_id: str
-    room: str | None = Field(description="null for a call panel's own alarm")
-    kind: Literal["call", "technical"]
+    room: str | None = Field(description="null for a floor-wide alarm (a call panel, storage)")
+    kind: Literal["call", "technical", "wellbeing"]
     point: AlarmPoint = Field(description="Call point (bath, bed, other) or technical cause")
     state: Literal["active", "acknowledged", "resolved"]
     level: int = Field(ge=0, description="Escalation level reached; 0 goes with alarm.raised")
@@ -417,6 +430,10 @@ class Preferences(Message):
 
     setpoint_c: Setpoint | None = None
     scene: Text | None = None
+    wellbeing_h: Annotated[int, Field(ge=1, le=48)] | None = Field(
+        default=None,
+        description="opt-in well-being check: hours without activity in a present room",
+    )
 
 
 class CheckinBody(Message):

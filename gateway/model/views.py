@@ -48,6 +48,8 @@ __all__ = [
     "FloorView",
     "HealthReasonRow",
     "HealthView",
+    "LampCheck",
+    "LampTest",
     "LockRow",
     "LockTable",
     "MqttLink",
@@ -84,7 +86,7 @@ READ_COMMANDS = frozenset(
     }
 )
 # Requests that change something (or load a bus): admin group, audited.
-CHANGING_COMMANDS = frozenset({"alarms.ack", "alarms.resolve", "scan"})
+CHANGING_COMMANDS = frozenset({"alarms.ack", "alarms.resolve", "scan", "lamps.test"})
 COMMANDS = READ_COMMANDS | CHANGING_COMMANDS
 
 JsonObject = dict[str, Any]
@@ -169,6 +171,7 @@ class RoomRow(_Json):
     window_open: bool | None = None
     temp_c: float | None = None
     setpoint_c: float | None = None
+    stale: tuple[str, ...] = ()  # fields whose value is not current (mqtt.md ``stale``)
 
     @classmethod
     def from_snapshot(cls, snapshot: Mapping[str, Any]) -> RoomRow:
@@ -438,6 +441,29 @@ class ScanResult(_Json):
 
 
 @dataclass(frozen=True, slots=True)
+class LampCheck(_Json):
+    """One lamp of a lamp test: whether its write read back (lit, then as the calls want)."""
+
+    point: str  # dome_lamp | reassure_lamp
+    lit: bool  # the ON write read back
+    restored: bool  # the write back to what the open calls want read back
+
+
+@dataclass(frozen=True, slots=True)
+class LampTest(_Json):
+    """``floorctl lamps test ROOM``: the room's lamps lit for ``held_s`` and read back."""
+
+    room: str
+    held_s: float
+    lamps: tuple[LampCheck, ...]
+
+    @property
+    def ok(self) -> bool:
+        """Every lamp lit and came back."""
+        return all(lamp.lit and lamp.restored for lamp in self.lamps)
+
+
+@dataclass(frozen=True, slots=True)
 class HealthReasonRow(_Json):
     """One reason the floor is not ok; ``critical``: it withholds the systemd watchdog."""
 
@@ -505,6 +531,7 @@ Result = (
     | LockTable
     | AuditLog
     | AuditCheck
+    | LampTest
 )
 
 
@@ -594,6 +621,10 @@ class FloorView(Protocol):
 
     async def audit_verify(self) -> AuditCheck:
         """Check the audit log's whole hash chain."""
+        ...
+
+    async def lamp_test(self, room: str) -> LampTest:
+        """Light the room's dome and reassure lamps, then restore them; what read back."""
         ...
 
 

@@ -9,7 +9,8 @@ declares:
 - how an **observation** of one of its points becomes events and decisions (``observe``),
   with the kind's own state if it keeps one (``new_state``, ``tick``, ``next_deadline``);
 - what it shows in the room state (``room_fields``) — its fields with nulls when the room
-  has no such device, so the document keeps its shape;
+  has no such device, so the document keeps its shape — and which field each point feeds
+  (``fields``, for the freshness of each value);
 - which **writes** it makes when the room changes mode (``room_writes``).
 
 Everything here is pure: ``now`` is an argument and nothing is read or written outside
@@ -142,6 +143,9 @@ class DeviceKind:
     room_level: ClassVar[bool] = True  # a room's device (False: the floor's, e.g. the panel)
     order: ClassVar[int] = 100  # place in the room state's ``devices`` map
     fields_order: ClassVar[int] = 100  # place of its fields in the room state
+    # Point role -> the room-state field it feeds, as a dotted path (``climate.temp_c``):
+    # what ``stale`` lists when that point stops answering.
+    fields: ClassVar[Mapping[str, str]] = {}
     # Points whose value is saved with the decision they cause (not in the point cache).
     saved_with_decision: ClassVar[frozenset[str]] = frozenset()
 

@@ -83,6 +83,11 @@ class Lock(DeviceKind):
         "slot": RoleSpec(ValueKind.TOKEN, writable=True, array=True),
     }
     required = (("slot",), ("door_open",))
+    fields: ClassVar[Mapping[str, str]] = {
+        "door_open": "door",
+        "deadbolt": "deadbolt",
+        "battery": "lock_battery",
+    }
 
     def new_state(self) -> Doors:
         """No door known open."""

@@ -24,6 +24,10 @@ class Meter(DeviceKind):
         "power_w": RoleSpec(ValueKind.NUMBER),
     }
     required = (("energy_kwh",),)
+    fields: ClassVar[Mapping[str, str]] = {
+        "energy_kwh": "meter.energy_kwh",
+        "power_w": "meter.power_w",
+    }
 
     def room_fields(self, values: Values | None) -> dict[str, object]:
         """``meter``: the energy total and the power now, for a room with a meter."""

@@ -68,6 +68,16 @@ class RoomIO(DeviceKind):
         "bed_count": RoleSpec(ValueKind.COUNT),
     }
     required = (("bath_count", "bed_count"), ("staff_count",), ("dome_lamp",))
+    fields: ClassVar[Mapping[str, str]] = {
+        **{f"light_{c}": f"lights.{c}" for c in LIGHTS},
+        "keycard": "keycard",
+        "dnd": "dnd",
+        "mur": "mur",
+        "window_open": "window_open",
+        # the call counters: a call that could not be read is not "idle" for sure
+        "bath_count": "call",
+        "bed_count": "call",
+    }
     saved_with_decision = COUNTERS
 
     def observe(self, floor: FloorState, seen: Observed, now: datetime) -> Effects:

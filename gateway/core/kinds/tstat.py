@@ -59,6 +59,13 @@ class Thermostat(DeviceKind):
         ),
     }
     required = (("room_temp",), ("setpoint",))
+    fields: ClassVar[Mapping[str, str]] = {
+        "room_temp": "climate.temp_c",
+        "setpoint": "climate.setpoint_c",
+        "mode": "climate.mode",
+        "fan_speed": "climate.fan",
+        "power": "climate.power",
+    }
 
     def observe(self, floor: FloorState, seen: Observed, now: datetime) -> Effects:
         """A sensor fault raised is reported once per rising edge."""
