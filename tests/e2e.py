@@ -152,14 +152,22 @@ async def running(
     *,
     sim_options: dict[str, Any] | None = None,
     prefix: Sequence[str] = (),
+    client_id: str = "central",
 ) -> AsyncIterator[Floor]:
-    """floorsim (``sim_options``: more FloorSim arguments), a central collector and
-    floorgated (started through ``prefix``), until the block ends."""
+    """floorsim (``sim_options``: more FloorSim arguments), a central collector
+    (``client_id``) and floorgated (started through ``prefix``), until the block ends."""
     modbus_port = free_port()
     path = floor_file(run_dir, broker, modbus_port, policy=policy, escalation=escalation, edit=edit)
     config, _ = load_floor(path)
     async with serving(
-        run_dir, broker, path, config, modbus_port, sim_options=sim_options, prefix=prefix
+        run_dir,
+        broker,
+        path,
+        config,
+        modbus_port,
+        sim_options=sim_options,
+        prefix=prefix,
+        client_id=client_id,
     ) as f:
         yield f
 
@@ -174,15 +182,16 @@ async def serving(
     *,
     sim_options: dict[str, Any] | None = None,
     prefix: Sequence[str] = (),
+    client_id: str = "central",
 ) -> AsyncIterator[Floor]:
-    """floorsim serving ``sim_config`` on ``modbus_port``, a central collector and
-    floorgated on the floor file ``path`` (started through ``prefix``), until the block
-    ends."""
+    """floorsim serving ``sim_config`` on ``modbus_port``, a central collector
+    (``client_id``) and floorgated on the floor file ``path`` (started through
+    ``prefix``), until the block ends."""
     key = bytes.fromhex((run_dir / "command.key").read_text().strip())
     async with (
         FloorSim(sim_config, tcp_ports={"lan": modbus_port}, **(sim_options or {})) as sim,
         central.Central(
-            HOST, broker.port, client_id="central", keys={sim_config.gateway.id: key},
+            HOST, broker.port, client_id=client_id, keys={sim_config.gateway.id: key},
             roots=[sim_config.mqtt.root], reconnect_max_s=0.5,
         ) as hotel,
     ):  # fmt: skip

@@ -12,7 +12,7 @@ async with Central("broker.hotel", 8883, client_id="pms-bridge", keys=keys,
 
 import logging
 
-from floorgate_central.client import Central
+from floorgate_central.client import Central, partition_of
 from floorgate_central.errors import (
     CentralError,
     CommandError,
@@ -26,6 +26,7 @@ from floorgate_central.floor import (
     REPLY_TIMEOUT_S,
     RESIGN_AFTER_S,
     Floor,
+    GapFilling,
     Stream,
 )
 from floorgate_central.model import (
@@ -35,11 +36,13 @@ from floorgate_central.model import (
     Climate,
     Event,
     FloorStatus,
+    Inventory,
+    InventoryRoom,
     Reply,
     RoomState,
     SeqRange,
 )
-from floorgate_central.sequence import EventFilter
+from floorgate_central.sequence import EventFilter, Sequencer
 from floorgate_central.signing import (
     Operator,
     canonical_json,
@@ -72,17 +75,22 @@ __all__ = [
     "EventFilter",
     "Floor",
     "FloorStatus",
+    "GapFilling",
+    "Inventory",
+    "InventoryRoom",
     "NoKey",
     "Operator",
     "Reply",
     "RoomState",
     "SeqRange",
+    "Sequencer",
     "Stream",
     "canonical_json",
     "envelope",
     "format_ts",
     "load_key",
     "parse_ts",
+    "partition_of",
     "sign",
     "token_hash",
 ]

@@ -18,6 +18,7 @@ import json
 import logging
 import random
 import ssl
+import zlib
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal
@@ -27,12 +28,17 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from floorgate_central.errors import CentralError
-from floorgate_central.floor import HISTORY, Floor
+from floorgate_central.floor import HISTORY, Floor, GapFilling
+from floorgate_central.signing import Operator
 
-__all__ = ["Central"]
+__all__ = ["Central", "partition_of"]
 
 Protocol = Literal["auto", "5", "3.1.1"]
 RECONNECT_FIRST_S = 0.1
+DISCOVERY = ("inventory", "status")
+"""Subscribed last: a floor is discovered with its retained rooms and alarms already in."""
+STREAMS = ("events", "replay")
+FILL_GAPS = GapFilling()
 log = logging.getLogger("floorgate_central")
 
 
@@ -56,13 +62,27 @@ class Central:
         connect_timeout_s: float = 5.0,
         reconnect_max_s: float = 5.0,
         history: int = HISTORY,
+        gaps: GapFilling = FILL_GAPS,
+        operator: Operator | None = None,
+        partition: tuple[int, int] | None = None,
+        share_group: str | None = None,
+        resume: Mapping[str, int] | None = None,
     ) -> None:
         """``roots``: topic filters of the floor roots, ``+`` allowed, ``#`` not (one depth).
 
         ``keys``: each floor's command key by gateway id (``load_key`` reads a key file).
+        ``gaps``: filling gaps by replay; ``operator`` signs the replays instead of the key.
+        ``partition``: ``(member, members)``, follow only the floors whose root hashes to
+        ``member`` (``partition_of``); ``share_group``: take the events through
+        ``$share/{share_group}/`` subscriptions (the broker picks the member per message);
+        ``resume``: the last event seq already processed, by root.
         """
         if not client_id or any(c in client_id for c in "+#/"):
             raise ValueError(f"client_id {client_id!r}: non-empty, without '+', '#' or '/'")
+        if partition is not None and not 0 <= partition[0] < partition[1]:
+            raise ValueError(f"partition {partition!r}: (member, members), 0 <= member < members")
+        if share_group is not None and (not share_group or any(c in share_group for c in "+#/")):
+            raise ValueError(f"share_group {share_group!r}: non-empty, without '+', '#' or '/'")
         self._roots = [_root_filter(r) for r in roots]
         self.host, self.port, self.client_id = host, port, client_id
         self._keys = keys
@@ -74,9 +94,15 @@ class Central:
         self._connect_timeout_s = connect_timeout_s
         self._reconnect_max_s = reconnect_max_s
         self._history = history
+        self._gaps = gaps
+        self._operator = operator
+        self._partition = partition
+        self._share = share_group
+        self._resume = dict(resume or {})
         self._by_root: dict[str, Floor] = {}
         self._pending: dict[str, asyncio.Future[Mapping[str, Any]]] = {}
         self._client: aiomqtt.Client | None = None
+        self._session_present = True  # the last CONNACK's flag (nothing to catch up at first)
         self._v5 = False
         self._link = asyncio.Event()  # replaced at every connect and disconnect
         self._statuses = asyncio.Event()  # replaced at every status received
@@ -123,8 +149,15 @@ class Central:
 
     @property
     def floors(self) -> Mapping[str, Floor]:
-        """Every floor whose retained status has been received, by gateway id."""
+        """Every floor whose retained status or inventory has been received, by gateway id."""
         return {f.gateway: f for f in self._by_root.values() if f.gateway is not None}
+
+    def owns(self, root: str) -> bool:
+        """This member follows the floor at ``root`` (always, without ``partition``)."""
+        return (
+            self._partition is None
+            or partition_of(root, self._partition[1]) == (self._partition[0])
+        )
 
     async def wait_connected(self, timeout_s: float | None = None) -> None:
         """Return once connected (TimeoutError after ``timeout_s``)."""
@@ -138,7 +171,7 @@ class Central:
             while True:
                 seen = self._statuses
                 found = self.floors.get(gateway)
-                if found is not None:
+                if found is not None and found.status is not None:
                     return found
                 await seen.wait()
 
@@ -189,13 +222,20 @@ class Central:
                 async with contextlib.AsyncExitStack() as stack:
                     client = await self._connect(stack)
                     failures = 0
-                    # The status last, in a SUBSCRIBE of its own: the broker sends retained
-                    # messages in order, so a floor already on the broker is discovered with
-                    # its room states and open alarms already here.
+                    # Status and inventory last, in a SUBSCRIBE of their own: the broker sends
+                    # retained messages in order, so a floor already on the broker is
+                    # discovered with its room states and open alarms already here.
                     await client.subscribe([(t, 1) for t in self._topics()])
-                    await client.subscribe([(f"{root}/status", 1) for root in self._roots])
+                    await client.subscribe(
+                        [(f"{root}/{sub}", 1) for root in self._roots for sub in DISCOVERY]
+                    )
                     self._set_link(client)
                     log.info("connected", extra={"protocol": self.protocol})
+                    if not self._session_present:
+                        # The broker had no session for us: what it would have queued
+                        # while we were away is gone; each floor's gateway still has it.
+                        for floor in self._by_root.values():
+                            floor.catch_up()
                     async for message in client.messages:
                         self._dispatch(message)
             except aiomqtt.MqttError as exc:
@@ -227,6 +267,20 @@ class Central:
         return client
 
     def _new_client(self, *, v5: bool) -> aiomqtt.Client:
+        client = self._make_client(v5=v5)
+        # aiomqtt drops CONNACK's Session Present flag: read it on the way through.
+        inner = client._client
+        on_connect = inner.on_connect
+        assert on_connect is not None  # aiomqtt sets it when it makes the paho client
+
+        def connected(c: Any, userdata: Any, flags: Any, *rest: Any) -> None:
+            self._session_present = bool(getattr(flags, "session_present", False))
+            on_connect(c, userdata, flags, *rest)
+
+        inner.on_connect = connected
+        return client
+
+    def _make_client(self, *, v5: bool) -> aiomqtt.Client:
         username, password = self._auth
         common: dict[str, Any] = {
             "identifier": self.client_id,
@@ -250,10 +304,13 @@ class Central:
         )  # fmt: skip
 
     def _topics(self) -> list[str]:
-        subs = ["rooms/+/state", "alarms/+", "events", "reply"]
+        subs = ["rooms/+/state", "alarms/+", "reply"]
         if self._v5:
             subs.append(f"reply/{self.client_id}")
-        return [f"{root}/{sub}" for root in self._roots for sub in subs]
+        topics = [f"{root}/{sub}" for root in self._roots for sub in subs]
+        # A shared subscription gets no retained messages: only the events go through it.
+        share = "" if self._share is None else f"$share/{self._share}/"
+        return topics + [f"{share}{root}/{sub}" for root in self._roots for sub in STREAMS]
 
     def _set_link(self, client: aiomqtt.Client | None) -> None:
         self._client = client
@@ -271,9 +328,16 @@ class Central:
             return
         floor = self._by_root.get(root)
         if floor is None:
-            floor = self._by_root[root] = Floor(root, self, self._keys, self._history)
+            if not self.owns(root):
+                return
+            floor = self._by_root[root] = Floor(
+                root, self, self._keys, self._history, gaps=self._gaps,
+                operator=self._operator, last_seq=self._resume.get(root),
+            )  # fmt: skip
+            if root in self._resume:
+                floor.catch_up()  # what was published since the seq handed over
         floor.receive(sub, bytes(payload))
-        if sub == "status":
+        if sub in DISCOVERY:
             self._statuses.set()
             self._statuses = asyncio.Event()
 
@@ -298,6 +362,12 @@ class Central:
             if all(p in ("+", h) for p, h in zip(pattern, head, strict=True)):
                 return "/".join(head), "/".join(levels[len(pattern) :])
         return None
+
+
+def partition_of(root: str, members: int) -> int:
+    """The member (0..members-1) that follows the floor at ``root``: CRC-32 of the root,
+    stable across processes, machines and Python versions."""
+    return zlib.crc32(root.encode()) % members
 
 
 def _root_filter(root: str) -> str:

@@ -21,6 +21,8 @@ __all__ = [
     "Climate",
     "Event",
     "FloorStatus",
+    "Inventory",
+    "InventoryRoom",
     "Reply",
     "RoomState",
     "SeqRange",
@@ -58,6 +60,49 @@ class FloorStatus:
             online=_get(doc, "online", bool),
             version=_get(doc, "version", str),
             started_at=parse_ts(doc.get("started_at")),
+            raw=doc,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryRoom:
+    """One room of the inventory: its devices as (role, profile), its call panel's bus."""
+
+    room: str
+    devices: tuple[tuple[str, str], ...]
+    callpanel: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Inventory:
+    """``{root}/inventory``: what the floor is made of (its floor file, without secrets)."""
+
+    gateway: str
+    version: str
+    config_sha256: str
+    rooms: tuple[InventoryRoom, ...]
+    raw: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, doc: Mapping[str, Any]) -> Inventory:
+        """From the decoded JSON payload."""
+        rooms = []
+        for room in _get(doc, "rooms", list):
+            if not isinstance(room, dict):
+                raise ValueError(f"rooms: expected objects, got {room!r}")  # noqa: TRY004
+            devices = tuple(
+                (_get(d, "role", str), _get(d, "profile", str))
+                for d in _get(room, "devices", list)
+                if isinstance(d, dict)
+            )
+            rooms.append(
+                InventoryRoom(_get(room, "room", str), devices, _opt(room, "callpanel", str))
+            )
+        return cls(
+            gateway=_get(doc, "gateway", str),
+            version=_get(doc, "version", str),
+            config_sha256=_get(doc, "config_sha256", str),
+            rooms=tuple(rooms),
             raw=doc,
         )
 
