@@ -1,6 +1,6 @@
 """Guest-room management savings, in simulated time (figures, not a timed test).
 
-    .venv/bin/python bench/energy.py [--days 30] [--seed 1]
+    .venv/bin/python bench/energy.py [--days 30] [--seed 1] [--away-setback C]
 
 The 60 rooms of the bench floor, each with floorsim's thermostat (``floorsim.devices.
 Thermostat`` on ``floorsim.thermal``: the fan-coil, the outside temperature, an open
@@ -43,11 +43,14 @@ import secrets
 import sys
 import tempfile
 import time
+import tomllib
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import tomli_w
 
 from drivers.ids import DeviceRef
 from drivers.observations import DeviceOnline, PointObserved
@@ -499,11 +502,23 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--days", type=int, default=30)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--away-setback",
+        type=float,
+        default=None,
+        help="[energy] away_setback_c (default: the bench floor's, the code's minimum 2.0)",
+    )
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "command.key").write_text(secrets.token_hex(32) + "\n")
         environ = {**os.environ, "FLOORGATE_RUN_DIR": tmp}
-        config, _ = load_floor(FLOOR, environ=environ)
+        path = FLOOR
+        if args.away_setback is not None:
+            data = tomllib.loads(FLOOR.read_text(encoding="utf-8"))
+            data.setdefault("energy", {})["away_setback_c"] = args.away_setback
+            path = Path(tmp) / FLOOR.name
+            path.write_text(tomli_w.dumps(data), encoding="utf-8")
+        config, _ = load_floor(path, environ=environ)
     rooms = [r.id for r in config.rooms]
     events = guests(rooms, args.days + 1, random.Random(args.seed))
     occupancy = _occupancy(events, args.days, len(rooms))
@@ -539,6 +554,8 @@ def _report(
         return "met" if value >= target else "MISSED"
 
     print(f"bench/energy.py: {rooms} rooms, {args.days} simulated days, seed {args.seed}")
+    setback = args.away_setback
+    print(f"  away setback: {'the floor file' if setback is None else f'{setback} °C'}")
     print(f"  guests: occupancy {occ:.1f} %, in the room {present:.0f} % of a sold day, "
           f"{grms.arrivals} arrivals")  # fmt: skip
     print(f"  {'':34}{'baseline':>12}{'GRMS':>12}")
