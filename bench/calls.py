@@ -129,6 +129,19 @@ class Usage:
         )
 
 
+def bench_environment(run_dir: Path) -> tuple[bytes, Mosquitto]:
+    """Point the bench floor file's variables at ``run_dir`` (its run directory, a free
+    Modbus port, a broker of its own, not started yet) and write a fresh command key;
+    return the key and the broker."""
+    os.environ["FLOORGATE_RUN_DIR"] = str(run_dir)
+    os.environ["FLOORGATE_MODBUS_PORT"] = str(free_port())
+    (run_dir / "command.key").write_text(secrets.token_hex(32) + "\n")
+    key = bytes.fromhex((run_dir / "command.key").read_text().strip())
+    broker = Mosquitto(run_dir / "mosquitto", make_certs(run_dir / "certs"))
+    os.environ["FLOORGATE_MQTT_PORT"] = str(broker.port)
+    return key, broker
+
+
 class GatewayRun:
     """Mosquitto, floorsim and floorgated on the bench floor, and a central's MQTT client.
 
@@ -154,12 +167,7 @@ class GatewayRun:
         self.quiet_daemon = quiet_daemon
         self.dir = Path(tempfile.mkdtemp(prefix=f"floorgate-bench-{tag}-"))
         try:
-            os.environ["FLOORGATE_RUN_DIR"] = str(self.dir)
-            os.environ["FLOORGATE_MODBUS_PORT"] = str(free_port())
-            (self.dir / "command.key").write_text(secrets.token_hex(32) + "\n")
-            self.key = bytes.fromhex((self.dir / "command.key").read_text().strip())
-            self.broker = Mosquitto(self.dir / "mosquitto", make_certs(self.dir / "certs"))
-            os.environ["FLOORGATE_MQTT_PORT"] = str(self.broker.port)
+            self.key, self.broker = bench_environment(self.dir)
             self.config: FloorConfig = load_floor(FLOOR)[0]
         except BaseException:
             shutil.rmtree(self.dir, ignore_errors=True)

@@ -57,8 +57,8 @@ from gateway.config.load import load_floor
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # for tests.mosquitto and bench.calls
-from bench.calls import ProcSample, room_kinds  # noqa: E402
-from tests.mosquitto import HOST, Mosquitto, free_port, make_certs  # noqa: E402
+from bench.calls import ProcSample, bench_environment, room_kinds  # noqa: E402
+from tests.mosquitto import HOST  # noqa: E402
 
 FLOOR = REPO / "config" / "floors" / "bench.toml"
 BIN = Path(sys.executable).parent
@@ -125,12 +125,7 @@ class Soak:
         self.args = args
         self.rng = random.Random(args.seed)
         self.dir = Path(tempfile.mkdtemp(prefix="floorgate-soak-"))
-        os.environ["FLOORGATE_RUN_DIR"] = str(self.dir)
-        os.environ["FLOORGATE_MODBUS_PORT"] = str(free_port())
-        (self.dir / "command.key").write_text(secrets.token_hex(32) + "\n")
-        self.key = bytes.fromhex((self.dir / "command.key").read_text().strip())
-        self.broker = Mosquitto(self.dir / "mosquitto", make_certs(self.dir / "certs"))
-        os.environ["FLOORGATE_MQTT_PORT"] = str(self.broker.port)
+        self.key, self.broker = bench_environment(self.dir)
         self.floor_file = self.dir / "floor.toml"
         data = tomllib.loads(FLOOR.read_text())
         data["mqtt"]["events_keep_days"] = args.keep_days
