@@ -208,10 +208,14 @@ async def serving(
 
 
 async def retained_until(
-    broker: Mosquitto, topic: str, pred: Callable[[dict[str, Any]], bool]
+    broker: Mosquitto,
+    topic: str,
+    pred: Callable[[dict[str, Any]], bool],
+    *,
+    timeout_s: float = WAIT_S,
 ) -> dict[str, Any]:
     """Wait (bounded) until the retained JSON on ``topic`` satisfies ``pred`` ({} = none)."""
-    async with asyncio.timeout(WAIT_S):
+    async with asyncio.timeout(timeout_s):
         while True:
             raw = await read_retained(broker, topic)
             doc = json.loads(raw) if raw else {}

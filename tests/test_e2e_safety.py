@@ -4,8 +4,6 @@ kill -9 with each of them open (floorgated + floorsim + Mosquitto)."""
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,26 +20,13 @@ from tests.e2e import (  # noqa: F401 (fixtures)
     running,
     start,
 )
-from tests.mosquitto import Mosquitto, read_retained
+from tests.mosquitto import Mosquitto
 from tests.test_e2e_calls import floorctl
 from tests.waiting import until
 
 STATE_SIZE = "6m"  # the state filesystem of the full-disk test
 ROOM_STATE = f"{ROOT}/rooms/1201/state"
 STALE_WAIT_S = 60.0  # the stale limit (15 s) and then some, on a loaded machine
-
-
-async def retained(
-    broker: Mosquitto, topic: str, pred: Callable[[dict[str, Any]], bool]
-) -> dict[str, Any]:
-    """Wait (bounded by STALE_WAIT_S) until the retained JSON on ``topic`` satisfies ``pred``."""
-    async with asyncio.timeout(STALE_WAIT_S):
-        while True:
-            raw = await read_retained(broker, topic)
-            doc = json.loads(raw) if raw else {}
-            if doc and pred(doc):
-                return doc
-            await asyncio.sleep(0.2)
 
 
 def panel(f: Floor) -> dict[str, bool]:
@@ -137,13 +122,23 @@ async def test_a_device_answering_only_some_reads_shows_its_other_values_stale(
         data.setdefault("poll", {}).setdefault("intervals_ms", {})["slow"] = 4000
 
     async with running(run_dir, mosquitto, edit=faster) as f:
-        doc = await retained(mosquitto, topic, lambda d: d["climate"]["temp_c"] is not None)
+        doc = await retained_until(
+            mosquitto,
+            topic,
+            lambda d: bool(d) and d["climate"]["temp_c"] is not None,
+            timeout_s=STALE_WAIT_S,
+        )
         assert doc["stale"] == []
         assert doc["observed"]["tstat"] is not None
         f.sim.set_fault("1201/tstat", "refuse", 0)  # the room temperature's input register
         loop = asyncio.get_running_loop()
         since = loop.time()
-        doc = await retained(mosquitto, topic, lambda d: "climate.temp_c" in d["stale"])
+        doc = await retained_until(
+            mosquitto,
+            topic,
+            lambda d: bool(d) and "climate.temp_c" in d["stale"],
+            timeout_s=STALE_WAIT_S,
+        )
         assert loop.time() - since >= 15  # never before the stale limit
         assert doc["devices"]["tstat"] == "online"
         assert doc["climate"]["temp_c"] is not None  # the last value, listed as not current
