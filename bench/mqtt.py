@@ -232,12 +232,18 @@ async def dump(sub: asyncio.subprocess.Process) -> list[list[Any]]:
     return seen
 
 
-async def run(events: int, rooms: int, window: int) -> None:
-    work = Path(tempfile.mkdtemp(prefix="bench-mqtt-"))
-    broker = Mosquitto(work / "mosquitto", make_certs(work / "certs"))
+async def _rig(
+    prefix: str, rooms: int, *, persistence: bool = True
+) -> tuple[Path, Mosquitto, Store, Floor]:
+    """A work directory, a started broker of its own, a store and a synthetic floor."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    broker = Mosquitto(work / "mosquitto", make_certs(work / "certs"), persistence=persistence)
     broker.start()
-    store = await Store.open(work / "floor.db")
-    floor = Floor(rooms)
+    return work, broker, await Store.open(work / "floor.db"), Floor(rooms)
+
+
+async def run(events: int, rooms: int, window: int) -> None:
+    work, broker, store, floor = await _rig("bench-mqtt-", rooms)
     config = floor_config(work, broker.port, window, reconnect_jitter_s=0.0)
     key = bytes.fromhex(config.mqtt.command_key_file.read_text())
     processor = CommandProcessor(store, key, functools.partial(_decide_lights, store))
@@ -395,11 +401,7 @@ async def reconnect_cost(rooms: int, window: int) -> None:
 
 
 async def _reconnect_once(rooms: int, window: int, *, persistence: bool) -> None:
-    work = Path(tempfile.mkdtemp(prefix="bench-mqtt-reconnect-"))
-    broker = Mosquitto(work / "mosquitto", make_certs(work / "certs"), persistence=persistence)
-    broker.start()
-    store = await Store.open(work / "floor.db")
-    floor = Floor(rooms)
+    work, broker, store, floor = await _rig("bench-mqtt-reconnect-", rooms, persistence=persistence)
     config = floor_config(work, broker.port, window, reconnect_jitter_s=0.0)
     committed = Broadcast()
     # No jitter: after a failed attempt the next one is 2 s later, time enough for the
@@ -456,11 +458,7 @@ async def _no_command(payload: bytes) -> None:
 
 async def outage(rooms: int, window: int, outage_s: float) -> None:
     """Broker down ``outage_s`` with a call raised halfway; the uplink's own defaults."""
-    work = Path(tempfile.mkdtemp(prefix="bench-mqtt-outage-"))
-    broker = Mosquitto(work / "mosquitto", make_certs(work / "certs"))
-    broker.start()
-    store = await Store.open(work / "floor.db")
-    floor = Floor(rooms)
+    work, broker, store, floor = await _rig("bench-mqtt-outage-", rooms)
     config = floor_config(work, broker.port, window)  # defaults: jitter, backoff cap
     retained = RetainedChanges()
     uplink = make_uplink(
@@ -509,11 +507,7 @@ async def outage(rooms: int, window: int, outage_s: float) -> None:
 
 async def hung(rooms: int, window: int, keepalive_s: int) -> None:
     """SIGSTOP the broker while the uplink drains: how long until it drops the link."""
-    work = Path(tempfile.mkdtemp(prefix="bench-mqtt-hung-"))
-    broker = Mosquitto(work / "mosquitto", make_certs(work / "certs"))
-    broker.start()
-    store = await Store.open(work / "floor.db")
-    floor = Floor(rooms)
+    work, broker, store, floor = await _rig("bench-mqtt-hung-", rooms)
     config = floor_config(work, broker.port, window, keepalive_s=keepalive_s)
     committed = Broadcast()
     uplink = make_uplink(
@@ -555,11 +549,7 @@ async def hung(rooms: int, window: int, keepalive_s: int) -> None:
 
 async def flap(window: int, trials: int) -> None:
     """The second restart of a flapping broker -> the first backlog event at a subscriber."""
-    work = Path(tempfile.mkdtemp(prefix="bench-mqtt-flap-"))
-    broker = Mosquitto(work / "mosquitto", make_certs(work / "certs"))
-    broker.start()
-    store = await Store.open(work / "floor.db")
-    floor = Floor(60)
+    work, broker, store, floor = await _rig("bench-mqtt-flap-", 60)
     committed = Broadcast()
     current = "reconnect_max_s" in MqttSection.model_fields
     # Each version's own reconnect backoff, as a long outage leaves it (at its cap).
