@@ -202,26 +202,15 @@ class Alarms:
 
     def call_point_unreachable(self, room: str, now: datetime) -> Result:
         """A room's call input cannot be read (its room I/O is offline)."""
-        cur, effects = self.tick(now)
-        return _then(effects, cur._raise(room, AlarmKind.TECHNICAL, CALL_POINT_UNREACHABLE, now))
+        return self._cause(room, CALL_POINT_UNREACHABLE, True, now)
 
     def call_point_reachable(self, room: str, now: datetime) -> Result:
         """A room's call input answers again: its unreachable alarm resolves."""
-        cur, effects = self.tick(now)
-        alarm = cur._find(room, CALL_POINT_UNREACHABLE)
-        if alarm is None:
-            return cur, effects
-        return _then(effects, cur._resolve(alarm, SYSTEM, to_ms(now)))
+        return self._cause(room, CALL_POINT_UNREACHABLE, False, now)
 
     def tamper(self, room: str, on: bool, now: datetime) -> Result:
         """A lock's tamper switch: opened raises lock_tamper, closed resolves it."""
-        cur, effects = self.tick(now)
-        if on:
-            return _then(effects, cur._raise(room, AlarmKind.TECHNICAL, LOCK_TAMPER, now))
-        alarm = cur._find(room, LOCK_TAMPER)
-        if alarm is None:
-            return cur, effects
-        return _then(effects, cur._resolve(alarm, SYSTEM, to_ms(now)))
+        return self._cause(room, LOCK_TAMPER, on, now)
 
     def storage(self, failing: bool, now: datetime) -> Result:
         """The store cannot write (raises ``storage``) or writes again (resolves it)."""
