@@ -447,8 +447,11 @@ class Authz:
 
     def occupancy(self, room: str, now: datetime) -> tuple[str, str | None]:
         """``("occupied", stay_id)`` while a stay is valid, else ``("vacant", None)``."""
+        stays = self._rooms.get(room)
+        if not stays:
+            return "vacant", None
         now = to_ms(now)
-        for s in self._rooms.get(room, ()):
+        for s in stays:
             if s.valid_at(now):
                 return "occupied", s.stay_id
         return "vacant", None
@@ -463,6 +466,12 @@ class Authz:
             at = to_ms(now)
             holders.sort(key=lambda s: not s.valid_at(at))  # stable: then by valid_from
         return holders[0].stay_id if holders else None
+
+    def rooms_with_preference(self, key: str) -> frozenset[str]:
+        """The rooms with a stay (ended ones included) whose guest preferences name ``key``."""
+        return frozenset(
+            room for room, stays in self._rooms.items() if any(key in s.preferences for s in stays)
+        )
 
     def stay(self, room: str, stay_id: str) -> Stay | None:
         """One stay (ended ones included), or None."""

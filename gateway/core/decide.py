@@ -69,7 +69,7 @@ from gateway.core.remote_config import ConfigRecord, verdict_effects
 from gateway.core.staff import Lockdown, StaffAccess, StaffKey
 from gateway.core.state import Effects, FloorState, Layout
 from gateway.model.messages import Reply, ReplyError
-from gateway.model.time import format_ts
+from gateway.model.time import format_ts, to_ms
 
 __all__ = [
     "Decision",
@@ -265,7 +265,12 @@ def current_state(floor: FloorState, now: datetime) -> list[tuple[str, dict[str,
 
 
 def next_deadline(floor: FloorState, now: datetime) -> datetime | None:
-    """When a ``Tick`` next has something to do (None: nothing scheduled)."""
+    """When a ``Tick`` next has something to do (None: nothing scheduled).
+
+    The engine asks after every batch it commits, so this stays cheap: ``now`` is taken
+    to the millisecond once (as every stored instant is), not once per room and stay.
+    """
+    now = to_ms(now)
     candidates = [
         floor.authz.next_boundary(now),
         floor.alarms.next_deadline(),

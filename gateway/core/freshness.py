@@ -44,14 +44,14 @@ def stale_fields(floor: FloorState, device: DeviceRef, now: datetime) -> tuple[s
     kind = floor.registry.get(device.role)
     if info is None or kind is None or not floor.points.online(device):
         return ()
-    limit = timedelta(seconds=info.stale_after_s)
+    before = now - timedelta(seconds=info.stale_after_s)  # read earlier than this: stale
     read_at = floor.points.read_at(device)
     out = {
         path
         for point, path in kind.fields.items()
-        if point in read_at and now - read_at[point] > limit
+        if (at := read_at.get(point)) is not None and at < before
     }
-    return tuple(sorted(out))
+    return tuple(sorted(out)) if out else ()
 
 
 def room_fields(floor: FloorState, room: str, now: datetime) -> dict[str, object]:

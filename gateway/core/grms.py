@@ -520,18 +520,19 @@ def _lights_absent(floor: FloorState, room: str, now: datetime) -> None:
 def _room_deadline(floor: FloorState, room: str, m: RoomMgmt, now: datetime) -> datetime | None:
     """When the room's mode may next change with time alone."""
     e = m.energy
-    due: list[datetime] = []
+    best: datetime | None = None
     if e.window_since is not None and e.mode is not Mode.WINDOW:
-        due.append(e.window_since + timedelta(seconds=floor.layout.energy.window_delay_s))
+        best = e.window_since + timedelta(seconds=floor.layout.energy.window_delay_s)
     if e.unsold_due is not None and e.mode is not Mode.UNSOLD:
-        due.append(e.unsold_due)
+        best = e.unsold_due if best is None else min(best, e.unsold_due)
     # A sold room (comfort or away, not leaving) has no precondition to wait for.
     sold = e.mode in (Mode.COMFORT, Mode.AWAY) and e.unsold_due is None
     if not sold and e.mode is not Mode.PRECONDITION:
         start = _next_stay_start(floor, room, now)
         if start is not None and floor.authz.occupancy(room, now)[0] != "occupied":
-            due.append(start - timedelta(minutes=floor.layout.energy.precondition_min))
-    return min(due, default=None)
+            due = start - timedelta(minutes=floor.layout.energy.precondition_min)
+            best = due if best is None else min(best, due)
+    return best
 
 
 def _due_reason(m: RoomMgmt, now: datetime, window_delay_s: float) -> str:
@@ -545,9 +546,10 @@ def _due_reason(m: RoomMgmt, now: datetime, window_delay_s: float) -> str:
 
 
 def _next_stay_start(floor: FloorState, room: str, now: datetime) -> datetime | None:
-    starts = [
-        s.valid_from for s in floor.authz.stays(room) if not s.ended(now) and s.valid_from > now
-    ]
+    stays = floor.authz.stays(room)
+    if not stays:  # most rooms, most of the time: asked for every room after every batch
+        return None
+    starts = [s.valid_from for s in stays if not s.ended(now) and s.valid_from > now]
     return min(starts, default=None)
 
 

@@ -57,7 +57,9 @@ def tick(floor: FloorState, now: datetime) -> list[Effect]:
 
 def next_deadline(floor: FloorState, now: datetime) -> datetime | None:
     """When the next well-being period runs out (None: no room is checked)."""
-    dues = [d for d in (_due(floor, room, now) for room in floor.room_ids()) if d is not None]
+    opted = floor.authz.rooms_with_preference(PREFERENCE)  # few, and asked after every batch
+    rooms = (room for room in floor.room_ids() if room in opted)
+    dues = [d for d in (_due(floor, room, now) for room in rooms) if d is not None]
     return min(dues, default=None)
 
 

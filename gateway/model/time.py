@@ -22,6 +22,8 @@ def require_aware(dt: datetime) -> None:
 
 def to_ms(dt: datetime) -> datetime:
     """The same instant in UTC, truncated to the millisecond (as stored and sent)."""
+    if dt.tzinfo is UTC and not dt.microsecond % 1000:
+        return dt  # already so: the hot path (deadline scans compare stored instants)
     require_aware(dt)
     u = dt.astimezone(UTC)
     return u.replace(microsecond=u.microsecond - u.microsecond % 1000)
