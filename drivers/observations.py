@@ -11,7 +11,8 @@ the last value it stored (devices.md: a press is never lost to a restart).
 
 Because values go out on change only, which points a device still answers is told apart:
 ``PointsRead`` names the roles read successfully, coalesced per device (at most every
-``READ_REPORT_S``), so the floor knows how old each value is without one message per read.
+``READ_REPORT_S``) and sent a bus at a time, so the floor knows how old each value is
+without one message per read.
 """
 
 from __future__ import annotations
@@ -80,8 +81,8 @@ class DeviceFault:
 
 @dataclass(frozen=True, slots=True)
 class PointsRead:
-    """These roles of a device were read successfully since the last report (``at``: the
-    latest read)."""
+    """These roles of a device were read successfully since the last report (``at``: when
+    reported; a bus reports all its devices together, at most every ``READ_REPORT_S``)."""
 
     device: DeviceRef
     points: tuple[str, ...]

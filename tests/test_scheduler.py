@@ -729,3 +729,25 @@ async def test_reads_are_reported_per_device_coalesced(bus_run: Run) -> None:
     assert "bath_count" in {p for r in reports for p in r.points}
     gaps = [b.at - a.at for a, b in itertools.pairwise(reports)]
     assert min(gaps) >= READ_REPORT_S  # at most one report a second per device
+
+
+async def test_a_bus_sends_its_devices_read_reports_together(bus_run: Run) -> None:
+    """After a device's first report, the bus reports its devices back to back (the same
+    moment, nothing between them), so the committer takes them in one batch, not one a
+    device."""
+    rio = f"{bus_run.room}/rio"
+    await until(lambda: len(bus_run.of(PointsRead, rio)) >= 5, timeout=ONLINE_S)
+    first_of: dict[str, int] = {}
+    for i, o in enumerate(bus_run.obs):
+        if isinstance(o, PointsRead):
+            first_of.setdefault(str(o.device), i)
+    settled = max(first_of.values()) + 1
+    flushes: dict[float, list[int]] = {}
+    for i, o in enumerate(bus_run.obs[settled:], start=settled):
+        if isinstance(o, PointsRead):
+            flushes.setdefault(o.at, []).append(i)
+    assert max(len(at) for at in flushes.values()) >= 3, flushes  # one moment, many devices
+    for at in flushes.values():
+        assert at == list(range(at[0], at[0] + len(at)))  # back to back
+    gaps = [b - a for a, b in itertools.pairwise(sorted(flushes))]
+    assert min(gaps) >= READ_REPORT_S  # the bus reports at most every READ_REPORT_S
