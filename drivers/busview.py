@@ -16,6 +16,7 @@ from drivers.profile import Profile, Table
 __all__ = [
     "SCAN_TABLES",
     "BusStats",
+    "BusSummary",
     "DeviceStats",
     "ScanHit",
     "TxCounter",
@@ -56,6 +57,18 @@ class BusStats:
     devices: tuple[DeviceStats, ...]
     utilisation: float = 0.0  # share of the last ~10 s spent in transactions, 0..1
     gone: bool = False  # the port or TCP endpoint is lost (the bus pauses and reopens)
+
+
+@dataclass(frozen=True, slots=True)
+class BusSummary:
+    """One bus in brief, for the health verdict (asked every second): whether its port or
+    endpoint is lost, how many devices it has and which are offline — none of the latency
+    percentiles ``BusStats`` sorts for."""
+
+    bus: str
+    gone: bool
+    devices: int
+    offline: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,7 @@ from drivers.backoff import Backoff
 from drivers.busview import (
     SCAN_TABLES,
     BusStats,
+    BusSummary,
     DeviceStats,
     ScanHit,
     TxCounter,
@@ -219,6 +220,13 @@ class BusScheduler:
     def online(self, device: DeviceRef) -> bool:
         """True if the device answered last (not unknown, not offline)."""
         return self._device(device).health.online
+
+    def summary(self) -> BusSummary:
+        """Lost or not, the devices, which are offline: what the health verdict needs."""
+        offline = tuple(
+            d.name for d in self._devices.values() if d.health.state is HealthState.OFFLINE
+        )
+        return BusSummary(self.bus, self._bus_gone, len(self._devices), offline)
 
     def stats(self) -> BusStats:
         """Traffic, errors and every device's health, now."""

@@ -169,7 +169,7 @@ async def build(configs: ConfigKeeper, store: Store, supervisor: Supervisor) -> 
     )
     monitor = HealthMonitor(
         link=uplink.stats,
-        buses={name: s.stats for name, s in schedulers.items()},
+        buses={name: s.summary for name, s in schedulers.items()},
         loops=supervisor.loops,
         alarms=lambda: engine.figures().technical,
         clock_jump=lambda: engine.clock_jump,

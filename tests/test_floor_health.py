@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivers.busview import BusStats, DeviceStats
+from drivers.busview import BusSummary
 from gateway.adapters.mqtt import UplinkStats
 from gateway.adapters.sdnotify import Notifier
 from gateway.core.health import (
@@ -191,12 +191,9 @@ def _link(*, connected: bool, since: datetime) -> UplinkStats:
     return UplinkStats(connected, "x", since, 0, 0, None, 0, 0, None, 0)
 
 
-def _bus(*states: str) -> BusStats:
-    devices = tuple(
-        DeviceStats(f"120{i}/lock", s, s == "online", None, None, None, None, 0, 0, 0, None)
-        for i, s in enumerate(states)
-    )
-    return BusStats("a", "modbus-rtu", 10, 1.0, {}, devices)
+def _bus(*states: str) -> BusSummary:
+    offline = tuple(f"120{i}/lock" for i, s in enumerate(states) if s == "offline")
+    return BusSummary("a", False, len(states), offline)
 
 
 def test_the_monitor_gathers_the_facts_of_the_running_floor() -> None:

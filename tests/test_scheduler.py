@@ -313,6 +313,9 @@ async def test_silent_device_goes_offline_is_probed_and_comes_back(
     sim.set_fault(rio, "silent")
     await until(lambda: bus_run.of(DeviceOffline, rio))
     assert bus_run.of(DeviceOffline, rio)[0].reason == "timeout"
+    summary, stats = bus_run.sched.summary(), bus_run.sched.stats()
+    assert summary.offline == (rio,) == tuple(d.name for d in stats.devices if d.state == "offline")
+    assert (summary.bus, summary.devices, summary.gone) == (stats.bus, len(stats.devices), False)
     to_rio = bus_run.rec.to(3)
     last_ok = max(i for i, t in enumerate(to_rio) if t.error is None)
     assert [t.error for t in to_rio[last_ok + 1 :][:3]] == ["BusTimeoutError"] * 3

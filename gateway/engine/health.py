@@ -19,7 +19,7 @@ from pathlib import Path
 
 import structlog
 
-from drivers.busview import BusStats
+from drivers.busview import BusSummary
 from gateway.adapters import schema
 from gateway.adapters.mqtt import UplinkStats
 from gateway.adapters.store import Store
@@ -87,7 +87,7 @@ class HealthMonitor:
         self,
         *,
         link: Callable[[], UplinkStats],
-        buses: Mapping[str, Callable[[], BusStats]],
+        buses: Mapping[str, Callable[[], BusSummary]],
         loops: Callable[[], Sequence[tuple[str, float, float]]],
         alarms: Callable[[], Sequence[tuple[str, str | None]]],
         clock_jump: Callable[[], tuple[float, float] | None],
@@ -111,10 +111,9 @@ class HealthMonitor:
         link = self._link()
         down = None if link.connected else max(0.0, (self._wall() - link.since).total_seconds())
         buses = []
-        for name, stats in self._buses.items():
-            st = stats()
-            offline = tuple(d.name for d in st.devices if d.state == "offline")
-            buses.append(BusFacts(name, st.gone, len(st.devices), offline))
+        for name, summary in self._buses.items():
+            s = summary()
+            buses.append(BusFacts(name, s.gone, s.devices, s.offline))
         return HealthFacts(
             broker_down_s=down,
             loops=tuple(Loop(n, silent, limit) for n, silent, limit in self._loops()),
