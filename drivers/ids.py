@@ -7,7 +7,7 @@ floor (``floorpanel``). ``DeviceRef`` holds the two parts, so nobody splits name
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NewType
 
 __all__ = ["BusName", "DeviceRef", "RoomId"]
@@ -22,6 +22,7 @@ class DeviceRef:
 
     room: RoomId | None
     role: str
+    _hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         """ValueError for an empty role, or a '/' in either part."""
@@ -29,6 +30,16 @@ class DeviceRef:
             raise ValueError(f"not a device: room {self.room!r}, role {self.role!r}")
         if self.room == "":
             raise ValueError("a room id is not empty")
+        object.__setattr__(self, "_hash", hash((self.room, self.role)))
+
+    def __hash__(self) -> int:
+        """Kept from construction: a device is a key the floor looks up thousands of times
+        a second."""
+        return self._hash
+
+    def __reduce__(self) -> tuple[type[DeviceRef], tuple[RoomId | None, str]]:
+        """Rebuilt from its parts (a string's hash differs from process to process)."""
+        return DeviceRef, (self.room, self.role)
 
     def __str__(self) -> str:
         """The contract's name of the device: ``1203/lock`` or ``floorpanel``."""

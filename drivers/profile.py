@@ -58,7 +58,7 @@ class DataType(enum.StrEnum):
     @property
     def width(self) -> int:
         """Registers (or bits, for BIT) one value occupies."""
-        return {"u32": 2, "i32": 2, "f32": 2, "u64": 4}.get(self.value, 1)
+        return _WIDTHS.get(self, 1)
 
     @property
     def signed(self) -> bool:
@@ -69,6 +69,9 @@ class DataType(enum.StrEnum):
     def is_float(self) -> bool:
         """True for IEEE 754 types (their raw integer is the bit pattern)."""
         return self is DataType.F32
+
+
+_WIDTHS = {DataType.U32: 2, DataType.I32: 2, DataType.F32: 2, DataType.U64: 4}
 
 
 class PollClass(enum.StrEnum):
