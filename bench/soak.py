@@ -53,6 +53,7 @@ import tomli_w
 
 import floorgate_central as fc
 from floorsim.control import call, default_socket, socket_is_live
+from gateway.config.floor import FloorConfig
 from gateway.config.load import load_floor
 
 REPO = Path(__file__).resolve().parent.parent
@@ -116,6 +117,7 @@ class Accounts:
     rss: list[tuple[float, int, float]] = field(default_factory=list)  # (t, pid, MB)
     cpu: list[tuple[float, float]] = field(default_factory=list)  # (t, cpu s, summed)
     sqlite: list[tuple[float, float]] = field(default_factory=list)  # (t, MB)
+    elements: int | None = None  # array elements with a cached value (ever, in the database)
 
 
 class Soak:
@@ -132,6 +134,7 @@ class Soak:
         self.floor_file.write_text(tomli_w.dumps(data))
         self.config = load_floor(self.floor_file)[0]
         self.db = self.dir / "state" / "floorgate.db"
+        self.array_elements = array_elements(self.config)
         self.ctl_path = default_socket(self.config.gateway)
         self.acct = Accounts()
         self.t0 = time.monotonic()
@@ -402,6 +405,7 @@ class Soak:
                         self.acct.rss.append((t, daemon.pid, s.rss_mb))
                     self.acct.cpu.append((t, cpu_before + s.cpu_s))
             self.acct.sqlite.append((self.now(), sqlite_mb(self.db)))
+            self.acct.elements = cached_elements(self.db) or self.acct.elements
             await asyncio.sleep(RSS_EVERY_S)
 
     def report(self, final: bool = False) -> dict[str, Any]:
@@ -436,6 +440,8 @@ class Soak:
             "rss_mb": round(rss_now, 1),
             "rss_slope_mb_h": None if slope is None else round(slope, 2),
             "sqlite_mb_max": round(max(sizes, default=0.0), 2),
+            "array_elements_read": a.elements,
+            "array_elements": self.array_elements,
         }
         print(
             f"\n[{_hms(self.now())}] {'FINAL ' if final else ''}accounting "
@@ -464,6 +470,11 @@ class Soak:
             f"kills {a.kills}"
         )
         print(f"  RSS {sparkline([mb for _, _, mb in a.rss])}")
+        print(
+            f"  point cache: {a.elements if a.elements is not None else '?'} of "
+            f"{self.array_elements} array elements (lock logs and key slots) read at least once; "
+            "the daemon's per-point values grow until each is read (bounded by the floor)"
+        )
         flaps = ", ".join(
             f"{f.how}@{_hms(f.at_s)} down {f.down_s:.0f}s depth {f.depth_max} "
             + (f"drained {f.drain_s:.1f}s" if f.drain_s is not None else "NOT drained")
@@ -532,6 +543,28 @@ def stored_last_seq(db: Path) -> int | None:
         with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2)) as c:
             row = c.execute("SELECT max(seq) FROM events").fetchone()
             return None if row[0] is None else int(row[0])
+    except sqlite3.Error:
+        return None
+
+
+def array_elements(config: FloorConfig) -> int:
+    """Elements of the floor's array points (a lock's log ring and key slots): the values
+    filled one by one, as events touch them, rather than by the first poll."""
+    return sum(
+        p.count
+        for bus in config.buses
+        for device in config.devices(bus.name)
+        for p in device.profile.point
+        if p.count > 1
+    )
+
+
+def cached_elements(db: Path) -> int | None:
+    """Array elements with a value in the daemon's point cache (None if unreadable now)."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2)) as c:
+            sql = "SELECT count(*) FROM point_values WHERE instr(point, '[') > 0"
+            return int(c.execute(sql).fetchone()[0])
     except sqlite3.Error:
         return None
 

@@ -32,3 +32,5 @@ def test_two_minutes_of_soak_lose_nothing_and_miss_no_alarm() -> None:
     assert figures["flaps"] >= 2
     assert figures["flaps_undrained"] == 0, done.stdout
     assert figures["kills"] >= 1
+    assert figures["array_elements"] == 60 * (3 * 16 + 32)  # the bench floor's locks
+    assert 0 < figures["array_elements_read"] <= figures["array_elements"], done.stdout
