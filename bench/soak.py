@@ -659,6 +659,13 @@ async def soak_main(args: argparse.Namespace) -> dict[str, Any]:
     )
     tasks: set[asyncio.Task[Any]] = set()
     central: fc.Central | None = None
+    # SIGTERM, or SIGINT (which a shell leaves ignored for a job in the background): end
+    # early, with the accounting so far, and stop what this soak started.
+    me = asyncio.current_task()
+    assert me is not None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+        asyncio.get_running_loop().add_signal_handler(sig, me.cancel)
     try:
         central = await soak.start()
         assert soak.floor is not None
@@ -681,6 +688,12 @@ async def soak_main(args: argparse.Namespace) -> dict[str, Any]:
         running[0].cancel()
         if args.png and png(soak.acct.rss, Path(args.png)):
             print(f"  RSS curve: {args.png}")
+    except asyncio.CancelledError:
+        if soak.floor is not None:
+            soak.report()
+        print("soak: stopped by a signal before its end", flush=True)
+        raise
+    else:
         print("SOAK RESULT " + json.dumps(figures), flush=True)
         return figures
     finally:
@@ -708,7 +721,10 @@ def main() -> None:
     p.add_argument("--png", default="soak-rss.png", help="the RSS curve (with matplotlib)")
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args()
-    figures = asyncio.run(soak_main(args))
+    try:
+        figures = asyncio.run(soak_main(args))
+    except asyncio.CancelledError:
+        sys.exit(2)
     ok = (
         figures["lost"] == 0 and figures["out_of_order"] == 0 and figures["alarms_missed"] == 0
         and figures["flaps_undrained"] == 0
