@@ -211,16 +211,29 @@ class Schedule(Generic[K]):
         With ``above``, only an entry of a better level than that (a level as returned by
         ``level``): a long job asks this between its transactions, to let urgent work in.
         """
+        return self._pick(now, above)[0]
+
+    def pick_or_wait(self, now: float) -> tuple[K | None, float | None]:
+        """``pick(now)``; when nothing is due, also ``next_due()``, from the same pass over
+        the heaps (a bus owner asks between almost every two transactions)."""
+        return self._pick(now, None)
+
+    def _pick(self, now: float, above: int | None) -> tuple[K | None, float | None]:
         best: Entry[K] | None = None
         best_rank: tuple[int, float, int] | None = None
+        soonest: float | None = None  # of the entries not due yet
         for e in self._tops():
             if e.due_at > now:
+                if soonest is None or e.due_at < soonest:
+                    soonest = e.due_at
                 continue
             r = e.rank(now)
             if best_rank is None or r < best_rank:
                 best, best_rank = e, r
-        if best is None or best_rank is None or (above is not None and best_rank[0] >= above):
-            return None
+        if best is None or best_rank is None:
+            return None, soonest  # nothing due: the soonest top is the soonest entry
+        if above is not None and best_rank[0] >= above:
+            return None, None
         heapq.heappop(self._heaps[_bucket(best)])
         best.in_flight = True
         self._levels[best.key] = best_rank[0]
@@ -228,7 +241,7 @@ class Schedule(Generic[K]):
             nxt = best.due_at + best.period_s
             # Missed a whole period: start a new phase rather than catch up (no stacking).
             best.due_at = nxt if nxt > now else now + best.period_s
-        return best.key
+        return best.key, None
 
     def level(self, key: K) -> int:
         """The level a running entry was picked at (0 = emergency requests, first)."""

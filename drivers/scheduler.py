@@ -302,9 +302,10 @@ class BusScheduler:
                 self._beat()
             self._wake.clear()  # whatever sets it from here on cuts the wait below short
             now = self._clock()
-            key = None if now < self._paused_until else self._schedule.pick(now)
+            paused = now < self._paused_until
+            key, due = (None, None) if paused else self._schedule.pick_or_wait(now)
             if key is None:
-                await self._idle(now)
+                await self._idle(now, due)
                 continue
             await self._run(key)
 
@@ -324,14 +325,14 @@ class BusScheduler:
         while (urgent := self._schedule.pick(self._clock(), above=level)) is not None:
             await self._run(urgent)
 
-    async def _idle(self, now: float) -> None:
+    async def _idle(self, now: float, due: float | None) -> None:
+        """Until ``due`` (the schedule's next due entry), a beat, the end of a pause or a
+        wake, whichever comes first."""
         wake_at = now + BEAT_EVERY_S
         if now < self._paused_until:
             wake_at = min(wake_at, self._paused_until)
-        else:
-            due = self._schedule.next_due()
-            if due is not None:
-                wake_at = min(wake_at, due)
+        elif due is not None:
+            wake_at = min(wake_at, due)
         if wake_at <= now:
             await asyncio.sleep(0)
             return

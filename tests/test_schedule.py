@@ -244,10 +244,10 @@ def replay(rooms: int, seconds: float) -> dict[str, list[float]]:
         s.done(key)
 
     while clock[0] < seconds:
-        key = s.pick(clock[0])
+        key, nxt = s.pick_or_wait(clock[0])
         if key is None:
-            nxt = s.next_due()
             assert nxt is not None
+            assert nxt == s.next_due()
             clock[0] = max(clock[0], nxt)
             continue
         run(key)
