@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/calls.py [--presses 150] [--seconds 60] [--warmup 6] [--seed 1]
     .venv/bin/python bench/calls.py --disk-full [--presses 60]   (bench/diskfull.py)
+    .venv/bin/python bench/calls.py --idle 120                (the floor at rest: CPU, RSS)
 
 The whole gateway, as deployed: floorgated runs as its own process on
 config/floors/bench.toml (4 RS-485 lines x 12 rooms at 19200 8N1, paced on the wire; 12
@@ -501,6 +502,20 @@ async def calls_main(args: argparse.Namespace) -> None:
 # -- helpers -------------------------------------------------------------------------------------
 
 
+async def idle_main(args: argparse.Namespace) -> None:
+    """The bench floor at rest: polling, no presses, no commands; CPU and RSS."""
+    async with GatewayRun(args.warmup, "idle") as run:
+        print(f"bench floor at rest for {args.idle:.0f} s after a {args.warmup:.0f} s warm-up")
+        async with run.measuring() as usage:
+            await asyncio.sleep(args.idle)
+        gone = run.alive()
+    for u in usage:
+        print("  " + u.line())
+    print(f"  machine load average (1 min) at the end: {os.getloadavg()[0]:.2f} (2 cores, shared)")
+    if gone:
+        print(f"  WARNING: exited during the run: {gone}")
+
+
 def _keep_logs(run_dir: Path, to: Path) -> None:
     """Copy the run's process logs (FLOORGATE_BENCH_KEEP_LOGS=DIR), for a closer look."""
     to.mkdir(parents=True, exist_ok=True)
@@ -537,7 +552,16 @@ def main() -> None:
         action="store_true",
         help="instead: press -> lamps with the state disk healthy, then full (bench/diskfull.py)",
     )
+    p.add_argument(
+        "--idle",
+        type=float,
+        metavar="SECONDS",
+        help="instead: the daemon's CPU and RSS on the bench floor at rest (no presses)",
+    )
     args = p.parse_args()
+    if args.idle is not None:
+        asyncio.run(idle_main(args))
+        return
     if args.disk_full:
         from diskfull import disk_full_main  # noqa: PLC0415 (bench/ is the script's path)
 
