@@ -51,7 +51,7 @@ def stale_fields(floor: FloorState, device: DeviceRef, now: datetime) -> tuple[s
         for point, path in kind.fields.items()
         if (at := read_at.get(point)) is not None and at < before
     }
-    return tuple(sorted(out)) if out else ()
+    return tuple(sorted(out))
 
 
 def room_fields(floor: FloorState, room: str, now: datetime) -> dict[str, object]:

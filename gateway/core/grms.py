@@ -546,10 +546,9 @@ def _due_reason(m: RoomMgmt, now: datetime, window_delay_s: float) -> str:
 
 
 def _next_stay_start(floor: FloorState, room: str, now: datetime) -> datetime | None:
-    stays = floor.authz.stays(room)
-    if not stays:  # most rooms, most of the time: asked for every room after every batch
-        return None
-    starts = [s.valid_from for s in stays if not s.ended(now) and s.valid_from > now]
+    starts = [
+        s.valid_from for s in floor.authz.stays(room) if not s.ended(now) and s.valid_from > now
+    ]
     return min(starts, default=None)
 
 
