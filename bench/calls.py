@@ -43,7 +43,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -492,14 +492,7 @@ async def calls_main(args: argparse.Namespace) -> None:
         "100 ms (the Modbus TCP default), the panel pushes CALL)"
     )
     print("\nduring the presses:")
-    for u in usage:
-        print("  " + u.line())
-    print(f"  machine load average (1 min) at the end: {os.getloadavg()[0]:.2f} (2 cores, shared)")
-    if gone:
-        print(f"  WARNING: exited during the run: {gone}")
-
-
-# -- helpers -------------------------------------------------------------------------------------
+    print_usage(usage, gone)
 
 
 async def idle_main(args: argparse.Namespace) -> None:
@@ -509,6 +502,14 @@ async def idle_main(args: argparse.Namespace) -> None:
         async with run.measuring() as usage:
             await asyncio.sleep(args.idle)
         gone = run.alive()
+    print_usage(usage, gone)
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def print_usage(usage: Sequence[Usage], gone: str) -> None:
+    """Each process's CPU and RSS over the run, the load, and who exited during it."""
     for u in usage:
         print("  " + u.line())
     print(f"  machine load average (1 min) at the end: {os.getloadavg()[0]:.2f} (2 cores, shared)")

@@ -405,7 +405,9 @@ class Soak:
                         self.acct.rss.append((t, daemon.pid, s.rss_mb))
                     self.acct.cpu.append((t, cpu_before + s.cpu_s))
             self.acct.sqlite.append((self.now(), sqlite_mb(self.db)))
-            self.acct.elements = cached_elements(self.db) or self.acct.elements
+            elements = cached_elements(self.db)
+            if elements is not None:  # 0 is a count; None: the database was busy just now
+                self.acct.elements = elements
             await asyncio.sleep(RSS_EVERY_S)
 
     def report(self, final: bool = False) -> dict[str, Any]:
@@ -664,7 +666,6 @@ async def soak_main(args: argparse.Namespace) -> dict[str, Any]:
     me = asyncio.current_task()
     assert me is not None
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, signal.SIG_DFL)
         asyncio.get_running_loop().add_signal_handler(sig, me.cancel)
     try:
         central = await soak.start()
