@@ -548,4 +548,6 @@ async def test_the_outbox_drains_after_every_restart_under_load(
             await until(lambda: set(seqs(col)) >= set(range(1, last + 1)), timeout=15)
             assert seqs(col) == list(range(1, last + 1))
             await eventually(store, lambda c: undelivered(c) == 0, timeout=15)
-            assert uplink.stats().in_flight == 0
+            # Retained states republished after the last reconnect may still await PUBACK
+            # when the events are all marked: wait for the window to empty, bounded.
+            await until(lambda: uplink.stats().in_flight == 0, timeout=10)
